@@ -173,7 +173,7 @@ class GeneratorConfig:
 class FullyConnectedLayer(nn.Module):
     """Equalised-learning-rate linear layer: y = act(x (g W)ᵀ + b·lr), g = lr / sqrt(in).
 
-    Always evaluated in float32 (it is tiny and feeds the demodulation maths).
+    Evaluated in at least float32 (it is tiny and feeds the demodulation maths).
     """
 
     def __init__(self, in_features: int, out_features: int, *, activation: str = "linear",
@@ -187,8 +187,10 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() * self.weight_gain
-        b = self.bias.float()
+        acc = _acc_dtype(self.weight.dtype)
+        x = x.to(acc)
+        w = self.weight.to(acc) * self.weight_gain
+        b = self.bias.to(acc)
         if self.bias_gain != 1:
             b = b * self.bias_gain
         if self.activation == "linear":
@@ -223,6 +225,36 @@ def _blur_after_transpose(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k, padding=1, groups=c)
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision for styles, demodulation and the skip image: float32, or float64 for a double model."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _weight_sq(weight: torch.Tensor) -> torch.Tensor:
+    """Σ_k W_oik² as [O, I] in float32 (float64 for a double model), cached per weight version
+    in eager inference."""
+    acc = _acc_dtype(weight.dtype)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or weight.requires_grad:
+        return weight.to(acc).square().sum(dim=[2, 3])
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    cached = getattr(weight, "_stylecast_wsq", None)
+    if cached is None or cached[0] != key:
+        cached = (key, weight.detach().to(acc).square().sum(dim=[2, 3]))
+        weight._stylecast_wsq = cached
+    return cached[1]
+
+
+def _bias_lrelu_clamp(x: torch.Tensor, bias: torch.Tensor, clamp: Optional[float]) -> torch.Tensor:
+    """act(x + b)·√2, clamped to ±clamp. ``x`` must be a fresh tensor this layer owns; it is
+    updated in place when no gradient is being recorded (saves memory traffic on large maps)."""
+    b = bias.reshape(1, -1, 1, 1)
+    if torch.is_grad_enabled() and (x.requires_grad or b.requires_grad):
+        x = F.leaky_relu(x + b, LRELU_SLOPE) * LRELU_GAIN
+        return x.clamp(-clamp, clamp) if clamp is not None else x
+    x = F.leaky_relu(x.add_(b), LRELU_SLOPE, inplace=True).mul_(LRELU_GAIN)
+    return x.clamp_(-clamp, clamp) if clamp is not None else x
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (+ optional 2x up-sampling), noise, bias, leaky ReLU, clamp."""
 
@@ -252,7 +284,7 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)  # [B, I] float32
         # demod_o = rsqrt(g² Σ_i s_i² Σ_k W_oik² + ε); multiplied by g because the conv below uses
         # the raw weight while the source convolves with g·W.
-        wsq = self.weight.float().square().sum(dim=[2, 3])  # [O, I]
+        wsq = _weight_sq(self.weight)  # [O, I]
         g = self.demod_gain
         dcoefs = (styles.square().matmul(wsq.t()) * (g * g) + 1e-8).rsqrt() * g  # [B, O]
         # Scale the input by s·(1/sqrt(fan_in)) and the output by the inverse, so activations stay
@@ -275,10 +307,7 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = (self.noise_const * self.noise_strength).to(dtype)
         x = torch.addcmul(noise, x, out_scale) if noise is not None else x * out_scale
-        x = F.leaky_relu(x + self.bias.to(dtype).reshape(1, -1, 1, 1), LRELU_SLOPE) * LRELU_GAIN
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
-        return x
+        return _bias_lrelu_clamp(x, self.bias.to(dtype), self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -326,7 +355,7 @@ class SynthesisBlock(nn.Module):
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
-        y = self.torgb(x, ws[:, self.num_conv]).float()
+        y = self.torgb(x, ws[:, self.num_conv]).to(ws.dtype)
         img = y if img is None else upsample2d(img) + y
         return x, img
 
@@ -350,7 +379,7 @@ class MappingNetwork(nn.Module):
     def forward_w(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, z_dim] → w [B, w_dim] (no broadcast, no truncation)."""
         _check_shape(z, [None, self.z_dim], "mapping input z")
-        x = z.float()
+        x = z.to(_acc_dtype(self.w_avg.dtype))
         x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
@@ -364,7 +393,7 @@ class MappingNetwork(nn.Module):
             raise ValueError(f"truncation_psi must be finite, got {truncation_psi!r}")
         if psi == 1.0:
             return ws
-        w_avg = self.w_avg.float()
+        w_avg = self.w_avg.to(ws.dtype)
         if truncation_cutoff is None or truncation_cutoff >= ws.shape[1]:
             return w_avg.lerp(ws, psi)
         head = w_avg.lerp(ws[:, :truncation_cutoff], psi)
@@ -378,7 +407,7 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws [B, num_ws, w_dim] → image [B, C, R, R] float32 in about [-1, 1].
+    """ws [B, num_ws, w_dim] → image [B, C, R, R] float32 (float64 for a double model), about [-1, 1].
 
     Compute dtype follows the parameters (``.to(torch.float16)`` etc.); styles, demodulation and
     the skip image stay in float32. ``channels_last = True`` runs convolutions in NHWC.
@@ -401,8 +430,8 @@ class SynthesisNetwork(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         _check_shape(ws, [None, self.num_ws, self.w_dim], "synthesis input ws")
-        ws = ws.float()
         dtype = self.b4.const.dtype
+        ws = ws.to(_acc_dtype(dtype))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         x = img = None
         w_idx = 0

@@ -1,0 +1,74 @@
+"""Small helpers shared by the ``python -m engine.X`` command-line tools."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from typing import NoReturn
+
+import numpy as np
+import torch
+
+
+class UsageError(Exception):
+    """A user mistake a CLI reports as one line on stderr with exit code 2."""
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print ``prog: error: message`` (one line) and exit with status 2."""
+    first_line = " ".join(str(message).split())
+    sys.stderr.write(f"{prog}: error: {first_line}\n")
+    raise SystemExit(2)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse ``"0-3"``, ``"1,5,9"`` or ``"0-3,10,20-21"`` into a list of non-negative seeds."""
+    seeds: list[int] = []
+    if not text or not text.strip():
+        raise UsageError("empty seed list")
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UsageError(f"bad seed range {part!r}: use N, A-B or a comma-separated list of them")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UsageError(f"bad seed range {part!r}: end is before start")
+        if hi >= 2**32:
+            raise UsageError(f"seed {hi} is out of range (0 .. 2**32-1)")
+        if hi - lo >= 1_000_000:
+            raise UsageError(f"seed range {part!r} is too long (at most 1,000,000 seeds)")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (rejects nan / inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or a bare GPU index; CUDA requested without CUDA is an error."""
+    if name.isdigit():
+        name = f"cuda:{name}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def images_to_uint8(img: torch.Tensor) -> np.ndarray:
+    """NCHW float in [-1, 1] → NHWC uint8 (the one place images are quantised)."""
+    x = (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,124 @@
+"""Render images from a StyleGAN2 generator: ``python -m engine.generate --seeds 0-3 --outdir out``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from engine.cli_util import UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
+from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
+
+PROG = "python -m engine.generate"
+EPILOG = """examples:
+  # four images of the built-in demo generator (no download, no GPU needed)
+  python -m engine.generate --seeds 0-3 --outdir out
+
+  # an NVlabs network pickle (or a rosinality .pt, or a StyleCast .safetensors), truncated
+  python -m engine.generate --generator ffhq.pkl --seeds 0,7,42 --trunc 0.7 --outdir out
+
+  # also save the raw float32 NCHW output in [-1, 1] as seedNNNN.npy
+  python -m engine.generate --seeds 0-1 --raw --outdir out
+
+  # render given latents: FILE.npy holds ws [N, num_ws, w_dim] or w [N, w_dim]
+  python -m engine.generate --ws latents.npy --outdir out
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", default="demo",
+                   help="checkpoint path (.pkl NVlabs, .pt rosinality, .safetensors StyleCast) or preset name: "
+                        "demo (default, built in), ffhq256, ffhq512, ffhq1024 (downloaded once to the cache)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--seeds", default=None, help="seeds as N, A-B or a comma-separated list (default 0-3)")
+    src.add_argument("--ws", type=Path, default=None, help="render latents from a .npy file instead of seeds")
+    p.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi toward w_avg (default 1.0)")
+    p.add_argument("--trunc-cutoff", type=int, default=None,
+                   help="truncate only the first N ws (default: all, or the checkpoint's setting)")
+    p.add_argument("--noise-mode", choices=NOISE_MODES, default="const", help="noise inputs (default const)")
+    p.add_argument("--outdir", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--raw", action="store_true", help="also write the float32 NCHW output as .npy")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per synthesis call (default 4)")
+    return p
+
+
+def load_ws_file(path: Path, G: Generator) -> np.ndarray:
+    """Read latents from ``path`` as float32 [N, num_ws, w_dim].
+
+    A 3-D array is per-layer ws; a 2-D array is N single w vectors and a 1-D array one w, each
+    broadcast to every layer.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: not a readable .npy array ({exc})") from None
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise UsageError(f"{path}: latents must be floating point, got {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, None, :], G.num_ws, axis=1)
+    if arr.ndim != 3 or arr.shape[1:] != (G.num_ws, G.w_dim):
+        raise UsageError(f"{path}: latents have shape {tuple(arr.shape)}, this generator needs "
+                         f"[N, {G.num_ws}, {G.w_dim}] or [N, {G.w_dim}]")
+    if not np.isfinite(arr).all():
+        raise UsageError(f"{path}: latents contain NaN or infinity")
+    return arr.astype(np.float32)
+
+
+def _write(outdir: Path, stem: str, img: torch.Tensor, raw: bool) -> None:
+    Image.fromarray(images_to_uint8(img[None])[0]).save(outdir / f"{stem}.png")
+    if raw:
+        np.save(outdir / f"{stem}.npy", img[None].float().cpu().numpy())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.synthesis.checkpoints import CheckpointError, load_generator
+
+    try:
+        if args.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        device = resolve_device(args.device)
+        seeds = parse_seeds(args.seeds if args.seeds is not None else "0-3") if args.ws is None else None
+        G = load_generator(args.generator, device=device)
+        if args.ws is not None:
+            ws_all = load_ws_file(args.ws, G)
+            jobs = [(f"ws{i:04d}", ws_all[i]) for i in range(len(ws_all))]
+        else:
+            jobs = [(f"seed{s:04d}", s) for s in seeds]
+        args.outdir.mkdir(parents=True, exist_ok=True)
+    except (UsageError, CheckpointError, OSError) as exc:
+        fail(PROG, str(exc))
+
+    cutoff = args.trunc_cutoff if args.trunc_cutoff is not None else G.config.truncation_cutoff
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(jobs), args.batch_size), desc="generate", unit="batch",
+                          disable=len(jobs) <= args.batch_size):
+            chunk = jobs[start:start + args.batch_size]
+            if args.ws is not None:
+                ws = torch.from_numpy(np.stack([j[1] for j in chunk])).to(device)
+            else:
+                z = np.concatenate([seed_to_z(j[1], G.z_dim) for j in chunk])
+                z = torch.from_numpy(z).to(device=device, dtype=torch.float32)
+                ws = G.mapping(z, truncation_psi=args.trunc, truncation_cutoff=cutoff)
+            img = G.synthesis(ws, noise_mode=args.noise_mode)
+            for (stem, _), one in zip(chunk, img):
+                _write(args.outdir, stem, one, args.raw)
+    print(f"wrote {len(jobs)} image(s) to {os.fspath(args.outdir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
