@@ -1,0 +1,409 @@
+"""Synthesis-network throughput: ms/frame and frames/s per resolution x batch x dtype.
+
+Times ``G.synthesis(ws, noise_mode="const")`` under ``torch.inference_mode`` (the mapping
+network runs once, outside the timed region). Each cell gets warm-up passes, then timed
+passes until ``--repeats`` are done or the cell has used ``--cell-seconds``; the table shows
+the median. Results go to ``benchmarks/results/synthesis.json`` and ``synthesis.png``.
+
+    python -m benchmarks.synthesis                       # CPU defaults, a few minutes on 2 cores
+    python -m benchmarks.synthesis --quick               # smoke run, seconds
+    python -m benchmarks.synthesis --device cuda --resolutions 256 512 1024 --batches 1 4 16 \\
+        --dtypes float32 float16
+    python -m benchmarks.synthesis --generator path/to/network.pkl --batches 1 4
+
+``--generator demo`` (default) builds random-weight generators with the official NVlabs
+stylegan2-ada-pytorch configurations: 128 px channel_base 16384, 256 px ``paper256``
+(channel_base 16384), 512/1024 px ``stylegan2`` (channel_base 32768); channel_max 512,
+8 mapping layers, conv_clamp 256. Weights do not change the arithmetic, so timings hold for
+trained networks of the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.synthesis.networks import Generator, GeneratorConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Generators
+
+
+def demo_channel_base(resolution: int) -> int:
+    """channel_base of the official NVlabs configuration for this resolution."""
+    return 32768 if resolution >= 512 else 16384
+
+
+def demo_config(
+    resolution: int,
+    channel_base: int | None = None,
+    channel_max: int = 512,
+    z_dim: int = 512,
+    mapping_layers: int = 8,
+) -> GeneratorConfig:
+    """FFHQ-style NVlabs configuration (random weights are enough for timing)."""
+    return GeneratorConfig.nvlabs(
+        z_dim=z_dim,
+        w_dim=z_dim,
+        img_resolution=resolution,
+        channel_base=channel_base if channel_base is not None else demo_channel_base(resolution),
+        channel_max=channel_max,
+        mapping_layers=mapping_layers,
+        conv_clamp=256,
+    )
+
+
+def build_demo_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    return Generator(config).eval().requires_grad_(False)
+
+
+def load_checkpoint_generator(path: str) -> Generator:
+    from engine.synthesis.checkpoints import load_generator
+
+    return load_generator(path).eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_synthesis(
+    G: Generator,
+    ws: torch.Tensor,
+    warmup: int,
+    repeats: int,
+    cell_seconds: float,
+) -> list[float]:
+    """Seconds per ``G.synthesis(ws)`` call: ``warmup`` untimed calls, then up to ``repeats``
+    timed ones, stopping early (after at least one) once ``cell_seconds`` have been spent."""
+    device = ws.device
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for _ in range(warmup):
+            G.synthesis(ws, noise_mode="const")
+            _sync(device)
+            if time.perf_counter() - start > cell_seconds:
+                break
+        times: list[float] = []
+        spent = 0.0
+        while len(times) < repeats:
+            _sync(device)
+            t0 = time.perf_counter()
+            G.synthesis(ws, noise_mode="const")
+            _sync(device)
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            spent += dt
+            if spent > cell_seconds:
+                break
+    return times
+
+
+def prepare(G: Generator, dtype_name: str, device: torch.device, channels_last: bool) -> Generator:
+    """A copy of ``G`` on ``device`` in ``dtype`` (the float32 master stays untouched)."""
+    G = copy.deepcopy(G).to(device=device, dtype=DTYPES[dtype_name])
+    if channels_last:
+        G.set_channels_last(True)
+    return G
+
+
+def run_cell(
+    G: Generator,
+    batch: int,
+    dtype_name: str,
+    warmup: int,
+    repeats: int,
+    cell_seconds: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``G.synthesis`` (``G`` already prepared) at one batch size."""
+    device = G.device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, G.z_dim, generator=gen).to(device)
+    with torch.inference_mode():
+        ws = G.mapping(z, truncation_psi=1.0)
+    times = time_synthesis(G, ws, warmup=warmup, repeats=repeats, cell_seconds=cell_seconds)
+    median_s = statistics.median(times)
+    return {
+        "resolution": G.img_resolution,
+        "batch": batch,
+        "dtype": dtype_name,
+        "device": device.type,
+        "channels_last": bool(G.synthesis.channels_last),
+        "repeats": len(times),
+        "warmup": warmup,
+        "median_ms_per_batch": median_s * 1e3,
+        "min_ms_per_batch": min(times) * 1e3,
+        "ms_per_frame": median_s * 1e3 / batch,
+        "frames_per_s": batch / median_s,
+        "times_ms": [t * 1e3 for t in times],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "num_threads": torch.get_num_threads(),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    header = f"{'res':>5} {'batch':>5} {'dtype':>9} {'ms/batch':>10} {'ms/frame':>10} {'frames/s':>9} {'n':>3}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9}  error: {r['error']}")
+            continue
+        lines.append(
+            f"{r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9} {r['median_ms_per_batch']:>10.2f}"
+            f" {r['ms_per_frame']:>10.2f} {r['frames_per_s']:>9.2f} {r['repeats']:>3}"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], env: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    ok = [r for r in results if "error" not in r]
+    fig, (ax_ms, ax_fps) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = sorted({(r["dtype"], r["batch"]) for r in ok}, key=lambda s: (s[0], s[1]))
+    for dtype_name, batch in series:
+        rows = sorted(
+            (r for r in ok if r["dtype"] == dtype_name and r["batch"] == batch),
+            key=lambda r: r["resolution"],
+        )
+        res = [r["resolution"] for r in rows]
+        label = f"{dtype_name}, batch {batch}"
+        ax_ms.plot(res, [r["ms_per_frame"] for r in rows], marker="o", label=label)
+        ax_fps.plot(res, [r["frames_per_s"] for r in rows], marker="o", label=label)
+    for ax, ylabel in ((ax_ms, "ms / frame (median)"), (ax_fps, "frames / s")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        ax.set_xlabel("resolution (px)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        resolutions = sorted({r["resolution"] for r in ok})
+        if resolutions:
+            ax.set_xticks(resolutions)
+            ax.set_xticklabels([str(r) for r in resolutions])
+    if series:
+        ax_fps.legend(fontsize=8)
+    fig.suptitle(
+        f"G.synthesis, noise_mode=const - {env['device_name']} ({env['device']}, "
+        f"{env['num_threads']} threads), torch {env['torch_version']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.synthesis",
+        description="Time G.synthesis per resolution x batch x dtype; write JSON + PNG.",
+    )
+    p.add_argument("--resolutions", type=int, nargs="+", default=None,
+                   help="demo generator resolutions (default: 128 256 512 1024; --quick: 128)")
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help="batch sizes (default: 1 4; --quick: 1)")
+    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+                   help="dtypes (default: float32 on CPU, float32 float16 on CUDA)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--generator", default="demo",
+                   help="'demo' (random NVlabs-config weights) or a checkpoint path")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 warm-up, 2 timed passes, small defaults")
+    p.add_argument("--warmup", type=int, default=None, help="untimed passes per cell (default 1 CPU, 5 CUDA)")
+    p.add_argument("--repeats", type=int, default=None, help="max timed passes per cell (default 5 CPU, 50 CUDA)")
+    p.add_argument("--cell-seconds", type=float, default=None,
+                   help="stop timing a cell after this many seconds (default 8 CPU, 5 CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="run synthesis in NHWC")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--channel-base", type=int, default=None, help="override the demo channel_base")
+    p.add_argument("--channel-max", type=int, default=512, help="demo channel_max")
+    p.add_argument("--z-dim", type=int, default=512, help="demo z_dim = w_dim")
+    p.add_argument("--mapping-layers", type=int, default=8, help="demo mapping layers")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
+                   help="where synthesis.json / synthesis.png go (default benchmarks/results)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    cuda = device.type == "cuda"
+    resolutions = args.resolutions or ([128] if args.quick else [128, 256, 512, 1024])
+    batches = args.batches or ([1] if args.quick else [1, 4])
+    dtype_names = args.dtypes or (["float32", "float16"] if cuda else ["float32"])
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick or not cuda else 5)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else (50 if cuda else 5))
+    cell_seconds = args.cell_seconds if args.cell_seconds is not None else (
+        2.0 if args.quick else (5.0 if cuda else 8.0))
+
+    if args.generator == "demo":
+        generators = (
+            (res, lambda res=res: build_demo_generator(demo_config(
+                res, channel_base=args.channel_base, channel_max=args.channel_max,
+                z_dim=args.z_dim, mapping_layers=args.mapping_layers)))
+            for res in resolutions
+        )
+    else:
+        generators = iter([(None, lambda: load_checkpoint_generator(args.generator))])
+
+    env = environment(device)
+    print(f"# {env['device_name']} ({env['device']}), torch {env['torch_version']}, "
+          f"{env['num_threads']} threads, commit {env['git_commit']}", flush=True)
+    results: list[dict[str, Any]] = []
+    configs: dict[str, Any] = {}
+    for _, make in generators:
+        G = make()
+        configs[str(G.img_resolution)] = G.config.to_dict()
+        for dtype_name in dtype_names:
+            Gd = prepare(G, dtype_name, device, args.channels_last)
+            for batch in batches:
+                try:
+                    row = run_cell(Gd, batch, dtype_name, warmup, repeats, cell_seconds)
+                except (RuntimeError, NotImplementedError) as exc:  # e.g. a dtype the device lacks
+                    row = {"resolution": G.img_resolution, "batch": batch, "dtype": dtype_name,
+                           "device": device.type, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                results.append(row)
+                if "error" in row:
+                    print(f"  {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: {row['error']}",
+                          flush=True)
+                else:
+                    print(f"  {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: "
+                          f"{row['ms_per_frame']:9.2f} ms/frame {row['frames_per_s']:8.2f} frames/s "
+                          f"({row['repeats']} passes)", flush=True)
+            del Gd
+        del G
+        if cuda:
+            torch.cuda.empty_cache()
+
+    print()
+    print(format_table(results))
+
+    report = {
+        "benchmark": "synthesis",
+        "environment": env,
+        "settings": {
+            "generator": args.generator,
+            "noise_mode": "const",
+            "resolutions": resolutions,
+            "batches": batches,
+            "dtypes": dtype_names,
+            "warmup": warmup,
+            "repeats": repeats,
+            "cell_seconds": cell_seconds,
+            "channels_last": args.channels_last,
+            "quick": args.quick,
+        },
+        "configs": configs,
+        "results": results,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.out_dir / "synthesis.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        png_path = args.out_dir / "synthesis.png"
+        plot(results, env, png_path)
+        print(f"wrote {png_path}")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

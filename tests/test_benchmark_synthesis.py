@@ -1,0 +1,51 @@
+"""Smoke test of ``python -m benchmarks.synthesis``: it runs, and writes the JSON and PNG.
+
+No timing assertions: only that every cell produced a row with the promised fields.
+"""
+import json
+
+import pytest
+
+from benchmarks import synthesis
+
+TINY = ["--quick", "--resolutions", "8", "16", "--batches", "1", "2", "--channel-max", "16",
+        "--z-dim", "16", "--mapping-layers", "2", "--cell-seconds", "1"]
+
+
+def test_quick_run_writes_json_and_png(tmp_path):
+    report = synthesis.main(TINY + ["--dtypes", "float32", "bfloat16", "--out-dir", str(tmp_path)])
+
+    json_path, png_path = tmp_path / "synthesis.json", tmp_path / "synthesis.png"
+    assert json_path.is_file() and png_path.is_file()
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(json_path.read_text())
+    assert data == json.loads(json.dumps(report))
+
+    env = data["environment"]
+    for key in ("device", "device_name", "cpu_model", "torch_version", "num_threads", "git_commit",
+                "timestamp", "python_version"):
+        assert key in env
+    assert env["device"] == "cpu" and env["num_threads"] >= 1
+
+    assert data["settings"]["noise_mode"] == "const"
+    assert set(data["configs"]) == {"8", "16"}
+    cells = {(r["resolution"], r["batch"], r["dtype"]) for r in data["results"]}
+    assert cells == {(res, b, dt) for res in (8, 16) for b in (1, 2) for dt in ("float32", "bfloat16")}
+    for row in data["results"]:
+        assert "error" not in row, row
+        assert row["repeats"] >= 1 and len(row["times_ms"]) == row["repeats"]
+        for key in ("median_ms_per_batch", "ms_per_frame", "frames_per_s"):
+            assert row[key] > 0
+        assert row["ms_per_frame"] == pytest.approx(row["median_ms_per_batch"] / row["batch"])
+        assert row["frames_per_s"] == pytest.approx(1e3 / row["ms_per_frame"])
+
+
+def test_demo_configs_follow_official_nvlabs_settings():
+    assert synthesis.demo_channel_base(128) == 16384
+    assert synthesis.demo_channel_base(256) == 16384
+    assert synthesis.demo_channel_base(512) == 32768
+    assert synthesis.demo_channel_base(1024) == 32768
+    cfg = synthesis.demo_config(1024)
+    assert cfg.channels[4] == 512 and cfg.channels[1024] == 32
+    assert cfg.conv_clamp == 256 and cfg.mapping_layers == 8 and cfg.z_dim == cfg.w_dim == 512
+    assert synthesis.demo_config(256).channels[256] == 64
