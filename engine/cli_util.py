@@ -22,6 +22,13 @@ def fail(prog: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: ... (see --help)`` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see --help)")
+
+
 def parse_seeds(text: str) -> list[int]:
     """Parse ``"0-3"``, ``"1,5,9"`` or ``"0-3,10,20-21"`` into a list of non-negative seeds."""
     seeds: list[int] = []

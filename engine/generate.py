@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from engine.cli_util import UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
 from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
 
 PROG = "python -m engine.generate"
@@ -31,8 +31,8 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG,
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default="demo",
                    help="checkpoint path (.pkl NVlabs, .pt rosinality, .safetensors StyleCast) or preset name: "
