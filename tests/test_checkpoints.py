@@ -431,6 +431,11 @@ def test_stylecast_tensor_errors(tmp_path, nv_G):
     save_file(sd, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match=r"g\.safetensors: tensor 'synthesis\.b4\.const' has shape \(16, 8, 8\)"):
         load_generator(path)
+    sd["synthesis.b4.const"] = nv_G.state_dict()["synthesis.b4.const"].contiguous()
+    sd["synthesis.b4.extra"] = torch.zeros(2)
+    save_file(sd, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"g\.safetensors: unexpected tensor 'synthesis\.b4\.extra'"):
+        load_generator(path)
     save_file(sd, str(path), metadata={"stylecast_config": "{not json"})
     with pytest.raises(CheckpointError, match=r"g\.safetensors: invalid StyleCast config in header metadata"):
         load_generator(path)
@@ -631,6 +636,25 @@ def test_payload_inside_tensor_storage_bytes_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=f"storage\\.pkl: refusing to load global '{PAYLOADS['os.system']}'"):
         load_generator(path)
     _wait_absent(marker)
+
+
+class _OversizedView:
+    """A tensor whose size/stride reach past its 4-element storage."""
+
+    def __reduce__(self):
+        import collections
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = torch.zeros(4).storage()
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, (1 << 20,), (1,), False, collections.OrderedDict()))
+
+
+def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
+    path = tmp_path / "view.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _OversizedView()}))
+    with pytest.raises(CheckpointError, match=r"view\.pkl: .*tensor extends past the end of its storage"):
+        load_generator(path)
 
 
 def test_persistent_module_src_is_never_executed(tmp_path, nv_G, monkeypatch):

@@ -247,6 +247,14 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
         dtype, untyped = storage.dtype, storage._untyped_storage
     else:
         dtype, untyped = torch.uint8, storage
+    # torch would silently grow the storage to fit; a file must not choose our allocations.
+    if any(s < 0 for s in size) or any(st < 0 for st in stride):
+        raise pickle.UnpicklingError("tensor with negative size or stride")
+    if all(s > 0 for s in size):
+        extent = storage_offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if extent * itemsize > untyped.nbytes():
+            raise pickle.UnpicklingError("tensor extends past the end of its storage")
     try:
         return torch.empty((0,), dtype=dtype).set_(untyped, storage_offset, size, stride)
     except RuntimeError as exc:
