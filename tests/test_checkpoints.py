@@ -203,6 +203,19 @@ def test_stylecast_falls_back_to_sidecar_and_round_trips_other_configs(tmp_path,
         load_generator(tmp_path / "r.safetensors")
 
 
+def test_save_generator_refuses_values_float16_cannot_hold(tmp_path):
+    G = formats.random_generator(NV_CFG, seed=9)
+    with torch.no_grad():
+        G.mapping.w_avg[3] = 1e6
+    with pytest.raises(ValueError, match=r"tensor 'mapping\.w_avg' is not finite as float16 \(max \|x\| = 1e\+06\)"):
+        save_generator(G, tmp_path / "big.safetensors", dtype=torch.float16)
+    assert not list(tmp_path.iterdir())
+    save_generator(G, tmp_path / "big.safetensors")  # float32 holds it
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "big.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_save_generator_handles_channels_last(tmp_path):
     G = formats.random_generator(NV_CFG, seed=9)
     G.set_channels_last(True)

@@ -151,6 +151,10 @@ def save_generator(
         raise ValueError(f"{path}: the checkpoint must not be a .json file (the sidecar is {side.name})")
     config_json = json.dumps(G.config.to_dict(), sort_keys=True)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in G.state_dict().items()}
+    for k, v in tensors.items():
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{path}: tensor '{k}' is not finite as {str(dtype).removeprefix('torch.')} "
+                             f"(max |x| = {float(G.state_dict()[k].abs().max()):g})")
     metadata = {
         METADATA_FORMAT_KEY: STYLECAST_FORMAT_VERSION,
         METADATA_CONFIG_KEY: config_json,
@@ -173,6 +177,7 @@ def save_generator(
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates it 0600; give it the usual mode
         tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
         os.replace(tmp, path)
         os.replace(tmp_side, side)
@@ -180,6 +185,12 @@ def save_generator(
         tmp.unlink(missing_ok=True)
         tmp_side.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
