@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from engine.cli_util import ArgumentParser
+
 from engine.synthesis.checkpoints import CheckpointError, load_generator, read_checkpoint, save_generator, sidecar_path
 
 EXAMPLES = """\
@@ -37,8 +39,8 @@ Exit status: 0 on success, 2 when the input cannot be converted (one-line reason
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m engine.convert",
         description="Convert an NVlabs .pkl, rosinality .pt or StyleCast .safetensors generator "
         "checkpoint to StyleCast's safetensors + JSON format.",
