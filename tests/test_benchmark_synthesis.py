@@ -27,7 +27,9 @@ def test_quick_run_writes_json_and_png(tmp_path):
         assert key in env
     assert env["device"] == "cpu" and env["num_threads"] >= 1
 
+    assert "allocator_env" in env
     assert data["settings"]["noise_mode"] == "const"
+    assert data["settings"]["malloc_tuning"] is False
     assert set(data["configs"]) == {"8", "16"}
     cells = {(r["resolution"], r["batch"], r["dtype"]) for r in data["results"]}
     assert cells == {(res, b, dt) for res in (8, 16) for b in (1, 2) for dt in ("float32", "bfloat16")}
