@@ -10,14 +10,15 @@ the median. Results go to ``benchmarks/results/synthesis.json`` and ``synthesis.
     python -m benchmarks.synthesis --device cuda --resolutions 256 512 1024 --batches 1 4 16 \\
         --dtypes float32 float16
     python -m benchmarks.synthesis --generator path/to/network.pkl --batches 1 4
-    python -m benchmarks.synthesis --malloc-tuning       # CPU: glibc keeps freed activations
+    python -m benchmarks.synthesis --generator demo --batches 1 4 16   # the built-in demo generator
+    python -m benchmarks.synthesis --no-malloc-tuning    # CPU: glibc's default allocator behaviour
 
-On CPU, glibc hands every large activation fresh ``mmap`` pages and returns them on free, so each
-pass page-faults its buffers again; ``--malloc-tuning`` (``mallopt``) keeps them in the heap,
-which measured ~35% faster at 512 px on a 2-core VM. The JSON records whether it was on, and any
-``MALLOC_*`` / ``LD_PRELOAD`` environment (jemalloc, tcmalloc).
+On CPU the engine's tools call ``engine.runtime.tune_cpu_allocator()`` (glibc keeps freed
+activations in the heap instead of page-faulting fresh ``mmap`` pages every pass; ~35% faster at
+512 px on a 2-core VM), and so does this benchmark unless ``--no-malloc-tuning`` is given. The
+JSON records whether it was on, and any ``MALLOC_*`` / ``LD_PRELOAD`` environment.
 
-``--generator demo`` (default) builds random-weight generators with the official NVlabs
+``--generator ffhq-shapes`` (default) builds random-weight generators with the official NVlabs
 stylegan2-ada-pytorch configurations: 128 px channel_base 16384, 256 px ``paper256``
 (channel_base 16384), 512/1024 px ``stylegan2`` (channel_base 32768); channel_max 512,
 8 mapping layers, conv_clamp 256. Weights do not change the arithmetic, so timings hold for
@@ -41,6 +42,7 @@ from typing import Any
 
 import torch
 
+from engine.runtime import tune_cpu_allocator
 from engine.synthesis.networks import Generator, GeneratorConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,12 +59,12 @@ DTYPES = {
 # Generators
 
 
-def demo_channel_base(resolution: int) -> int:
+def ffhq_channel_base(resolution: int) -> int:
     """channel_base of the official NVlabs configuration for this resolution."""
     return 32768 if resolution >= 512 else 16384
 
 
-def demo_config(
+def ffhq_shape_config(
     resolution: int,
     channel_base: int | None = None,
     channel_max: int = 512,
@@ -74,14 +76,14 @@ def demo_config(
         z_dim=z_dim,
         w_dim=z_dim,
         img_resolution=resolution,
-        channel_base=channel_base if channel_base is not None else demo_channel_base(resolution),
+        channel_base=channel_base if channel_base is not None else ffhq_channel_base(resolution),
         channel_max=channel_max,
         mapping_layers=mapping_layers,
         conv_clamp=256,
     )
 
 
-def build_demo_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
+def build_random_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
     torch.manual_seed(seed)
     return Generator(config).eval().requires_grad_(False)
 
@@ -176,31 +178,6 @@ def run_cell(
 
 # --------------------------------------------------------------------------------------------
 # Environment
-
-
-def tune_glibc_malloc() -> bool:
-    """Keep freed large blocks in the heap instead of returning them to the OS.
-
-    glibc serves blocks above its mmap threshold with fresh ``mmap`` pages and unmaps them on
-    free, so every synthesis pass page-faults (and zero-fills) its large activations again; on
-    a 2-core VM that is ~35% of a 512 px CPU frame. Returns False where glibc is not the C
-    library (nothing changed).
-    """
-    import ctypes
-    import ctypes.util
-
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-    ok &= mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1
-    ok &= mallopt(M_TOP_PAD, 1 << 28) == 1
-    return bool(ok)
 
 
 def cpu_model() -> str:
@@ -323,14 +300,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Time G.synthesis per resolution x batch x dtype; write JSON + PNG.",
     )
     p.add_argument("--resolutions", type=int, nargs="+", default=None,
-                   help="demo generator resolutions (default: 128 256 512 1024; --quick: 128)")
+                   help="ffhq-shapes resolutions (default: 128 256 512 1024; --quick: 128)")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="batch sizes (default: 1 4; --quick: 1)")
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
                    help="dtypes (default: float32 on CPU, float32 float16 on CUDA)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--generator", default="demo",
-                   help="'demo' (random NVlabs-config weights) or a checkpoint path")
+    p.add_argument("--generator", default="ffhq-shapes",
+                   help="'ffhq-shapes' (random weights in the official NVlabs FFHQ configurations, "
+                        "default), or anything load_generator takes: a checkpoint path or a preset "
+                        "such as 'demo'")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 warm-up, 2 timed passes, small defaults")
     p.add_argument("--warmup", type=int, default=None, help="untimed passes per cell (default 1 CPU, 5 CUDA)")
@@ -338,13 +317,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cell-seconds", type=float, default=None,
                    help="stop timing a cell after this many seconds (default 8 CPU, 5 CUDA)")
     p.add_argument("--channels-last", action="store_true", help="run synthesis in NHWC")
-    p.add_argument("--malloc-tuning", action="store_true",
-                   help="CPU: keep freed large blocks in the heap (glibc mallopt), avoiding page faults")
+    p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
+                   help="CPU: leave glibc's allocator as it is (by default freed activations stay in "
+                        "the heap, as in the engine's tools)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--channel-base", type=int, default=None, help="override the demo channel_base")
-    p.add_argument("--channel-max", type=int, default=512, help="demo channel_max")
-    p.add_argument("--z-dim", type=int, default=512, help="demo z_dim = w_dim")
-    p.add_argument("--mapping-layers", type=int, default=8, help="demo mapping layers")
+    p.add_argument("--channel-base", type=int, default=None, help="ffhq-shapes: override channel_base")
+    p.add_argument("--channel-max", type=int, default=512, help="ffhq-shapes: channel_max")
+    p.add_argument("--z-dim", type=int, default=512, help="ffhq-shapes: z_dim = w_dim")
+    p.add_argument("--mapping-layers", type=int, default=8, help="ffhq-shapes: mapping layers")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
                    help="where synthesis.json / synthesis.png go (default benchmarks/results)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -358,9 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    malloc_tuned = tune_glibc_malloc() if args.malloc_tuning else False
-    if args.malloc_tuning and not malloc_tuned:
-        print("# --malloc-tuning: not a glibc system, allocator unchanged", flush=True)
+    malloc_tuned = tune_cpu_allocator() if args.malloc_tuning and device.type == "cpu" else False
 
     cuda = device.type == "cuda"
     resolutions = args.resolutions or ([128] if args.quick else [128, 256, 512, 1024])
@@ -371,9 +349,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cell_seconds = args.cell_seconds if args.cell_seconds is not None else (
         2.0 if args.quick else (5.0 if cuda else 8.0))
 
-    if args.generator == "demo":
+    if args.generator == "ffhq-shapes":
         generators = (
-            (res, lambda res=res: build_demo_generator(demo_config(
+            (res, lambda res=res: build_random_generator(ffhq_shape_config(
                 res, channel_base=args.channel_base, channel_max=args.channel_max,
                 z_dim=args.z_dim, mapping_layers=args.mapping_layers)))
             for res in resolutions

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from engine.runtime import tune_cpu_allocator
 from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
 from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
 
@@ -91,6 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         device = resolve_device(args.device)
+        if device.type == "cpu":
+            tune_cpu_allocator()
         seeds = parse_seeds(args.seeds if args.seeds is not None else "0-3") if args.ws is None else None
         G = load_generator(args.generator, device=device)
         if args.ws is not None:

@@ -9,7 +9,7 @@ import pytest
 from benchmarks import synthesis
 
 TINY = ["--quick", "--resolutions", "8", "16", "--batches", "1", "2", "--channel-max", "16",
-        "--z-dim", "16", "--mapping-layers", "2", "--cell-seconds", "1"]
+        "--z-dim", "16", "--mapping-layers", "2", "--cell-seconds", "1", "--no-malloc-tuning"]
 
 
 def test_quick_run_writes_json_and_png(tmp_path):
@@ -42,12 +42,12 @@ def test_quick_run_writes_json_and_png(tmp_path):
         assert row["frames_per_s"] == pytest.approx(1e3 / row["ms_per_frame"])
 
 
-def test_demo_configs_follow_official_nvlabs_settings():
-    assert synthesis.demo_channel_base(128) == 16384
-    assert synthesis.demo_channel_base(256) == 16384
-    assert synthesis.demo_channel_base(512) == 32768
-    assert synthesis.demo_channel_base(1024) == 32768
-    cfg = synthesis.demo_config(1024)
+def test_ffhq_shape_configs_follow_official_nvlabs_settings():
+    assert synthesis.ffhq_channel_base(128) == 16384
+    assert synthesis.ffhq_channel_base(256) == 16384
+    assert synthesis.ffhq_channel_base(512) == 32768
+    assert synthesis.ffhq_channel_base(1024) == 32768
+    cfg = synthesis.ffhq_shape_config(1024)
     assert cfg.channels[4] == 512 and cfg.channels[1024] == 32
     assert cfg.conv_clamp == 256 and cfg.mapping_layers == 8 and cfg.z_dim == cfg.w_dim == 512
-    assert synthesis.demo_config(256).channels[256] == 64
+    assert synthesis.ffhq_shape_config(256).channels[256] == 64
