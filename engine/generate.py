@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from engine.runtime import tune_cpu_allocator
 from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
+from engine.latent.identity import load_ws_array
 from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
 
 PROG = "python -m engine.generate"
@@ -53,29 +54,15 @@ def build_parser() -> ArgumentParser:
 
 
 def load_ws_file(path: Path, G: Generator) -> np.ndarray:
-    """Read latents from ``path`` as float32 [N, num_ws, w_dim].
+    """Read latents from ``path`` as float32 [N, num_ws, w_dim] (``engine.latent.identity.load_ws_array``).
 
     A 3-D array is per-layer ws; a 2-D array is N single w vectors and a 1-D array one w, each
-    broadcast to every layer.
+    broadcast to every layer. Problems are reported as UsageError.
     """
     try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"{path}: not a readable .npy array ({exc})") from None
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise UsageError(f"{path}: latents must be floating point, got {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, None, :], G.num_ws, axis=1)
-    if arr.ndim != 3 or arr.shape[1:] != (G.num_ws, G.w_dim):
-        raise UsageError(f"{path}: latents have shape {tuple(arr.shape)}, this generator needs "
-                         f"[N, {G.num_ws}, {G.w_dim}] or [N, {G.w_dim}]")
-    if not np.isfinite(arr).all():
-        raise UsageError(f"{path}: latents contain NaN or infinity")
-    return arr.astype(np.float32)
+        return load_ws_array(path, G.num_ws, G.w_dim)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _write(outdir: Path, stem: str, img: torch.Tensor, raw: bool) -> None:
