@@ -10,9 +10,11 @@ img_resolution=8, mapping_layers=8)``, StyleGAN2 initialisation). For each:
 * ``spectrum``: singular values of dw/dz at a few seeds, and how many are "~0", i.e. below
   ``ZERO_RTOL`` (1e-3) x the largest. (MoCoGAN-HD reports > 400 of 512 near zero for FFHQ.)
 * ``traversal``: for several seeds and directions i, move the seed's w by the same W
-  displacement ``d`` (one global stdev of component i) along (a) local direction i with
-  ``local_traverse`` (a path in z, so the end point is m(z) by construction) and (b) global PCA
-  direction i (``w + d v_i``). Per end point:
+  displacement ``d`` (one global stdev of component i) three ways: ``local`` —
+  ``local_traverse(mode="straight")``, a path in z that heads along the starting local direction
+  u_i as far as the tangent space allows; ``local-follow`` — ``local_traverse(mode="follow")``,
+  a path in z that follows the (turning) local singular direction; both end on m(z) by
+  construction; ``global`` — the global PCA direction i, ``w + d v_i``. Per end point:
 
   - ``step``: |w_end - w_0| (both should be ~d);
   - ``off_direction``: the part of the displacement orthogonal to the method's intended direction
@@ -127,9 +129,11 @@ def measure_generator(name: str, G, args) -> dict[str, Any]:
     print(f"  [{name}] ~0 singular values (< {ZERO_RTOL:g} x largest): {out['spectrum']['near_zero']} "
           f"of {spectra.shape[1]}", flush=True)
 
-    # --- traversal accuracy
+    # --- traversal accuracy: the same W displacement by three methods
+    methods = ("local", "local-follow", "global")
     rows = []
-    ends_a, ends_b, z0s, w0s = [], [], [], []
+    ends: dict[str, list] = {m: [] for m in methods}  # per method: end w (local ones also end z)
+    z0s, w0s = [], []
     for seed in range(args.seeds):
         z0 = _z(seed, G)
         with torch.no_grad():
@@ -141,48 +145,51 @@ def measure_generator(name: str, G, args) -> dict[str, Any]:
         U_null = U[null_mask]
         for i in range(min(args.directions, gb.k, lb.k)):
             d = float(gb.stdev[i])
-            z_a, w_a = local_traverse(G, z0, i, d, n_substeps=args.substeps)
-            z_a = torch.as_tensor(z_a, dtype=torch.float32).reshape(1, -1)
-            w_a = torch.as_tensor(w_a, dtype=torch.float32).reshape(-1)
-            w_b = w0 + d * torch.from_numpy(gb.directions[i])
-            for method, w_end, e in (("local", w_a, U[i]), ("global", w_b, torch.from_numpy(gb.directions[i]).double())):
-                delta = (w_end - w0).double()
+            end_w, end_z, axis = {}, {}, {}
+            for method, mode in (("local", "straight"), ("local-follow", "follow")):
+                z_e, w_e = local_traverse(G, z0, i, d, n_substeps=args.substeps, mode=mode)
+                end_z[method] = torch.as_tensor(z_e, dtype=torch.float32).reshape(1, -1)
+                end_w[method] = torch.as_tensor(w_e, dtype=torch.float32).reshape(-1)
+                axis[method] = U[i]
+            end_w["global"] = w0 + d * torch.from_numpy(gb.directions[i])
+            axis["global"] = torch.from_numpy(gb.directions[i]).double()
+            for method in methods:
+                delta = (end_w[method] - w0).double()
                 step = float(delta.norm())
-                along = float(delta @ e)
-                off = float((delta - along * e).norm()) / step if step > 0 else float("nan")
+                along = float(delta @ axis[method])
+                off = float((delta - along * axis[method]).norm()) / step if step > 0 else float("nan")
                 null = float((U_null @ delta).norm()) / step if step > 0 and len(U_null) else 0.0
                 rows.append({"seed": seed, "direction": i, "method": method, "d": d, "step": step,
                              "off_direction": off, "null_fraction": null})
-            ends_a.append((z_a, w_a))
-            ends_b.append(w_b)
+                ends[method].append((end_z.get(method), end_w[method]))
             z0s.append(z0)
             w0s.append(w0)
     if rows:
         Z0 = torch.cat(z0s)
-        W_a = torch.stack([w for _, w in ends_a])
-        W_b = torch.stack(ends_b)
-        dist_a = manifold_distance(G, Z0, W_a, args.gd_steps)
-        with torch.no_grad():
-            exact_a = (G.mapping.forward_w(torch.cat([z for z, _ in ends_a])) - W_a).norm(dim=1).numpy()
-        dist_b = manifold_distance(G, Z0, W_b, args.gd_steps)
-        # images: start, local end, global end (broadcast w to all layers)
         W0 = torch.stack(w0s)
         with torch.no_grad():
             def img(w):
                 return G.synthesis(w.unsqueeze(1).expand(-1, G.num_ws, -1), noise_mode="const").double() * 127.5
-            I0, Ia, Ib = img(W0), img(W_a), img(W_b)
-        pix_a = (Ia - I0).abs().mean(dim=(1, 2, 3)).numpy()
-        pix_b = (Ib - I0).abs().mean(dim=(1, 2, 3)).numpy()
-        for j in range(len(ends_a)):
-            ra, rb = rows[2 * j], rows[2 * j + 1]
-            ra["manifold_distance"] = min(float(dist_a[j]), float(exact_a[j])) / ra["step"]
-            ra["manifold_distance_gd"] = float(dist_a[j]) / ra["step"]
-            ra["manifold_distance_exact"] = float(exact_a[j]) / ra["step"]
-            rb["manifold_distance"] = rb["manifold_distance_gd"] = float(dist_b[j]) / rb["step"]
-            ra["pixel_change"] = float(pix_a[j]) / ra["step"]
-            rb["pixel_change"] = float(pix_b[j]) / rb["step"]
+            I0 = img(W0)
+        for mi, method in enumerate(methods):
+            W_e = torch.stack([w for _, w in ends[method]])
+            dist_gd = manifold_distance(G, Z0, W_e, args.gd_steps)
+            exact = None
+            if method != "global":  # a path in z: the end point's own distance to m(z_end)
+                with torch.no_grad():
+                    exact = (G.mapping.forward_w(torch.cat([z for z, _ in ends[method]])) - W_e).norm(dim=1).numpy()
+            with torch.no_grad():
+                pix = (img(W_e) - I0).abs().mean(dim=(1, 2, 3)).numpy()
+            for j in range(len(ends[method])):
+                r = rows[len(methods) * j + mi]
+                r["manifold_distance_gd"] = float(dist_gd[j]) / r["step"]
+                r["manifold_distance"] = r["manifold_distance_gd"]
+                if exact is not None:
+                    r["manifold_distance_exact"] = float(exact[j]) / r["step"]
+                    r["manifold_distance"] = min(r["manifold_distance_gd"], r["manifold_distance_exact"])
+                r["pixel_change"] = float(pix[j]) / r["step"]
     summary = {}
-    for method in ("local", "global"):
+    for method in methods:
         sel = [r for r in rows if r["method"] == method]
         if sel:
             summary[method] = {key: float(np.mean([r[key] for r in sel]))
@@ -206,12 +213,12 @@ def format_table(gens: list[dict[str, Any]]) -> str:
                      f"{str(sp['near_zero']) + ' / ' + str(sp['n_singular_values']):>20} "
                      f"{statistics.median(sp['condition_number']):>9.3g}")
     lines.append("")
-    h = (f"{'generator':<12} {'method':<7} {'n':>3} {'|dw|':>7} {'off-dir':>8} {'null frac':>9} "
+    h = (f"{'generator':<12} {'method':<12} {'n':>3} {'|dw|':>7} {'off-dir':>8} {'null frac':>9} "
          f"{'manifold dist':>13} {'px / unit':>9}")
     lines += ["traversal accuracy (means; distances relative to |dw|)", h, "-" * len(h)]
     for g in gens:
         for method, m in g["traversal"]["mean"].items():
-            lines.append(f"{g['name']:<12} {method:<7} {m['n']:>3} {m['step']:>7.3f} {m['off_direction']:>8.4f} "
+            lines.append(f"{g['name']:<12} {method:<12} {m['n']:>3} {m['step']:>7.3f} {m['off_direction']:>8.4f} "
                          f"{m['null_fraction']:>9.4f} {m['manifold_distance']:>13.4g} {m['pixel_change']:>9.3f}")
     return "\n".join(lines)
 
@@ -240,9 +247,9 @@ def plot(gens: list[dict[str, Any]], path: Path) -> None:
     x = np.arange(len(gens))
     for ax, key, title in ((axes[1], "manifold_distance", "distance of end point to W = m(Z) / |dw|"),
                            (axes[2], "pixel_change", "mean |pixel change| (0-255) per unit |dw|")):
-        for off, method in ((-0.2, "local"), (0.2, "global")):
+        for off, method in ((-0.27, "local"), (0.0, "local-follow"), (0.27, "global")):
             vals = [g["traversal"]["mean"].get(method, {}).get(key, np.nan) for g in gens]
-            ax.bar(x + off, vals, width=0.4, label=method)
+            ax.bar(x + off, vals, width=0.27, label=method)
         ax.set_xticks(x)
         ax.set_xticklabels(labels)
         ax.set_title(title, fontsize=9)

@@ -24,12 +24,12 @@ def test_quick_run_writes_json_and_png(tmp_path, monkeypatch):
         assert len(sp["near_zero"]) == 3 and all(0 <= n <= sp["n_singular_values"] for n in sp["near_zero"])
         assert sp["n_singular_values"] == min(g["z_dim"], g["w_dim"])
         tr = g["traversal"]
-        assert set(tr["mean"]) == {"local", "global"}
-        assert len(tr["rows"]) == 2 * tr["seeds"] * tr["directions"]
+        assert set(tr["mean"]) == {"local", "local-follow", "global"}
+        assert len(tr["rows"]) == 3 * tr["seeds"] * tr["directions"]
         for row in tr["rows"]:
             for key in ("step", "off_direction", "null_fraction", "manifold_distance", "pixel_change"):
                 assert row[key] >= 0, (key, row)
         # the local path ends on the manifold by construction: m(z_end) = w_end
-        assert all(r["manifold_distance_exact"] < 1e-3 for r in tr["rows"] if r["method"] == "local")
+        assert all(r["manifold_distance_exact"] < 1e-3 for r in tr["rows"] if r["method"].startswith("local"))
         # the global step is exactly along v_i
         assert all(r["off_direction"] < 1e-4 for r in tr["rows"] if r["method"] == "global")

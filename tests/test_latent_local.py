@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.latent.basis import generator_hash
-from engine.latent.local import local_basis, local_traverse, mapping_jacobian, singular_spectrum
+from engine.latent.local import TRAVERSE_MODES, local_basis, local_traverse, mapping_jacobian, singular_spectrum
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_generator
 
 
@@ -99,7 +99,8 @@ def test_local_basis_is_the_svd(G):
         local_basis(G, z, k=33)
 
 
-def test_traverse_stays_on_manifold_and_moves_by_step(G):
+@pytest.mark.parametrize("mode", TRAVERSE_MODES)
+def test_traverse_stays_on_manifold_and_moves_by_step(G, mode):
     """The mapping is piecewise linear (leaky ReLU), so its local directions turn abruptly where
     a unit changes sign: the displacement matches ``step`` for steps short of those kinks."""
     z0 = torch.from_numpy(np.random.RandomState(5).randn(1, 32)).float()
@@ -108,21 +109,22 @@ def test_traverse_stays_on_manifold_and_moves_by_step(G):
     with torch.no_grad():
         w0 = m64.forward_w(z0.double())
     for direction, step in ((0, 2e-3), (2, -2e-3), (5, 1e-3)):
-        z_new, w_new = local_traverse(G, z0, direction, step, dtype=torch.float64)
+        z_new, w_new = local_traverse(G, z0, direction, step, dtype=torch.float64, mode=mode)
         with torch.no_grad():
             torch.testing.assert_close(w_new, m64.forward_w(z_new), rtol=0, atol=0)
         dw = (w_new - w0)[0].numpy()
         along = float(dw @ b.directions[direction])
         assert abs(along - step) < 0.02 * abs(step), (direction, along, step)
         assert np.linalg.norm(dw - along * b.directions[direction]) < 0.1 * abs(step)
-    z_new, w_new = local_traverse(G, z0, 0, 0.3)  # float32, a long way: still exactly m(z_new)
+    z_new, w_new = local_traverse(G, z0, 0, 0.3, mode=mode)  # float32, a long way: still exactly m(z_new)
     assert z_new.dtype == w_new.dtype == torch.float32
     with torch.no_grad():
         torch.testing.assert_close(w_new, G.mapping.forward_w(z_new), rtol=0, atol=0)
     assert abs(float(torch.linalg.vector_norm(w_new.double() - w0)) - 0.3) < 0.1
 
 
-def test_traverse_follows_the_local_direction_field(G):
+@pytest.mark.parametrize("mode", TRAVERSE_MODES)
+def test_traverse_is_unit_speed_and_starts_along_the_local_direction(G, mode):
     """dw/ds is a unit vector, so the W path length is |step|; a tiny step equals the straight
     z step (h / σ_i) v_i to first order."""
     z0 = torch.from_numpy(np.random.RandomState(6).randn(1, 32)).double()
@@ -132,12 +134,12 @@ def test_traverse_follows_the_local_direction_field(G):
         pts = [copy.deepcopy(G.mapping).double().forward_w(z0)]
     z = z0
     for _ in range(n):
-        z, w = local_traverse(G, z, 1, step / n, n_substeps=2, dtype=torch.float64)
+        z, w = local_traverse(G, z, 1, step / n, n_substeps=2, dtype=torch.float64, mode=mode)
         pts.append(w)
     seg = torch.cat(pts).diff(dim=0).norm(dim=1)
     np.testing.assert_allclose(float(seg.sum()), step, rtol=1e-2)
     h = 1e-4
-    z_new, w_new = local_traverse(G, z0, 1, h, n_substeps=1, dtype=torch.float64)
+    z_new, w_new = local_traverse(G, z0, 1, h, n_substeps=1, dtype=torch.float64, mode=mode)
     z_lin = z0 + h / float(b.stdev[1]) * torch.from_numpy(b.z_directions[1]).double()
     assert (z_new - z_lin).norm() < 1e-3 * (z_lin - z0).norm()
 
@@ -151,5 +153,7 @@ def test_traverse_arguments(G):
         local_traverse(G, z0, 3, 0.1, k=3)
     with pytest.raises(ValueError, match="finite"):
         local_traverse(G, z0, 0, float("nan"))
+    with pytest.raises(ValueError, match="mode"):
+        local_traverse(G, z0, 0, 0.1, mode="sideways")
     with pytest.raises(ValueError, match="z_dim"):
         local_traverse(G, torch.zeros(1, 31), 0, 0.1)
