@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, resolve_device
+from engine.cli_util import (ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_int_ranges,
+                             resolve_device)
 
 PROG = "python -m engine.basis"
 EPILOG = """examples:
@@ -53,21 +54,7 @@ ZERO_RTOL = 1e-3
 
 def parse_index_list(text: str, what: str) -> list[int]:
     """``"0-9"``, ``"1,4,7"`` or ``"0-3,8"`` → a list of non-negative integers (order kept)."""
-    out: list[int] = []
-    if not text or not text.strip():
-        raise UsageError(f"empty {what} list")
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise UsageError(f"bad {what} {part.strip()!r}: use N, A-B or a comma-separated list of them")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise UsageError(f"bad {what} range {part.strip()!r}: end is before start")
-        if hi - lo >= 100_000:
-            raise UsageError(f"{what} range {part.strip()!r} is too long")
-        out.extend(range(lo, hi + 1))
-    return out
+    return parse_int_ranges(text, what, max_count=100_000)
 
 
 def parse_layer_range(text: Optional[str], num_ws: Optional[int]) -> Optional[tuple[int, int]]:

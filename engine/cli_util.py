@@ -29,26 +29,35 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(self.prog, f"{message} (see --help)")
 
 
-def parse_seeds(text: str) -> list[int]:
-    """Parse ``"0-3"``, ``"1,5,9"`` or ``"0-3,10,20-21"`` into a list of non-negative seeds."""
-    seeds: list[int] = []
+def parse_int_ranges(text: str, what: str = "seed", *, max_value: int | None = None,
+                     max_count: int = 1_000_000) -> list[int]:
+    """Parse ``"0-3"``, ``"1,5,9"`` or ``"0-3,10,20-21"`` into non-negative integers (order kept).
+
+    ``what`` names the items in error messages ("seed", "component", ...).
+    """
+    out: list[int] = []
     if not text or not text.strip():
-        raise UsageError("empty seed list")
+        raise UsageError(f"empty {what} list")
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
         if not m:
-            raise UsageError(f"bad seed range {part!r}: use N, A-B or a comma-separated list of them")
+            raise UsageError(f"bad {what} range {part!r}: use N, A-B or a comma-separated list of them")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise UsageError(f"bad seed range {part!r}: end is before start")
-        if hi >= 2**32:
-            raise UsageError(f"seed {hi} is out of range (0 .. 2**32-1)")
-        if hi - lo >= 1_000_000:
-            raise UsageError(f"seed range {part!r} is too long (at most 1,000,000 seeds)")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+            raise UsageError(f"bad {what} range {part!r}: end is before start")
+        if max_value is not None and hi > max_value:
+            raise UsageError(f"{what} {hi} is out of range (0 .. {max_value})")
+        if hi - lo >= max_count:
+            raise UsageError(f"{what} range {part!r} is too long (at most {max_count:,} {what}s)")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds as ``N``, ``A-B`` or a comma-separated list of them (0 .. 2**32-1)."""
+    return parse_int_ranges(text, "seed", max_value=2**32 - 1)
 
 
 def finite_float(text: str) -> float:
