@@ -1,0 +1,8 @@
+"""Motion: per-frame control vectors x_t (stdev units of a DirectionSet's directions).
+
+``MotionDriver`` is the interface (reset / step once per video frame / flush on interruption);
+``IdleDriver`` is the model-free baseline (envelope mouth, blinks, head sway);
+``TrajectoryDriver`` plays recorded x_t or w_t (expression transfer onto another identity).
+"""
+from .base import ROLES, MotionDriver, resolve_names  # noqa: F401
+from .idle import IdleDriver  # noqa: F401
