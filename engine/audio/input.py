@@ -1,0 +1,128 @@
+"""AudioInput: PCM at any rate and layout → 16 kHz mono float32, streaming.
+
+Resampling is python-soxr's ``ResampleStream`` (libsoxr), not a hand-written filter. Pushing a
+signal in any chunking gives bit-identical output to pushing it at once (libsoxr keeps its
+state between chunks; checked in ``tests/test_audio_input.py``).
+
+Layout: int16 (full scale 32768) or float32 (full scale 1.0); mono, or ``channels`` > 1 given
+interleaved (1-D) or as ``[n, channels]``. Channels are averaged (downmix) before resampling.
+An interleaved chunk may end in the middle of a multi-channel frame; the partial frame is kept
+for the next push. Time is a sample count: ``samples_in`` (input frames per channel) and
+``samples_out`` (16 kHz samples produced so far).
+
+Latency: libsoxr processes in blocks, so the output lags the input by a varying amount (about
+20 ms mean, up to ~40 ms, for 20 ms chunks at 44.1/48 kHz with quality "HQ"; more for 8/11 kHz).
+``pending_samples`` says how far behind the output is right now. 16 kHz input passes through
+untouched (no resampler, no delay).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SAMPLE_RATE", "AudioInput", "MIN_RATE", "MAX_RATE"]
+
+SAMPLE_RATE = 16000
+MIN_RATE = 8000
+MAX_RATE = 48000
+_DTYPES = ("int16", "float32")
+
+
+class AudioInput:
+    """Streaming converter to 16 kHz mono float32.
+
+    ``push(pcm)`` returns the newly available output samples; ``flush()`` drains the resampler
+    at the end of a stream and leaves the object ready for a new stream.
+    Bad input (wrong dtype or shape, NaN/Inf) raises ``ValueError`` before any state changes.
+    """
+
+    def __init__(self, sample_rate: int, channels: int = 1, dtype: str = "int16", *, quality: str = "HQ"):
+        if isinstance(sample_rate, float) and sample_rate.is_integer():
+            sample_rate = int(sample_rate)
+        if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool):
+            raise ValueError(f"sample_rate must be an integer number of Hz, got {sample_rate!r}")
+        if not MIN_RATE <= int(sample_rate) <= MAX_RATE:
+            raise ValueError(f"unsupported sample rate {sample_rate} Hz (supported: {MIN_RATE}..{MAX_RATE} Hz)")
+        if not isinstance(channels, (int, np.integer)) or not 1 <= int(channels) <= 8:
+            raise ValueError(f"unsupported channel count {channels!r} (supported: 1..8)")
+        dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        if dtype not in _DTYPES:
+            raise ValueError(f"unsupported sample format {dtype!r} (supported: {', '.join(_DTYPES)})")
+        if quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
+            raise ValueError(f"unknown soxr quality {quality!r} (QQ, LQ, MQ, HQ, VHQ)")
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.dtype = dtype
+        self.quality = quality
+        self.samples_in = 0
+        self.samples_out = 0
+        self._partial = np.zeros(0, dtype=np.float32)        # interleaved samples of an incomplete frame
+        self._resampler = None
+        self._new_resampler()
+
+    def _new_resampler(self) -> None:
+        if self.sample_rate == SAMPLE_RATE:
+            self._resampler = None
+        else:
+            import soxr
+            self._resampler = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32",
+                                                  quality=self.quality)
+
+    @property
+    def pending_samples(self) -> float:
+        """Output samples (16 kHz) owed for the input pushed so far but not yet produced."""
+        return self.samples_in * SAMPLE_RATE / self.sample_rate - self.samples_out
+
+    def _to_mono(self, pcm) -> np.ndarray:
+        """Validate and convert one chunk to interleaved float32 (full scale 1.0); no state change."""
+        if isinstance(pcm, (bytes, bytearray, memoryview)):
+            itemsize = np.dtype(self.dtype).itemsize
+            if len(pcm) % itemsize:
+                raise ValueError(f"{len(pcm)} bytes is not a whole number of {self.dtype} samples")
+            pcm = np.frombuffer(pcm, dtype=self.dtype)
+        a = np.asarray(pcm)
+        if a.ndim == 2:
+            if a.shape[1] != self.channels:
+                raise ValueError(f"expected [n, {self.channels}] samples, got shape {a.shape}")
+            a = a.reshape(-1)
+        elif a.ndim != 1:
+            raise ValueError(f"expected 1-D interleaved or [n, {self.channels}] samples, got shape {a.shape}")
+        if self.dtype == "int16":
+            if a.dtype != np.int16:
+                raise ValueError(f"expected int16 samples, got {a.dtype}")
+            return a.astype(np.float32) * np.float32(1.0 / 32768.0)
+        if a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"expected float32 samples, got {a.dtype}")
+        a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            raise ValueError("samples contain NaN or infinity")
+        return a
+
+    def push(self, pcm) -> np.ndarray:
+        """Feed one chunk; returns the newly available 16 kHz mono float32 samples (maybe none)."""
+        x = self._to_mono(pcm)
+        if self.channels > 1:
+            if self._partial.size:
+                x = np.concatenate([self._partial, x])
+            whole = x.size - x.size % self.channels
+            self._partial = x[whole:].copy()
+            x = x[:whole].reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
+        self.samples_in += x.size
+        if self._resampler is None:
+            y = np.array(x, dtype=np.float32, copy=True)
+        else:
+            y = self._resampler.resample_chunk(x, last=False) if x.size else np.zeros(0, np.float32)
+        self.samples_out += y.size
+        return y
+
+    def flush(self) -> np.ndarray:
+        """End of stream: return what the resampler still holds; then the next push starts a new
+        stream (fresh resampler, ``samples_in``/``samples_out`` back to 0)."""
+        self._partial = np.zeros(0, dtype=np.float32)
+        if self._resampler is None:
+            y = np.zeros(0, dtype=np.float32)
+        else:
+            y = np.asarray(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True),
+                           dtype=np.float32)
+            self._new_resampler()
+        self.samples_in = self.samples_out = 0
+        return y
