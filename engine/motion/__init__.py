@@ -6,3 +6,4 @@
 """
 from .base import ROLES, MotionDriver, resolve_names  # noqa: F401
 from .idle import IdleDriver  # noqa: F401
+from .trajectory import TrajectoryDriver  # noqa: F401
