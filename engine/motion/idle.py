@@ -29,11 +29,15 @@ driven, and directions that no role maps to stay at 0.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from .base import ROLES, MotionDriver, resolve_names
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.audio.features import FrameFeatures
+    from engine.latent.directions import DirectionSet
 
 __all__ = ["IdleDriver"]
 
@@ -67,7 +71,7 @@ class IdleDriver(MotionDriver):
         flush_frames: frames over which ``flush()`` ramps the mouth to rest.
     """
 
-    def __init__(self, names: Union["object", Sequence[str]], *, fps: float = 25.0, seed: int = 0,
+    def __init__(self, names: Union["DirectionSet", Sequence[str]], *, fps: float = 25.0, seed: int = 0,
                  mapping: Optional[Mapping[str, Optional[str]]] = None, clamp: float = 3.0,
                  gate_db: float = -40.0, full_db: float = -10.0, voiced_full: float = 0.5,
                  attack_ms: float = 20.0, release_ms: float = 50.0,
@@ -164,7 +168,7 @@ class IdleDriver(MotionDriver):
         level = min(max(level, 0.0), 1.0)
         return level * min(float(voiced) / self.voiced_full, 1.0)
 
-    def step(self, features) -> np.ndarray:
+    def step(self, features: Optional["FrameFeatures"]) -> np.ndarray:
         """x_t [k] float32 (stdev units) for this frame's features (``None`` = silence)."""
         # mouth envelope
         if self._flush_left > 0:

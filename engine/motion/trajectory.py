@@ -32,11 +32,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from .base import MotionDriver, resolve_names
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.audio.features import FrameFeatures
+    from engine.latent.directions import DirectionSet
 
 __all__ = ["TrajectoryDriver"]
 
@@ -68,8 +72,8 @@ class TrajectoryDriver(MotionDriver):
         clamp: |x| bound for ``step()`` (stdev units). flush_frames: fade length of ``flush()``.
     """
 
-    def __init__(self, recording, *, kind: str = "auto", names: Union[object, Sequence[str], None] = None,
-                 directions=None, fps: float = 25.0, recording_fps: Optional[float] = None,
+    def __init__(self, recording, *, kind: str = "auto", names: Union["DirectionSet", Sequence[str], None] = None,
+                 directions: Optional["DirectionSet"] = None, fps: float = 25.0, recording_fps: Optional[float] = None,
                  end: str = "hold", resample: str = "linear", reference: Union[str, int] = "first",
                  num_ws: Optional[int] = None, w_dim: Optional[int] = None, clamp: float = 3.0,
                  flush_frames: int = 3, source: Optional[str] = None):
@@ -268,7 +272,7 @@ class TrajectoryDriver(MotionDriver):
         i1 = (i0 + 1) % T if self.end == "loop" else min(i0 + 1, T - 1)
         return i0, i1, frac, gain
 
-    def step(self, features=None) -> np.ndarray:
+    def step(self, features: Optional["FrameFeatures"] = None) -> np.ndarray:
         """x_t [k] float32 (stdev units, clamped); for a w recording the projection onto the
         directions (lossy, see :attr:`projection_loss`). ``features`` are not used."""
         i0, i1, frac, gain = self._advance()
@@ -276,7 +280,7 @@ class TrajectoryDriver(MotionDriver):
         x = np.clip(gain * x, -self.clamp, self.clamp)
         return x.astype(np.float32)
 
-    def step_delta_ws(self, features=None) -> np.ndarray:
+    def step_delta_ws(self, features: Optional["FrameFeatures"] = None) -> np.ndarray:
         """Δ_t = w_A,t − w_A,ref as [num_ws, w_dim] float32 (w recordings only; exact, unclamped)."""
         if self.kind != "w":
             raise RuntimeError("step_delta_ws needs a w_t recording; this driver plays x_t (use step())")
@@ -287,7 +291,7 @@ class TrajectoryDriver(MotionDriver):
             d = np.broadcast_to(d, (self.num_ws, self.w_dim)).copy()
         return d
 
-    def step_ws(self, features=None) -> np.ndarray:
+    def step_ws(self, features: Optional["FrameFeatures"] = None) -> np.ndarray:
         """ws_B,t = ws_B + Δ_t [num_ws, w_dim] float32 for the anchor given to ``reset(anchor)``."""
         if self.kind != "w":
             raise RuntimeError("step_ws needs a w_t recording; this driver plays x_t (use step())")
