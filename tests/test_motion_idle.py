@@ -1,24 +1,13 @@
 """IdleDriver: envelope-following mouth, blinks, slow head sway; bounded, O(1), seeded, flushable."""
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from engine.audio.features import FeatureStream, FrameFeatures
 from engine.latent.directions import Direction, DirectionSet
 from engine.latent.path import LatentPath
 from engine.motion import ROLES, IdleDriver, MotionDriver
-
-try:  # helper F's engine.audio; a same-fields stand-in until it lands
-    from engine.audio.features import FrameFeatures
-except ImportError:  # pragma: no cover - only before engine.audio exists
-    @dataclass(frozen=True)
-    class FrameFeatures:
-        frame_index: int
-        t_end: int
-        mel: np.ndarray
-        rms: float
-        voiced: float
 
 FPS = 25.0
 SR = 16000
@@ -236,3 +225,30 @@ def test_output_feeds_a_direction_set_path():
     expect[:] += x[2] * 3.0 * q[:, 2]
     expect[3] += x[3] * 4.0 * q[:, 3]
     np.testing.assert_allclose(ws, expect, atol=1e-5)
+
+
+def test_end_to_end_from_pcm_through_the_feature_stream():
+    """Syllables of a synthetic vowel (harmonics of 120 Hz under formant bumps, 4 Hz syllable
+    envelope) with quiet gaps, streamed in 20 ms chunks through FeatureStream."""
+    t = np.arange(int(0.8 * SR)) / SR
+    f0, formants = 120.0, (700.0, 1200.0, 2600.0)
+    vowel = sum(np.sin(2 * np.pi * h * f0 * t) / h * sum(np.exp(-((h * f0 - f) / 150.0) ** 2) for f in formants)
+                for h in range(1, 40))
+    vowel *= 0.3 / np.abs(vowel).max() * (0.55 - 0.45 * np.cos(2 * np.pi * 4.0 * t))
+    rng = np.random.RandomState(0)
+    gap = 0.0005 * rng.randn(int(0.8 * SR))                    # -66 dBFS room noise
+    pcm = np.concatenate([gap, vowel, gap, 0.5 * vowel, gap]).astype(np.float32)
+    stream = FeatureStream(fps=FPS)
+    features = []
+    for i in range(0, pcm.size, 320):
+        features += stream.push(pcm[i:i + 320])
+    features += stream.flush()
+    d = IdleDriver(list(ROLES))
+    x = np.stack([d.step(f) for f in features])
+    mouth = x[:, ROLES.index("mouth_open")]
+    rms = np.array([f.rms for f in features])
+    assert len(features) == 100
+    assert np.corrcoef(mouth, rms)[0, 1] > 0.8
+    assert mouth[:20].max() == 0.0 and mouth[45:60].max() == 0.0 and mouth[86:].max() == 0.0
+    assert mouth[20:40].max() > 1.0 and mouth[60:80].max() > 0.5
+    assert mouth[60:80].max() < mouth[20:40].max()            # the quieter utterance opens less

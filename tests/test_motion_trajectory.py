@@ -185,3 +185,14 @@ def test_bad_recordings_and_files(tmp_path):
     np.save(tmp_path / "w.npy", np.ones((4, W_DIM), np.float32))
     d = TrajectoryDriver.load(tmp_path / "w.npy", directions=ds, num_ws=NUM_WS)
     assert d.kind == "w" and d.T == 4
+
+
+def test_a_recorded_idle_session_replays_identically(tmp_path):
+    from engine.motion import IdleDriver
+    ds = direction_set()
+    idle = IdleDriver(ds, seed=7)
+    x = np.stack([idle.step(None) for _ in range(200)])
+    np.save(tmp_path / "session.npy", x)
+    d = TrajectoryDriver.load(tmp_path / "session.npy", names=ds)
+    assert d.kind == "x" and d.names == ds.names
+    np.testing.assert_array_equal(play(d, 200), x)
