@@ -181,7 +181,8 @@ def test_flush_returns_the_mouth_to_rest_within_a_few_frames():
     assert after[0] > after[1] > after[2] == 0.0
     d.flush()
     assert all(d.step(None)[i] == 0.0 for _ in range(10))
-    # new speech after the flush drives the mouth again
+    # new speech after the flush drives the mouth again, at once (a shut mouth needs no ramp)
+    d.flush()
     assert d.step(feat(0, 0.3, 1.0))[i] > 1.0
 
 

@@ -155,9 +155,11 @@ class IdleDriver(MotionDriver):
 
     def flush(self) -> None:
         """Ramp the mouth linearly to rest over ``flush_frames`` frames, whatever the audio says;
-        afterwards the audio drives it again. Blinks and sway go on (they are idle motion)."""
-        self._flush_from = self._env
-        self._flush_left = self.flush_frames
+        afterwards the audio drives it again. Blinks and sway go on (they are idle motion). A
+        closed mouth needs no ramp, so speech right after such a flush is not held back."""
+        if self._env > 0.0:
+            self._flush_from = self._env
+            self._flush_left = self.flush_frames
 
     # -- per frame -----------------------------------------------------------------------------
     def mouth_target(self, rms: float, voiced: float) -> float:
