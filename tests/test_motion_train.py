@@ -145,3 +145,161 @@ def test_dataset_errors_are_one_line(tmp_path, case, match):
         MotionDataset(root, window_frames=8, **kw)
     assert "\n" not in str(exc.value)
 
+
+# -- training loop --------------------------------------------------------------------------------
+import torch  # noqa: E402
+
+from engine.motion.lstm import AudioLSTMConfig, load_motion_model  # noqa: E402
+from engine.motion.train import (MODEL_FILE, STATE_FILE, Clip, TrainConfig, losses, predict,  # noqa: E402
+                                 train)
+
+
+def random_dataset(n_clips=3, frames=40, k=3, w_dim=5, window=8, seed=0):
+    rng = np.random.default_rng(seed)
+    clips = [Clip(f"c{i}", rng.normal(-10, 4, (frames + i, window, 80)).astype(np.float32),
+                  rng.standard_normal((frames + i, k)).astype(np.float32),
+                  rng.standard_normal(w_dim).astype(np.float32)) for i in range(n_clips)]
+    return MotionDataset.from_clips(clips, window_frames=window)
+
+
+TINY = dict(window_frames=8, w_dim=5, k=3, hidden=16, audio_dim=8, conv_channels=8, noise_dim=2)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_losses_smoothness_term():
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [1.0, 2.0]]])
+    total, mse, smooth = losses(pred, torch.zeros_like(pred), 0.5)
+    assert float(mse) == pytest.approx((1 + 4 + 1 + 4) / 6)
+    assert float(smooth) == pytest.approx((5 + 0) / 2)              # mean over t of ||x_t - x_{t-1}||^2
+    assert float(total) == pytest.approx(float(mse) + 0.25 * 5)
+
+
+def test_train_deterministic_and_resume_exact(tmp_path):
+    ds = random_dataset()
+    cfg = TrainConfig(steps=6, batch_size=3, crop_min=4, crop_max=12, lr=1e-2, checkpoint_every=4)
+    a = train(cfg, ds, tmp_path / "a", model_config=AudioLSTMConfig(**TINY), seed=3, progress=False)
+    b = train(cfg, ds, tmp_path / "b", model_config=AudioLSTMConfig(**TINY), seed=3, progress=False)
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert len(a.history) == 6 and all(np.isfinite(r["loss"]) for r in a.history)
+    # another seed gives other weights
+    c = train(cfg, ds, tmp_path / "c", model_config=AudioLSTMConfig(**TINY), seed=4, progress=False)
+    assert not all(torch.equal(wa[k], v) for k, v in _weights(c).items())
+    # the safetensors checkpoint is the trained model
+    loaded = load_motion_model(tmp_path / "a" / MODEL_FILE)
+    assert all(torch.equal(wa[k], v) for k, v in _weights(loaded).items())
+    assert (tmp_path / "a" / STATE_FILE).is_file() and (tmp_path / "a" / "motion.json").is_file()
+    # 12 steps at once == 6 steps + resume to 12
+    cfg12 = TrainConfig(**{**cfg.to_dict(), "steps": 12})
+    full = train(cfg12, ds, tmp_path / "full", model_config=AudioLSTMConfig(**TINY), seed=3, progress=False)
+    resumed = train(cfg12, ds, tmp_path / "a", resume=True, progress=False)   # config from the state
+    wf, wr = _weights(full), _weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert len(resumed.history) == 6
+    # nothing left to do: resuming a finished run changes nothing
+    again = train(cfg12, ds, tmp_path / "a", resume=True, progress=False)
+    assert all(torch.equal(wf[k], v) for k, v in _weights(again).items())
+
+
+def test_train_refusals(tmp_path):
+    ds = random_dataset()
+    cfg = TrainConfig(steps=2, batch_size=2, crop_min=4, crop_max=6)
+    train(cfg, ds, tmp_path / "r", model_config=AudioLSTMConfig(**TINY), progress=False)
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        train(cfg, ds, tmp_path / "r", model_config=AudioLSTMConfig(**TINY), resume=False, progress=False)
+    with pytest.raises(ValueError, match="lr was"):
+        train(TrainConfig(steps=4, batch_size=2, crop_min=4, crop_max=6, lr=0.5), ds, tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="dataset"):
+        train(cfg, random_dataset(n_clips=2), tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="model k=4 but the dataset has k=3"):
+        train(cfg, ds, tmp_path / "k", model_config=AudioLSTMConfig(**{**TINY, "k": 4}), progress=False)
+    with pytest.raises(ValueError, match="crop_min"):
+        train(TrainConfig(crop_min=9, crop_max=8), ds, tmp_path / "x", model_config=AudioLSTMConfig(**TINY))
+
+
+# -- learnability ---------------------------------------------------------------------------------
+def synth_clip(rng: np.random.Generator, frames: int, fps: float = 25.0):
+    """Audio of random low-tone (150-400 Hz) and high-noise (3-6 kHz) bursts of 3-12 frames at
+    -32..-8 dB, independently on/off, plus -70 dB hiss; targets a known causal function of it:
+    x0 = the low band's level, delayed 2 frames and smoothed (one-pole, 0.6), x1 = the high
+    band's level (off = -1, -32 .. -8 dB -> -0.8 .. 0.8)."""
+    hop = int(round(SAMPLE_RATE / fps))
+    levels = []
+    for _ in range(2):
+        db = np.full(frames, -np.inf)
+        t = 0
+        while t < frames:
+            d = int(rng.integers(3, 13))
+            if rng.random() < 0.6:
+                db[t:t + d] = rng.uniform(-32, -8)
+            t += d
+        levels.append(db)
+    n = frames * hop
+    f_lo = np.repeat(rng.uniform(150, 400, size=frames // 4 + 1), hop * 4)[:n]
+    low = np.sqrt(2) * np.sin(2 * np.pi * np.cumsum(f_lo) / SAMPLE_RATE)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    spec[(f < 3000) | (f > 6000)] = 0
+    high = np.fft.irfft(spec, n)
+    high /= high.std()
+    amp = [np.repeat(10 ** (db / 20), hop) for db in levels]
+    audio = amp[0] * low + amp[1] * high + 10 ** (-70 / 20) * rng.standard_normal(n)
+    lo, hi = [np.where(np.isfinite(db), (db + 20) / 15, -1.0) for db in levels]
+    delayed = np.concatenate([np.full(2, -1.0), lo[:-2]])
+    x0, s = np.empty(frames), -1.0
+    for i in range(frames):
+        s = 0.6 * s + 0.4 * delayed[i]
+        x0[i] = s
+    return audio.astype(np.float32), np.stack([x0, hi], 1).astype(np.float32)
+
+
+def test_learnability_causal_audio_function(tmp_path):
+    import time
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    rng = np.random.default_rng(0)
+    W, w_dim = 16, 8
+    clips = []
+    for i in range(14):
+        audio, x = synth_clip(rng, 200)
+        clips.append(Clip(f"c{i}", frame_windows(audio, 25.0, W, 40.0), x, np.zeros(w_dim, np.float32)))
+    train_ds = MotionDataset.from_clips(clips[:10], window_frames=W)
+    held = clips[10:]
+    mc = AudioLSTMConfig(window_frames=W, w_dim=w_dim, k=2, hidden=48, audio_dim=32, conv_channels=16)
+    cfg = TrainConfig(steps=250, batch_size=8, crop_min=16, crop_max=32, lr=3e-3, smooth_weight=0.01,
+                      checkpoint_every=10_000)
+    t0 = time.perf_counter()
+    model = train(cfg, train_ds, tmp_path / "run", model_config=mc, seed=0, progress=False)
+    elapsed = time.perf_counter() - t0
+    pred = np.concatenate([predict(model, c.windows) for c in held])
+    target = np.concatenate([c.x for c in held])
+    other = np.concatenate([held[(i + 1) % len(held)].x for i in range(len(held))])   # another clip's targets
+    corr = [float(np.corrcoef(pred[:, j], target[:, j])[0, 1]) for j in range(2)]
+    control = [float(np.corrcoef(pred[:, j], other[:, j])[0, 1]) for j in range(2)]
+    # control 2: the same training on shuffled pairs (clip i's audio with clip i+1's targets)
+    shuffled = MotionDataset.from_clips(
+        [Clip(c.name, c.windows, clips[(i + 1) % 10].x[:c.frames], c.anchor) for i, c in enumerate(clips[:10])],
+        window_frames=W)
+    ctrl_model = train(cfg, shuffled, tmp_path / "control", model_config=mc, seed=0, progress=False)
+    ctrl_pred = np.concatenate([predict(ctrl_model, c.windows) for c in held])
+    trained_on_shuffled = [_corr(ctrl_pred[:, j], target[:, j]) for j in range(2)]
+    r2 = [[1 - float(np.mean((a[:, j] - target[:, j]) ** 2) / np.var(target[:, j])) for j in range(2)]
+          for a in (pred, ctrl_pred)]
+    print(f"learnability: held-out corr {corr}, shuffled-audio control {control}, trained on shuffled pairs "
+          f"{trained_on_shuffled}, R2 trained {r2[0]} / on shuffled {r2[1]}, {elapsed:.1f} s training, {1000 * model.step_time_s:.1f} ms/step")
+    assert min(corr) >= 0.9, corr
+    assert max(abs(c) for c in control) < 0.3, control
+    # Correlation is scale-free: a weak mapping picked up from chance co-occurrences in the shuffled
+    # pairs can still correlate with the true function (seen: 0.47 on x0 at R2 0.10), so this
+    # control is judged by explained variance: the shuffled-trained model explains little of it.
+    assert max(r2[1]) < 0.3, r2
+    assert min(r2[0]) > 0.8, r2
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
