@@ -1,0 +1,427 @@
+"""AudioMotionModel / AudioLSTMDriver: the learned audio → motion driver (MoCoGAN-HD with audio).
+
+Model (:class:`AudioMotionModel`), per video frame t of a stream with identity anchor w:
+
+* **identity encoder** (MoCoGAN-HD): ``(h_0, c_0) = init_state(w)``, an MLP of w; the identity
+  enters only through the initial LSTM state.
+* **audio encoder**: the frame's log-mel window ``mel_t [window_frames, n_mels]`` (what
+  :class:`engine.audio.features.FeatureStream` emits) is normalised with fixed constants,
+  ``(mel - mel_mean) / mel_std`` (config; defaults fit the log floor at -23 and speech around
+  -10 .. 0), then two strided 1-D convolutions over time (mel bands as channels) and a linear
+  layer give ``a_t [audio_dim]``.
+* **LSTM step** on ``[a_t, ε_t]`` (``ε_t`` motion noise ``[noise_dim]`` for head/eye motion,
+  absent when ``noise_dim = 0``). The cell state is clipped to ``±cell_clip`` after each update
+  (as TensorFlow's ``cell_clip``), so the state stays bounded even when the forget gate
+  saturates at exactly 1.0 in float32.
+* **bounded head**: ``x_t = clamp_sigma · tanh(W h_t + b)``, x in **stdev units**,
+  ``|x_t| ≤ clamp_sigma``.
+
+Identity drift is solved, not inherited: MoCoGAN-HD accumulates ``w_t = w_{t-1} + Δ_t``, a random
+walk. Here every frame is anchored, ``w_t = w + V·(stdev ⊙ x_t)`` (``LatentPath``), and
+``|x_t| ≤ clamp_sigma``, so ``‖w_t − w‖ ≤ clamp_sigma·sqrt(Σ stdev²)`` per layer for an
+orthonormal V, at every t, whatever the model and however long the stream.
+
+``forward`` (training: ``[B, T, window_frames, n_mels]`` → ``[B, T, k]``) and ``step`` (one frame)
+run the same code (:meth:`AudioMotionModel.unroll`); step-by-step equals the sequence forward to
+float32 rounding (tested ≤ 1e-5). ``step`` is O(1): the state is ``(h, c)``, ``[B, hidden]`` each.
+
+:class:`AudioLSTMDriver` wraps a model as a :class:`engine.motion.base.MotionDriver`:
+``step(None)`` (no audio) feeds a silent window (every bin at ``LOG_FLOOR``, which is what
+``FeatureStream`` emits for digital silence); ``flush()`` ramps the output linearly from its last
+value to exactly 0 over ``flush_frames`` frames while the re-initialised model keeps consuming
+audio; ``reset(anchor)`` re-initialises the state from the anchor's w (and re-seeds the noise).
+
+Files: :func:`save_motion_model` writes safetensors with the config as JSON in the header
+metadata (``"stylecast_motion_config"``) plus a sidecar ``<stem>.json``;
+:func:`load_motion_model` reads it back exactly; every failure is a :class:`MotionModelError`
+(a ``ValueError``) whose message starts with the file name.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.audio.features import LOG_FLOOR, N_MELS
+
+from .base import MotionDriver, resolve_names
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.audio.features import FrameFeatures
+    from engine.latent.directions import DirectionSet
+
+__all__ = ["AudioLSTMConfig", "AudioMotionModel", "AudioLSTMDriver", "MotionModelError",
+           "save_motion_model", "load_motion_model", "LOG_MEAN", "LOG_STD"]
+
+#: Default log-mel normalisation: (mel - LOG_MEAN) / LOG_STD. Silence (LOG_FLOOR ≈ -23.0) → ≈ -2.2,
+#: speech at -40 .. -10 dBFS lies around -8 .. 0 → ≈ 0.3 .. 1.7.
+LOG_MEAN = -10.0
+LOG_STD = 6.0
+
+METADATA_CONFIG_KEY = "stylecast_motion_config"
+METADATA_FORMAT_KEY = "stylecast_motion_format"
+FORMAT_VERSION = "1"
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+class MotionModelError(ValueError):
+    """A motion model file could not be read or written; the message starts with the file name."""
+
+
+@dataclass
+class AudioLSTMConfig:
+    """Hyper-parameters of :class:`AudioMotionModel` (JSON-serialisable via to_dict/from_dict).
+
+    ``stdev`` (optional, len k): the W-units stdev of each output direction, kept with the model
+    for reference (e.g. the identity-drift bound ``clamp_sigma·sqrt(Σ stdev²)``); the model's
+    output is in stdev units and does not use it.
+    """
+    n_mels: int = N_MELS
+    window_frames: int = 32
+    w_dim: int = 512
+    k: int = 8
+    hidden: int = 256
+    audio_dim: int = 128
+    noise_dim: int = 0
+    stdev: Optional[list[float]] = None
+    fps: float = 25.0
+    clamp_sigma: float = 3.0
+    conv_channels: int = 64
+    cell_clip: float = 10.0
+    mel_mean: float = LOG_MEAN
+    mel_std: float = LOG_STD
+
+    def __post_init__(self) -> None:
+        for name in ("n_mels", "window_frames", "w_dim", "k", "hidden", "audio_dim", "conv_channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"AudioLSTMConfig.{name} must be a positive integer, got {v!r}")
+            setattr(self, name, int(v))
+        if isinstance(self.noise_dim, bool) or not isinstance(self.noise_dim, (int, np.integer)) or self.noise_dim < 0:
+            raise ValueError(f"AudioLSTMConfig.noise_dim must be a non-negative integer, got {self.noise_dim!r}")
+        self.noise_dim = int(self.noise_dim)
+        for name in ("fps", "clamp_sigma", "cell_clip", "mel_std"):
+            v = float(getattr(self, name))
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"AudioLSTMConfig.{name} must be a positive number, got {getattr(self, name)!r}")
+            setattr(self, name, v)
+        self.mel_mean = float(self.mel_mean)
+        if not math.isfinite(self.mel_mean):
+            raise ValueError(f"AudioLSTMConfig.mel_mean must be finite, got {self.mel_mean!r}")
+        if self.stdev is not None:
+            s = [float(v) for v in np.asarray(self.stdev, dtype=np.float64).reshape(-1)]
+            if len(s) != self.k or not all(math.isfinite(v) and v > 0 for v in s):
+                raise ValueError(f"AudioLSTMConfig.stdev must be {self.k} positive numbers, got {self.stdev!r}")
+            self.stdev = s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AudioLSTMConfig":
+        if not isinstance(d, Mapping):
+            raise ValueError(f"AudioLSTMConfig.from_dict needs a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown AudioLSTMConfig keys: {', '.join(unknown)}")
+        return cls(**dict(d))
+
+
+class AudioMotionModel(nn.Module):
+    """Identity encoder → LSTM initial state; audio window encoder + noise → LSTM → bounded x."""
+
+    def __init__(self, config: AudioLSTMConfig):
+        super().__init__()
+        if isinstance(config, Mapping):
+            config = AudioLSTMConfig.from_dict(config)
+        self.config = config
+        c = config
+        ch = c.conv_channels
+        # identity encoder: w -> (h0, c0)
+        self.id_encoder = nn.Sequential(nn.Linear(c.w_dim, c.hidden), nn.LeakyReLU(0.2),
+                                        nn.Linear(c.hidden, 2 * c.hidden))
+        # audio encoder over the [window_frames, n_mels] window (mel bands as channels)
+        self.audio_conv = nn.Sequential(
+            nn.Conv1d(c.n_mels, ch, kernel_size=5, stride=2, padding=2), nn.LeakyReLU(0.2),
+            nn.Conv1d(ch, ch, kernel_size=5, stride=2, padding=2), nn.LeakyReLU(0.2))
+        t_out = c.window_frames
+        for _ in range(2):
+            t_out = (t_out + 2 * 2 - 5) // 2 + 1
+        self.audio_fc = nn.Linear(ch * t_out, c.audio_dim)
+        # LSTM: gates from [a_t, eps_t] and h_{t-1}; gate order i, f, g, o (as torch.nn.LSTM)
+        self.w_ih = nn.Linear(c.audio_dim + c.noise_dim, 4 * c.hidden)
+        self.w_hh = nn.Linear(c.hidden, 4 * c.hidden, bias=False)
+        self.head = nn.Linear(c.hidden, c.k)
+        with torch.no_grad():  # forget-gate bias 1 (standard LSTM practice)
+            self.w_ih.bias[c.hidden:2 * c.hidden].fill_(1.0)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def init_state(self, w_anchor: torch.Tensor) -> State:
+        """(h0, c0), each [B, hidden], from identity latents w_anchor [B, w_dim]."""
+        w = torch.as_tensor(w_anchor, dtype=torch.float32, device=self.head.weight.device)
+        if w.ndim != 2 or w.shape[1] != self.config.w_dim:
+            raise ValueError(f"w_anchor must be [B, {self.config.w_dim}], got {list(w.shape)}")
+        hc = self.id_encoder(w)
+        h0, c0 = hc.chunk(2, dim=1)
+        return torch.tanh(h0).contiguous(), c0.clamp(-self.config.cell_clip, self.config.cell_clip).contiguous()
+
+    def embed_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """Audio embedding [..., audio_dim] of log-mel windows [..., window_frames, n_mels]."""
+        c = self.config
+        mel = torch.as_tensor(mel, dtype=torch.float32, device=self.head.weight.device)
+        if mel.ndim < 2 or tuple(mel.shape[-2:]) != (c.window_frames, c.n_mels):
+            raise ValueError(f"mel must be [..., {c.window_frames}, {c.n_mels}], got {list(mel.shape)}")
+        lead = mel.shape[:-2]
+        z = (mel.reshape(-1, c.window_frames, c.n_mels) - c.mel_mean) / c.mel_std
+        z = self.audio_conv(z.transpose(1, 2))              # [N, ch, t_out]
+        return self.audio_fc(z.flatten(1)).reshape(*lead, c.audio_dim)
+
+    def unroll(self, audio: torch.Tensor, state: State, noise: Optional[torch.Tensor] = None
+               ) -> tuple[torch.Tensor, State]:
+        """Run the LSTM over audio embeddings [B, T, audio_dim] (+ noise [B, T, noise_dim]) from
+        ``state``; returns (x [B, T, k], final state). ``step`` and ``forward`` both use this."""
+        c = self.config
+        if audio.ndim != 3 or audio.shape[2] != c.audio_dim:
+            raise ValueError(f"audio embeddings must be [B, T, {c.audio_dim}], got {list(audio.shape)}")
+        B, T = audio.shape[:2]
+        if c.noise_dim:
+            if noise is None:
+                noise = audio.new_zeros(B, T, c.noise_dim)
+            noise = torch.as_tensor(noise, dtype=audio.dtype, device=audio.device)
+            if tuple(noise.shape) != (B, T, c.noise_dim):
+                raise ValueError(f"noise must be [{B}, {T}, {c.noise_dim}], got {list(noise.shape)}")
+            audio = torch.cat([audio, noise], dim=2)
+        elif noise is not None and noise.numel():
+            raise ValueError("this model has noise_dim = 0 but noise was given")
+        h, cell = state
+        if h.shape != (B, c.hidden) or cell.shape != (B, c.hidden):
+            raise ValueError(f"state must be two [{B}, {c.hidden}] tensors, got {list(h.shape)}, {list(cell.shape)}")
+        gates_in = self.w_ih(audio).transpose(0, 1).contiguous()   # [T, B, 4H], all frames at once
+        w_hh = self.w_hh.weight.t().contiguous()
+        clip = c.cell_clip
+        hs = []
+        for t in range(T):
+            gates = torch.addmm(gates_in[t], h, w_hh)
+            i, f, g, o = gates.chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            cell = cell.clamp(-clip, clip)
+            h = torch.sigmoid(o) * torch.tanh(cell)
+            hs.append(h)
+        H = torch.stack(hs, dim=1) if T else audio.new_zeros(B, 0, c.hidden)
+        x = c.clamp_sigma * torch.tanh(self.head(H))
+        return x, (h, cell)
+
+    # -- public API ------------------------------------------------------------------------------
+    def step(self, mel: torch.Tensor, state: State, noise: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, State]:
+        """One frame: mel [B, window_frames, n_mels], state (h, c), noise [B, noise_dim] or None
+        (zeros) → (x [B, k] in stdev units, new state)."""
+        a = self.embed_audio(mel)
+        if a.ndim != 2:
+            raise ValueError(f"step takes mel [B, {self.config.window_frames}, {self.config.n_mels}], "
+                             f"got {list(torch.as_tensor(mel).shape)}")
+        if noise is not None:
+            noise = torch.as_tensor(noise, dtype=torch.float32, device=a.device)[:, None]
+        x, state = self.unroll(a[:, None], state, noise)
+        return x[:, 0], state
+
+    def forward(self, mel_seq: torch.Tensor, w_anchor: torch.Tensor, noise: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """Training forward: mel_seq [B, T, window_frames, n_mels], w_anchor [B, w_dim], noise
+        [B, T, noise_dim] or None → x [B, T, k] (== ``step`` unrolled from ``init_state``)."""
+        a = self.embed_audio(mel_seq)
+        if a.ndim != 3:
+            raise ValueError(f"forward takes mel_seq [B, T, {self.config.window_frames}, {self.config.n_mels}], "
+                             f"got {list(torch.as_tensor(mel_seq).shape)}")
+        x, _ = self.unroll(a, self.init_state(w_anchor), noise)
+        return x
+
+
+# -------------------------------------------------------------------------------------------------
+# files
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json") if path.suffix else path.with_name(path.name + ".json")
+
+
+def save_motion_model(model: AudioMotionModel, path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` as float32 safetensors (config JSON in the metadata) + sidecar ``<stem>.json``.
+    Atomic (temporary files + rename). Returns the safetensors path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    side = _sidecar(path)
+    if side == path:
+        raise MotionModelError(f"{path}: the model file must not be a .json file (the sidecar is {side.name})")
+    cfg = model.config.to_dict()
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
+    for k, v in tensors.items():
+        if not bool(torch.isfinite(v).all()):
+            raise MotionModelError(f"{path}: tensor '{k}' is not finite")
+    metadata = {METADATA_FORMAT_KEY: FORMAT_VERSION, METADATA_CONFIG_KEY: json.dumps(cfg, sort_keys=True)}
+    sidecar = {"format": "stylecast-motion-lstm", "format_version": int(FORMAT_VERSION), "weights": path.name,
+               "config": cfg, "num_parameters": int(sum(t.numel() for t in tensors.values())),
+               "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
+        os.replace(tmp, path)
+        os.replace(tmp_side, side)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_side.unlink(missing_ok=True)
+    return path
+
+
+def load_motion_model(path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "cpu"
+                      ) -> AudioMotionModel:
+    """Read a file written by :func:`save_motion_model` (config from the metadata, else from the
+    sidecar). Returns the model in eval mode. Raises :class:`MotionModelError` naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise MotionModelError(f"{name}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for truncated / foreign files
+        raise MotionModelError(f"{name}: not a readable safetensors motion model ({type(exc).__name__}: {exc})") from None
+    raw = metadata.get(METADATA_CONFIG_KEY)
+    try:
+        if raw is not None:
+            cfg_dict = json.loads(raw)
+        else:
+            side = _sidecar(path)
+            if not side.is_file():
+                raise MotionModelError(f"{name}: no '{METADATA_CONFIG_KEY}' in the metadata and no sidecar {side.name}")
+            cfg_dict = json.loads(side.read_text()).get("config")
+        config = AudioLSTMConfig.from_dict(cfg_dict)
+    except MotionModelError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise MotionModelError(f"{name}: bad motion model config ({exc})") from None
+    model = AudioMotionModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise MotionModelError(f"{name}: tensors do not match the config (missing: {missing or 'none'}, "
+                               f"unexpected: {extra or 'none'})")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise MotionModelError(f"{name}: tensor '{k}' has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+        if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+            raise MotionModelError(f"{name}: tensor '{k}' is not finite float data")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
+    return model.to(device).eval()
+
+
+# -------------------------------------------------------------------------------------------------
+# driver
+
+class AudioLSTMDriver(MotionDriver):
+    """A :class:`MotionDriver` around an :class:`AudioMotionModel` (one stream, B = 1).
+
+    Args:
+        model: the model (put in eval mode; its parameters are not changed).
+        names: output direction names (a DirectionSet or names), ``len == model.config.k``.
+        seed: seed of the motion noise ε_t (only used when ``noise_dim > 0``); ``reset`` re-seeds.
+        device: where the model runs.
+        flush_frames: frames over which ``flush()`` ramps x to 0.
+        noise_scale: multiplier of ε_t ~ N(0, 1) (0 switches the noise off).
+    """
+
+    def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str]], *, seed: int = 0,
+                 device: Union[str, torch.device] = "cpu", flush_frames: int = 3, noise_scale: float = 1.0):
+        self.names = resolve_names(names)
+        c = model.config
+        if len(self.names) != c.k:
+            raise ValueError(f"the model outputs k = {c.k} components but {len(self.names)} names were given")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = c
+        self.fps = float(c.fps)
+        self.seed = int(seed)
+        self.flush_frames = max(int(flush_frames), 1)
+        self.noise_scale = float(noise_scale)
+        self._silence = torch.full((1, c.window_frames, c.n_mels), LOG_FLOOR, dtype=torch.float32, device=self.device)
+        self._w = torch.zeros(1, c.w_dim, dtype=torch.float32, device=self.device)
+        self.reset()
+
+    def _anchor_w(self, anchor) -> torch.Tensor:
+        a = torch.as_tensor(np.asarray(anchor, dtype=np.float32) if not torch.is_tensor(anchor) else anchor)
+        a = a.detach().to(self.device, torch.float32)
+        if a.ndim == 3 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim == 2:          # ws [num_ws, w_dim] (or [1, w_dim]): the first layer's w
+            a = a[0]
+        if a.shape != (self.config.w_dim,):
+            raise ValueError(f"anchor must be w [{self.config.w_dim}] or ws [num_ws, {self.config.w_dim}], "
+                             f"got {list(a.shape)}")
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError("anchor contains NaN or infinity")
+        return a[None].clone()
+
+    def reset(self, anchor: Optional[object] = None) -> None:
+        """Frame 0 for the face at ``anchor`` (w [w_dim] or ws [num_ws, w_dim], ws[0] used); None
+        keeps the previous anchor (zeros at first). Re-seeds the noise."""
+        if anchor is not None:
+            self._w = self._anchor_w(anchor)
+        self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(self.seed)
+        with torch.inference_mode():
+            self._state = self.model.init_state(self._w)
+        self._x = np.zeros(self.config.k, dtype=np.float32)
+        self._flush_left = 0
+        self._flush_from = self._x.copy()
+
+    def flush(self) -> None:
+        """Interruption: x ramps linearly from its last value to exactly 0 over ``flush_frames``
+        frames; the state is re-initialised from the anchor now, and the model keeps consuming the
+        incoming audio during the ramp (its output is used again afterwards)."""
+        self._flush_from = self._x.copy()
+        self._flush_left = self.flush_frames
+        with torch.inference_mode():
+            self._state = self.model.init_state(self._w)
+
+    def _mel(self, features) -> torch.Tensor:
+        if features is None:
+            return self._silence
+        c = self.config
+        mel = np.asarray(features.mel if hasattr(features, "mel") else features, dtype=np.float32)
+        if mel.shape != (c.window_frames, c.n_mels):
+            raise ValueError(f"features.mel must be [{c.window_frames}, {c.n_mels}], got {list(mel.shape)}")
+        if not np.isfinite(mel).all():
+            raise ValueError("features.mel contains NaN or infinity")
+        return torch.from_numpy(mel).to(self.device)[None]
+
+    def step(self, features: Optional["FrameFeatures"]) -> np.ndarray:
+        """x_t [k] float32 (stdev units, |x| ≤ clamp_sigma) for this frame; ``None`` = silence."""
+        mel = self._mel(features)           # validates before any state changes
+        noise = None
+        if self.config.noise_dim:
+            noise = torch.randn(1, self.config.noise_dim, generator=self._gen, device=self.device)
+            noise = noise * self.noise_scale
+        with torch.inference_mode():
+            x, self._state = self.model.step(mel, self._state, noise)
+        x = x[0].to("cpu").numpy().astype(np.float32)
+        if self._flush_left > 0:
+            self._flush_left -= 1
+            x = (self._flush_from * (self._flush_left / self.flush_frames)).astype(np.float32)
+        self._x = x
+        return x.copy()
