@@ -303,3 +303,69 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
+
+# -- CLI ------------------------------------------------------------------------------------------
+from engine import train_motion  # noqa: E402
+
+
+def _cli(argv, capsys):
+    try:
+        rc = train_motion.main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_help_has_examples(capsys):
+    rc, out, _ = _cli(["--help"], capsys)
+    assert rc == 0 and "examples:" in out and "--resume" in out
+
+
+def test_cli_trains_and_resumes(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_pair(data, "a", 30, k=2, meta={"anchor": [0.1] * 4})
+    make_pair(data, "b", 25, k=2, rate=22050, meta={"anchor": [0.2] * 4}, seed=1)
+    base = ["--data", data, "--window-frames", "8", "--hidden", "16", "--audio-dim", "8", "--crop", "4-8",
+            "--batch-size", "2", "--quiet"]
+    rc, out, err = _cli(base + ["--out", tmp_path / "full", "--steps", 4], capsys)
+    assert rc == 0, err
+    assert "wrote" in out and "step 4" in out
+    full = load_motion_model(tmp_path / "full" / "motion.safetensors")
+    assert full.config.k == 2 and full.config.w_dim == 4 and full.config.window_frames == 8
+    assert len((tmp_path / "full" / "train_log.jsonl").read_text().splitlines()) == 4
+    assert _cli(base + ["--out", tmp_path / "half", "--steps", 2], capsys)[0] == 0
+    rc, _, err = _cli(base + ["--out", tmp_path / "half", "--steps", 4], capsys)
+    assert rc == 2 and "pass --resume" in err and err.count("\n") == 1
+    assert _cli(base + ["--out", tmp_path / "half", "--steps", 4, "--resume"], capsys)[0] == 0
+    half = load_motion_model(tmp_path / "half" / "motion.safetensors")
+    assert all(torch.equal(v, _weights(half)[k]) for k, v in _weights(full).items())
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("missing", "does not exist"),
+    ("empty", "no NAME.wav"),
+    ("length", "more than 1 frame apart"),
+    ("nan", "NaN"),
+    ("k", "expected k="),
+])
+def test_cli_bad_data_one_line_exit_2(tmp_path, capsys, setup, match):
+    data = tmp_path / "d"
+    if setup != "missing":
+        data.mkdir()
+    if setup == "length":
+        make_pair(data, "a", 20, x_frames=25)
+    elif setup == "nan":
+        make_pair(data, "a", 20)
+        x = np.load(data / "a.npy"); x[0, 0] = np.inf; np.save(data / "a.npy", x)
+    elif setup == "k":
+        make_pair(data, "a", 20, k=2)
+        make_pair(data, "b", 20, k=3)
+    rc, _, err = _cli(["--data", data, "--out", tmp_path / "o", "--steps", 1, "--window-frames", "8"], capsys)
+    assert rc == 2 and match in err and err.count("\n") == 1 and err.startswith("python -m engine.train_motion: error:")
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    rc, _, err = _cli(["--data", tmp_path, "--out", tmp_path / "o", "--steps", 1, "--crop", "9-3"], capsys)
+    assert rc == 2 and "bad crop" in err and err.count("\n") == 1
