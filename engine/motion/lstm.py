@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from engine.audio.features import LOG_FLOOR, N_MELS
+from engine.weights_io import save_with_sidecar
 
 from .base import MotionDriver, resolve_names
 
@@ -256,8 +257,6 @@ def _sidecar(path: Path) -> Path:
 def save_motion_model(model: AudioMotionModel, path: Union[str, os.PathLike]) -> Path:
     """Write ``model`` as float32 safetensors (config JSON in the metadata) + sidecar ``<stem>.json``.
     Atomic (temporary files + rename). Returns the safetensors path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     side = _sidecar(path)
     if side == path:
@@ -271,18 +270,7 @@ def save_motion_model(model: AudioMotionModel, path: Union[str, os.PathLike]) ->
     sidecar = {"format": "stylecast-motion-lstm", "format_version": int(FORMAT_VERSION), "weights": path.name,
                "config": cfg, "num_parameters": int(sum(t.numel() for t in tensors.values())),
                "tensors": {k: list(v.shape) for k, v in tensors.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(tmp, path)
-        os.replace(tmp_side, side)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_side.unlink(missing_ok=True)
-    return path
+    return save_with_sidecar(tensors, path, side, metadata, sidecar)
 
 
 def load_motion_model(path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "cpu"

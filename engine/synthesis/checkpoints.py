@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from . import safe_pickle
+from ..weights_io import save_with_sidecar
 from .networks import Generator, GeneratorConfig, demo_generator
 
 __all__ = [
@@ -141,8 +142,6 @@ def save_generator(
     float32). ``source`` is an optional provenance note stored in both files. Writes are atomic
     (temporary file + rename). Returns the safetensors path.
     """
-    from safetensors.torch import save_file
-
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"dtype must be a float type, got {dtype}")
     path = Path(path)
@@ -172,25 +171,7 @@ def save_generator(
         "num_parameters": int(sum(t.numel() for t in tensors.values())),
         "tensors": {k: list(v.shape) for k, v in tensors.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates it 0600; give it the usual mode
-        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(tmp, path)
-        os.replace(tmp_side, side)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_side.unlink(missing_ok=True)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return save_with_sidecar(tensors, path, side, metadata, sidecar)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

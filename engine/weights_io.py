@@ -1,0 +1,37 @@
+"""Writing StyleCast's weight files: safetensors + a human-readable JSON sidecar, atomically."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_with_sidecar(tensors: Mapping[str, torch.Tensor], path: Path, side: Path,
+                      metadata: Mapping[str, str], sidecar: dict) -> Path:
+    """Write ``tensors`` to ``path`` (safetensors, ``metadata`` in its header) and ``sidecar`` as
+    JSON to ``side``. Both go to temporary files first and are renamed into place, so a reader
+    never sees a half-written file. Returns ``path``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    try:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata))
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates it 0600; give it the usual mode
+        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
+        os.replace(tmp, path)
+        os.replace(tmp_side, side)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_side.unlink(missing_ok=True)
+    return path
