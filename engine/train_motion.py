@@ -109,7 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not state_exists:
             model_config = AudioLSTMConfig(window_frames=window_frames, w_dim=dataset.w_dim, k=dataset.k,
                                            hidden=args.hidden, audio_dim=args.audio_dim,
-                                           noise_dim=args.noise_dim, fps=dataset.fps)
+                                           noise_dim=args.noise_dim, fps=dataset.fps,
+                                           lookahead_ms=dataset.lookahead_ms)
         args.out.mkdir(parents=True, exist_ok=True)
     except (UsageError, DatasetError, ValueError, OSError) as exc:
         fail(PROG, str(exc))

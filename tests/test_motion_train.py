@@ -216,6 +216,9 @@ def test_train_refusals(tmp_path):
         train(cfg, random_dataset(n_clips=2), tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="model k=4 but the dataset has k=3"):
         train(cfg, ds, tmp_path / "k", model_config=AudioLSTMConfig(**{**TINY, "k": 4}), progress=False)
+    with pytest.raises(ValueError, match="lookahead_ms"):
+        train(cfg, ds, tmp_path / "la", model_config=AudioLSTMConfig(**{**TINY, "lookahead_ms": 0.0}),
+              progress=False)
     with pytest.raises(ValueError, match="crop_min"):
         train(TrainConfig(crop_min=9, crop_max=8), ds, tmp_path / "x", model_config=AudioLSTMConfig(**TINY))
 

@@ -83,7 +83,9 @@ class AudioLSTMConfig:
 
     ``stdev`` (optional, len k): the W-units stdev of each output direction, kept with the model
     for reference (e.g. the identity-drift bound ``clamp_sigma·sqrt(Σ stdev²)``); the model's
-    output is in stdev units and does not use it.
+    output is in stdev units and does not use it. ``fps`` and ``lookahead_ms`` are the feature
+    settings the model was trained with: the live ``FeatureStream`` must use the same
+    (``FeatureStream(fps=driver.fps, lookahead_ms=driver.lookahead_ms)``).
     """
     n_mels: int = N_MELS
     window_frames: int = 32
@@ -94,6 +96,7 @@ class AudioLSTMConfig:
     noise_dim: int = 0
     stdev: Optional[list[float]] = None
     fps: float = 25.0
+    lookahead_ms: float = 40.0
     clamp_sigma: float = 3.0
     conv_channels: int = 64
     cell_clip: float = 10.0
@@ -114,6 +117,9 @@ class AudioLSTMConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"AudioLSTMConfig.{name} must be a positive number, got {getattr(self, name)!r}")
             setattr(self, name, v)
+        self.lookahead_ms = float(self.lookahead_ms)
+        if not (math.isfinite(self.lookahead_ms) and self.lookahead_ms >= 0):
+            raise ValueError(f"AudioLSTMConfig.lookahead_ms must be a non-negative number, got {self.lookahead_ms!r}")
         self.mel_mean = float(self.mel_mean)
         if not math.isfinite(self.mel_mean):
             raise ValueError(f"AudioLSTMConfig.mel_mean must be finite, got {self.mel_mean!r}")
@@ -344,6 +350,7 @@ class AudioLSTMDriver(MotionDriver):
         self.model = model.to(self.device).eval()
         self.config = c
         self.fps = float(c.fps)
+        self.lookahead_ms = float(c.lookahead_ms)
         self.seed = int(seed)
         self.flush_frames = max(int(flush_frames), 1)
         self.noise_scale = float(noise_scale)

@@ -374,6 +374,9 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
             raise ValueError(f"model {what}={a} but the dataset has {what}={b}")
     if abs(float(mc.fps) - dataset.fps) > 1e-6:
         raise ValueError(f"model fps={mc.fps:g} but the dataset is at {dataset.fps:g} fps")
+    if abs(float(mc.lookahead_ms) - dataset.lookahead_ms) > 1e-6:
+        raise ValueError(f"model lookahead_ms={mc.lookahead_ms:g} but the dataset's features use "
+                         f"{dataset.lookahead_ms:g} ms (the live FeatureStream must use the model's)")
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(seed)
