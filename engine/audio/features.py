@@ -32,7 +32,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .input import SAMPLE_RATE
+from .input import SAMPLE_RATE, finite_float32
 
 __all__ = ["FrameFeatures", "FeatureStream", "LogMel", "log_mel", "mel_filterbank",
            "N_MELS", "WIN_LENGTH", "HOP_LENGTH", "POWER_FLOOR", "LOG_FLOOR"]
@@ -127,12 +127,7 @@ def _check_samples(samples) -> np.ndarray:
     a = np.asarray(samples)
     if a.ndim != 1:
         raise ValueError(f"expected 1-D 16 kHz mono samples, got shape {a.shape}")
-    if a.dtype not in (np.float32, np.float64):
-        raise ValueError(f"expected float32 samples (full scale 1.0), got {a.dtype}")
-    a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise ValueError("samples contain NaN or infinity")
-    return a
+    return finite_float32(a)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,16 @@ MAX_RATE = 48000
 _DTYPES = ("int16", "float32")
 
 
+def finite_float32(a: np.ndarray) -> np.ndarray:
+    """float32/float64 samples (full scale 1.0) as float32; ValueError for other dtypes or NaN/inf."""
+    if a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"expected float32 samples (full scale 1.0), got {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError("samples contain NaN or infinity")
+    return a
+
+
 class AudioInput:
     """Streaming converter to 16 kHz mono float32.
 
@@ -90,12 +100,7 @@ class AudioInput:
             if a.dtype != np.int16:
                 raise ValueError(f"expected int16 samples, got {a.dtype}")
             return a.astype(np.float32) * np.float32(1.0 / 32768.0)
-        if a.dtype not in (np.float32, np.float64):
-            raise ValueError(f"expected float32 samples, got {a.dtype}")
-        a = a.astype(np.float32, copy=False)
-        if not np.isfinite(a).all():
-            raise ValueError("samples contain NaN or infinity")
-        return a
+        return finite_float32(a)
 
     def push(self, pcm) -> np.ndarray:
         """Feed one chunk; returns the newly available 16 kHz mono float32 samples (maybe none)."""
