@@ -104,3 +104,39 @@ def test_flush_starts_a_new_stream():
     first = _run(ai, [x])
     second = _run(ai, [x])
     np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_latency_ms_bounds_the_real_lag_of_a_click(rate):
+    """A click pushed in 20 ms chunks comes out of the resampler within latency_ms after the
+    chunk that carried it was pushed, rounded up to whole chunks (output only appears at a
+    push), and no sooner than latency_ms - one chunk for the worst-placed click (the bound is
+    tight, not a loose guess)."""
+    from engine.audio.input import resampler_lag_ms
+
+    ai = AudioInput(rate, 1, "float32")
+    mean, worst = resampler_lag_ms(rate)
+    assert ai.latency_ms == worst and 0 < mean <= worst < 130
+    chunk = rate // 50
+    seen_lags = []
+    for offset_ms in (300, 307, 313, 520, 733):
+        ai.flush()
+        x = np.zeros(rate, np.float32)
+        pos = int(rate * offset_ms / 1000)
+        x[pos] = 1.0
+        out, pushed_at = [], []
+        for i in range(0, x.size, chunk):
+            y = ai.push(x[i:i + chunk])
+            out.append(y)
+            pushed_at.append((min(i + chunk, x.size), sum(o.size for o in out)))
+        y = np.concatenate(out)
+        peak = int(np.argmax(np.abs(y)))
+        assert abs(peak - pos * SAMPLE_RATE / rate) <= 2             # no shift of the signal itself
+        # the first push after which the click's output (peak + filter tail) was available
+        n_in = next(n for n, n_out in pushed_at if n_out > peak)
+        chunk_end = ((pos // chunk) + 1) * chunk                       # the push that carried the click
+        seen_lags.append((n_in - chunk_end) * 1000.0 / rate)
+    chunk_ms = 1000.0 * chunk / rate
+    assert max(seen_lags) <= np.ceil(worst / chunk_ms - 1e-9) * chunk_ms + 1e-6
+    assert max(seen_lags) >= worst - chunk_ms
+    assert ai.latency_ms > 0 and AudioInput(SAMPLE_RATE).latency_ms == 0.0
