@@ -1,8 +1,8 @@
 """Train the audio → motion model: ``python -m engine.train_motion --data DIR --out DIR --steps N``.
 
 DIR holds pairs NAME.wav (int16 PCM, any rate 8-48 kHz) + NAME.npy (x_t [T, k] in stdev units at
-the dataset fps) + optional NAME.json ({"fps": 25, "anchor": [w_dim floats]}); see
-``engine.motion.train``. The model is written to OUT/motion.safetensors (+ motion.json, loadable
+the dataset fps, or latents w_t [T, w_dim] / ws_t [T, num_ws, w_dim] with ``--directions``) +
+optional NAME.json ({"fps": 25, "anchor": [w_dim floats]}); see ``engine.motion.train``. The model is written to OUT/motion.safetensors (+ motion.json, loadable
 with ``engine.motion.lstm.load_motion_model`` / usable by ``AudioLSTMDriver``), the resumable
 trainer state to OUT/trainer_state.pt, the per-step losses to OUT/train_log.jsonl.
 """
@@ -29,6 +29,11 @@ EPILOG = """examples:
   # small model, 30 fps data without JSON files, shorter crops, seed 7
   python -m engine.train_motion --data clips/ --out runs/small --steps 2000 --fps 30 \\
       --hidden 64 --audio-dim 64 --crop 16-32 --seed 7
+
+  # latent targets from an inversion pipeline (NAME.npy = ws_t [T, num_ws, w_dim]), projected onto
+  # named directions, with the adversarial sequence discriminator on
+  python -m engine.train_motion --data inverted/ --out runs/lstm_w --directions directions.json \
+      --names mouth_open,jaw,blink --adv-weight 0.05
 """
 
 
@@ -67,6 +72,19 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--hidden", type=int, default=256, help="LSTM width (default 256)")
     p.add_argument("--audio-dim", type=int, default=128, help="audio embedding width (default 128)")
     p.add_argument("--noise-dim", type=int, default=0, help="motion noise inputs per frame (default 0)")
+    p.add_argument("--adv-weight", type=finite_float, default=0.0,
+                   help="weight of the adversarial term of a sequence discriminator (MoCoGAN-HD's video "
+                        "discriminator over motion sequences; default 0: off)")
+    p.add_argument("--d-lr", type=finite_float, default=1e-3, help="discriminator learning rate (default 1e-3)")
+    p.add_argument("--directions", type=Path, default=None,
+                   help="DirectionSet JSON: latent targets (NAME.npy of w_t [T, w_dim] or ws_t [T, num_ws, w_dim]) "
+                        "are projected onto its directions; the model stores their names")
+    p.add_argument("--names", default=None,
+                   help="comma-separated subset of the direction set's names, in output order (default: all)")
+    p.add_argument("--num-ws", type=int, default=None,
+                   help="the generator's layer count, needed for [T, w_dim] latent targets")
+    p.add_argument("--targets", choices=("auto", "x", "w"), default="auto",
+                   help="what NAME.npy holds: x_t, latents, or auto (by shape; default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -95,7 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         device = resolve_device(args.device)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, crop_min=args.crop[0],
                           crop_max=args.crop[1], lr=args.lr, smooth_weight=args.smooth,
-                          grad_clip=args.grad_clip, checkpoint_every=args.checkpoint_every)
+                          grad_clip=args.grad_clip, checkpoint_every=args.checkpoint_every,
+                          adv_weight=args.adv_weight, d_lr=args.d_lr)
         cfg.validate()
         window_frames, lookahead = args.window_frames, args.lookahead_ms
         if state_exists:   # the saved model fixes the feature settings
@@ -103,13 +122,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             state = torch.load(args.out / STATE_FILE, map_location="cpu", weights_only=True)
             saved = json.loads(state["features"])
             window_frames, lookahead = int(saved["window_frames"]), float(saved["lookahead_ms"])
+        names = None
+        if args.names is not None:
+            names = [n.strip() for n in args.names.split(",") if n.strip()]
+            if args.directions is None:
+                raise UsageError("--names needs --directions")
+        if args.num_ws is not None and args.num_ws < 1:
+            raise UsageError("--num-ws must be at least 1")
         dataset = MotionDataset(args.data, fps=args.fps, window_frames=window_frames, lookahead_ms=lookahead,
-                                w_dim=args.w_dim)
+                                w_dim=args.w_dim, directions=args.directions, names=names, num_ws=args.num_ws,
+                                targets=args.targets)
+        lossy = [c for c in dataset.clips if c.projection_loss is not None and c.projection_loss > 0.5]
+        if lossy:
+            print(f"{PROG}: note: the directions capture less than half of the latent motion of "
+                  f"{len(lossy)} clip(s) (e.g. {lossy[0].name}: {100 * lossy[0].projection_loss:.0f}% dropped)",
+                  file=sys.stderr)
         model_config = None
         if not state_exists:
             model_config = AudioLSTMConfig(window_frames=window_frames, w_dim=dataset.w_dim, k=dataset.k,
                                            hidden=args.hidden, audio_dim=args.audio_dim,
-                                           noise_dim=args.noise_dim, fps=dataset.fps,
+                                           noise_dim=args.noise_dim, fps=dataset.fps, names=dataset.names,
                                            lookahead_ms=dataset.lookahead_ms)
         args.out.mkdir(parents=True, exist_ok=True)
     except (UsageError, DatasetError, ValueError, OSError) as exc:

@@ -295,6 +295,34 @@ class DirectionSet:
                     raise ValueError(f"direction {d.name!r}: {exc}") from None
 
     # -- use ---------------------------------------------------------------------------------
+    def projector(self, num_ws: int, names: Optional[Sequence[str]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, pinv)`` float64: ``A`` [num_ws·w_dim, n] has as column i the flattened ws offset of
+        x_i = 1 (``stdev_i · mask_i ⊗ v_i``, exactly what ``LatentPath`` adds), ``pinv`` [n, num_ws·w_dim]
+        its Moore-Penrose pseudo-inverse (least-squares x of an offset)."""
+        basis, masks = self.to_path(num_ws, names)
+        cols = (masks.astype(np.float64)[:, :, None]
+                * (basis.directions.astype(np.float64) * basis.stdev.astype(np.float64)[:, None])[:, None, :])
+        A = cols.reshape(cols.shape[0], -1).T
+        return A, np.linalg.pinv(A)
+
+    def project(self, delta, num_ws: int, names: Optional[Sequence[str]] = None) -> tuple[np.ndarray, float]:
+        """Least-squares control vectors of latent offsets: ``delta`` [T, w_dim] (the same offset on
+        every layer) or [T, num_ws, w_dim] → ``(x [T, n] float32, dropped)`` with
+        Δ ≈ Σ_i x_i · stdev_i · mask_i ⊗ v_i (unclamped) and ``dropped`` the fraction of Σ‖Δ‖²
+        outside the span of the chosen directions (0 when Δ is all zero)."""
+        delta = np.asarray(delta, dtype=np.float64)
+        w_dim = self.w_dim
+        if delta.ndim == 2 and delta.shape[1] == w_dim:
+            delta = np.broadcast_to(delta[:, None, :], (delta.shape[0], int(num_ws), w_dim))
+        if delta.ndim != 3 or delta.shape[1:] != (int(num_ws), w_dim):
+            raise ValueError(f"offsets must be [T, {w_dim}] or [T, {int(num_ws)}, {w_dim}], got {list(delta.shape)}")
+        A, pinv = self.projector(num_ws, names)
+        flat = delta.reshape(delta.shape[0], -1)
+        x = flat @ pinv.T
+        energy = float((flat ** 2).sum())
+        dropped = float(((flat - x @ A.T) ** 2).sum()) / energy if energy > 0 else 0.0
+        return x.astype(np.float32), dropped
+
     def to_path(self, num_ws: int, names: Optional[Sequence[str]] = None):
         """``(basis, layer_masks)`` for :class:`engine.latent.path.LatentPath`.
 

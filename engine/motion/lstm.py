@@ -83,7 +83,9 @@ class AudioLSTMConfig:
 
     ``stdev`` (optional, len k): the W-units stdev of each output direction, kept with the model
     for reference (e.g. the identity-drift bound ``clamp_sigma·sqrt(Σ stdev²)``); the model's
-    output is in stdev units and does not use it. ``fps`` and ``lookahead_ms`` are the feature
+    output is in stdev units and does not use it. ``names`` (optional, len k): the direction names
+    the outputs drive, in order (the trainer stores the DirectionSet's names, so a driver can be
+    built from the file alone). ``fps`` and ``lookahead_ms`` are the feature
     settings the model was trained with: the live ``FeatureStream`` must use the same
     (``FeatureStream(fps=driver.fps, lookahead_ms=driver.lookahead_ms)``).
     """
@@ -95,6 +97,7 @@ class AudioLSTMConfig:
     audio_dim: int = 128
     noise_dim: int = 0
     stdev: Optional[list[float]] = None
+    names: Optional[list[str]] = None
     fps: float = 25.0
     lookahead_ms: float = 40.0
     clamp_sigma: float = 3.0
@@ -128,6 +131,12 @@ class AudioLSTMConfig:
             if len(s) != self.k or not all(math.isfinite(v) and v > 0 for v in s):
                 raise ValueError(f"AudioLSTMConfig.stdev must be {self.k} positive numbers, got {self.stdev!r}")
             self.stdev = s
+        if self.names is not None:
+            if isinstance(self.names, (str, bytes)) or not all(isinstance(n, str) and n for n in self.names):
+                raise ValueError(f"AudioLSTMConfig.names must be a list of {self.k} non-empty strings, got {self.names!r}")
+            self.names = [str(n) for n in self.names]
+            if len(self.names) != self.k or len(set(self.names)) != self.k:
+                raise ValueError(f"AudioLSTMConfig.names must be {self.k} unique names, got {self.names!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,17 +342,23 @@ class AudioLSTMDriver(MotionDriver):
 
     Args:
         model: the model (put in eval mode; its parameters are not changed).
-        names: output direction names (a DirectionSet or names), ``len == model.config.k``.
+        names: output direction names (a DirectionSet or names), ``len == model.config.k``;
+            default: the names stored in the model's config.
         seed: seed of the motion noise ε_t (only used when ``noise_dim > 0``); ``reset`` re-seeds.
         device: where the model runs.
         flush_frames: frames over which ``flush()`` ramps x to 0.
         noise_scale: multiplier of ε_t ~ N(0, 1) (0 switches the noise off).
     """
 
-    def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str]], *, seed: int = 0,
-                 device: Union[str, torch.device] = "cpu", flush_frames: int = 3, noise_scale: float = 1.0):
-        self.names = resolve_names(names)
+    def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str], None] = None, *,
+                 seed: int = 0, device: Union[str, torch.device] = "cpu", flush_frames: int = 3,
+                 noise_scale: float = 1.0):
         c = model.config
+        if names is None:
+            if c.names is None:
+                raise ValueError("the model's config stores no direction names; pass names=")
+            names = c.names
+        self.names = resolve_names(names)
         if len(self.names) != c.k:
             raise ValueError(f"the model outputs k = {c.k} components but {len(self.names)} names were given")
         self.device = torch.device(device)

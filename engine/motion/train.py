@@ -4,10 +4,19 @@ Data: a directory of pairs ``NAME.wav`` + ``NAME.npy`` (+ optional ``NAME.json``
 
 * ``NAME.wav``: int16 PCM, any rate 8-48 kHz, 1-8 channels (read with the stdlib ``wave``
   module, converted to 16 kHz mono by :class:`engine.audio.input.AudioInput`).
-* ``NAME.npy``: the target control vectors x_t [T, k] (stdev units, one row per video frame at
-  the clip's fps).
+* ``NAME.npy``: the per-frame targets, one row per video frame at the clip's fps, either
+  control vectors x_t [T, k] (stdev units), or latents, the form an inversion pipeline produces
+  from video: w_t [T, w_dim] (one w for all layers) or ws_t [T, num_ws, w_dim]. Latents need a
+  :class:`~engine.latent.directions.DirectionSet` (``directions=``): they are turned into x_t by
+  the least-squares projection of their offsets from the anchor onto the chosen directions
+  (``DirectionSet.project``, with each direction's layer mask and stdev — the same map the
+  ``TrajectoryDriver`` uses), so the loss is on x_t and the model drives the same ``LatentPath``.
+  The part of the offsets outside the directions' span is lost; :attr:`Clip.projection_loss`
+  reports it per clip.
 * ``NAME.json`` (optional): ``{"fps": 25.0, "anchor": [w_dim floats]}``; fps defaults to the
-  dataset's fps, the anchor to the zero vector (the mean identity, in a centred W).
+  dataset's fps. The anchor (the identity's w, input of the LSTM's state encoder) defaults to
+  the zero vector for x_t targets and to the first frame's w for latent targets (whose offsets
+  are then measured from it).
 
 Features: :func:`frame_windows` runs the clip through :class:`engine.audio.features.FeatureStream`
 (push everything, then flush), so training sees exactly the log-mel windows the streaming driver
@@ -16,8 +25,15 @@ cut to the shorter. Anything else (no pairs, a longer mismatch, NaN/Inf, wrong k
 files) is a :class:`DatasetError` with a one-line message.
 
 Loss per step (one random crop of ``crop_min``..``crop_max`` frames, the same length for every
-clip of the batch): ``MSE(x̂, x) + smooth_weight · mean_t ‖x̂_t − x̂_{t−1}‖²``. The LSTM state
-of each crop starts from ``init_state(anchor)``. Adam, optional gradient-norm clipping.
+clip of the batch): ``MSE(x̂, x) + smooth_weight · mean_t ‖x̂_t − x̂_{t−1}‖²``, plus, when
+``adv_weight > 0``, MoCoGAN-HD's adversarial term: a :class:`SequenceDiscriminator` (its video
+discriminator, over motion sequences) is trained each step to tell the dataset's sequences from
+the model's, with the non-saturating logistic loss, ``softplus(D(x̂)) + softplus(−D(x))``, and
+the model gets ``adv_weight · softplus(−D(x̂))``. The discriminator sees x sequences: within the
+directions' span the latent offset is ``w_t − w = A·x_t`` for a fixed full-rank linear map A
+(``DirectionSet.projector``), so judging x sequences is judging the w-sequences the model drives,
+without a num_ws·w_dim-wide input. The LSTM state of each crop starts from
+``init_state(anchor)``. Adam, optional gradient-norm clipping.
 
 Checkpoints in ``out_dir``: ``motion.safetensors`` (+ its JSON config, via
 ``save_motion_model``; load with ``load_motion_model``) and ``trainer_state.pt`` (model and
@@ -25,7 +41,7 @@ optimizer state, step, the numpy and torch RNG states, both configs), written ev
 ``checkpoint_every`` steps and at the end. ``train(..., resume=True)`` continues from
 ``trainer_state.pt`` so that N steps + resume to 2N gives the same weights as 2N steps at once
 (given the same data, seed and torch build / thread count). ``steps`` is the total step count.
-The video discriminator of the issue is not implemented.
+The discriminator and its optimiser are part of ``trainer_state.pt`` (not of the model file).
 """
 from __future__ import annotations
 
@@ -46,6 +62,7 @@ from engine.audio.features import HOP_LENGTH, N_MELS, FeatureStream
 from engine.audio.input import MAX_RATE, MIN_RATE, SAMPLE_RATE, AudioInput
 
 __all__ = ["frame_windows", "read_wav", "Clip", "MotionDataset", "DatasetError", "TrainConfig",
+           "SequenceDiscriminator", "discriminator_loss", "generator_adv_loss",
            "train", "predict", "MODEL_FILE", "STATE_FILE"]
 
 MODEL_FILE = "motion.safetensors"
@@ -104,6 +121,7 @@ class Clip:
     windows: np.ndarray      # [T, window_frames, 80] float32
     x: np.ndarray            # [T, k] float32
     anchor: np.ndarray       # [w_dim] float32
+    projection_loss: Optional[float] = None   # latent targets: dropped fraction of Σ‖Δw‖²
 
     @property
     def frames(self) -> int:
@@ -119,11 +137,36 @@ class MotionDataset:
         w_dim: anchor width (default: from the first anchor in a JSON file, else ``default_w_dim``).
         fps: the dataset fps when a clip has no JSON ``fps``; every clip must have the same fps.
         window_frames, lookahead_ms: the feature settings (must match the model's).
+        directions: DirectionSet (or the path of its JSON) that latent targets are projected onto;
+            its names (or ``names``) are the x components, in order.
+        num_ws: the generator's layer count (needed for [T, w_dim] latent targets; checked
+            against [T, num_ws, w_dim] ones).
+        targets: ``"x"``, ``"w"`` or ``"auto"`` (3-D → w; 2-D → w when the width is the
+            directions' w_dim and not k, else x).
     """
 
     def __init__(self, root: os.PathLike | str, *, k: Optional[int] = None, w_dim: Optional[int] = None,
                  fps: float = 25.0, window_frames: int = 32, lookahead_ms: float = 40.0,
-                 default_w_dim: int = 512):
+                 default_w_dim: int = 512, directions: Any = None, names: Optional[Sequence[str]] = None,
+                 num_ws: Optional[int] = None, targets: str = "auto"):
+        if targets not in ("auto", "x", "w"):
+            raise ValueError(f"targets must be 'auto', 'x' or 'w', got {targets!r}")
+        self.targets = targets
+        self.directions = self._directions(directions)
+        self.names: Optional[list[str]] = None
+        if self.directions is not None:
+            self.names = [str(n) for n in (names if names is not None else self.directions.names)]
+            for n in self.names:
+                if n not in self.directions:
+                    raise DatasetError(f"direction {n!r} is not in the direction set ({', '.join(self.directions.names)})")
+            if k is not None and int(k) != len(self.names):
+                raise DatasetError(f"k={k} but {len(self.names)} directions are chosen")
+            k = len(self.names)
+            if w_dim is None:
+                w_dim = self.directions.w_dim
+        elif targets == "w":
+            raise DatasetError("latent (w_t) targets need a DirectionSet to project onto (directions=)")
+        self.num_ws = None if num_ws is None else int(num_ws)
         self.root = Path(root)
         self.window_frames = int(window_frames)
         self.lookahead_ms = float(lookahead_ms)
@@ -153,6 +196,57 @@ class MotionDataset:
         self.k = None if k is None else int(k)
         self.clips: list[Clip] = [self._load(n, wavs[n], npys[n], metas[n]) for n in names]
 
+    @staticmethod
+    def _directions(directions):
+        if directions is None:
+            return None
+        from engine.latent.directions import DirectionSet
+        if isinstance(directions, DirectionSet):
+            return directions
+        try:
+            return DirectionSet.load(directions)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"direction set {os.fspath(directions)!r}: {exc}") from None
+
+    def _kind(self, npy: Path, x: np.ndarray) -> str:
+        if self.targets != "auto":
+            return self.targets
+        if x.ndim == 3:
+            return "w"
+        if (self.directions is not None and x.ndim == 2 and x.shape[1] == self.directions.w_dim
+                and x.shape[1] != len(self.names)):
+            return "w"
+        return "x"
+
+    def _project(self, name: str, npy: Path, rec: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray, float]:
+        """(x [T, k], anchor [w_dim], dropped) of a latent recording w_t / ws_t."""
+        d = self.directions
+        w_dim = d.w_dim
+        if rec.ndim not in (2, 3) or rec.shape[-1] != w_dim:
+            raise DatasetError(f"{npy.name}: latent targets must be [T, {w_dim}] or [T, num_ws, {w_dim}], "
+                               f"got {rec.shape}")
+        num_ws = self.num_ws
+        if rec.ndim == 3:
+            if num_ws is not None and rec.shape[1] != num_ws:
+                raise DatasetError(f"{npy.name}: has {rec.shape[1]} layers, the generator has num_ws={num_ws}")
+            num_ws = int(rec.shape[1])
+        elif num_ws is None:
+            raise DatasetError(f"{npy.name}: [T, w_dim] latent targets need num_ws (the generator's layer count)")
+        rec = rec.astype(np.float64)
+        if "anchor" in meta:
+            anchor = np.asarray(meta["anchor"], dtype=np.float64)
+            if anchor.shape != (w_dim,):
+                raise DatasetError(f"{name}.json: anchor has {anchor.size} values, expected w_dim={w_dim}")
+            ref = anchor if rec.ndim == 2 else np.broadcast_to(anchor, rec.shape[1:])
+        else:
+            ref = rec[0]
+            anchor = rec[0] if rec.ndim == 2 else rec[0, 0]
+        try:
+            x, dropped = d.project(rec - ref[None], num_ws, self.names)
+        except ValueError as exc:
+            raise DatasetError(f"{npy.name}: {exc}") from None
+        return x, anchor, dropped
+
     def _read_json(self, name: str) -> dict:
         p = self.root / f"{name}.json"
         if not p.is_file():
@@ -174,12 +268,21 @@ class MotionDataset:
             x = np.load(npy, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{npy.name}: cannot read ({exc})") from None
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            raise DatasetError(f"{npy.name}: expected x_t of shape [T, k], got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
-            raise DatasetError(f"{npy.name}: expected float x_t, got {x.dtype}")
+            raise DatasetError(f"{npy.name}: expected float targets, got {x.dtype}")
+        if x.ndim not in (2, 3) or 0 in x.shape:
+            raise DatasetError(f"{npy.name}: expected x_t of shape [T, k] (or latents [T, w_dim] / "
+                               f"[T, num_ws, w_dim]), got {x.shape}")
         if not np.isfinite(x).all():
             raise DatasetError(f"{npy.name}: contains NaN or infinity")
+        dropped = None
+        if self._kind(npy, x) == "w":
+            if self.directions is None:
+                raise DatasetError(f"{npy.name}: latent targets {x.shape} need a DirectionSet to project onto")
+            x, anchor_w, dropped = self._project(name, npy, x, meta)
+            meta = dict(meta, anchor=[float(v) for v in anchor_w])
+        elif x.ndim != 2:
+            raise DatasetError(f"{npy.name}: expected x_t of shape [T, k], got {x.shape}")
         if self.k is None:
             self.k = int(x.shape[1])
         elif x.shape[1] != self.k:
@@ -202,7 +305,7 @@ class MotionDataset:
         if t < 2:
             raise DatasetError(f"{name}: only {t} frame(s); need at least 2")
         return Clip(name, np.ascontiguousarray(win[:t]), np.ascontiguousarray(x[:t], dtype=np.float32),
-                    anchor.astype(np.float32))
+                    anchor.astype(np.float32), dropped)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -222,6 +325,7 @@ class MotionDataset:
             raise DatasetError("no clips")
         self = cls.__new__(cls)
         self.root, self.fps = None, float(fps)
+        self.directions, self.names, self.num_ws, self.targets = None, None, None, "x"
         self.window_frames, self.lookahead_ms = int(window_frames), float(lookahead_ms)
         self.k, self.w_dim = int(clips[0].x.shape[1]), int(clips[0].anchor.shape[0])
         for c in clips:
@@ -245,6 +349,9 @@ class TrainConfig:
     smooth_weight: float = 0.1     # λ of the temporal-smoothness term
     grad_clip: float = 1.0         # max gradient norm (0: off)
     checkpoint_every: int = 1000   # steps between checkpoints (and always at the end)
+    adv_weight: float = 0.0        # weight of the adversarial term (0: no discriminator)
+    d_lr: float = 1e-3             # discriminator learning rate
+    d_hidden: int = 64             # discriminator width
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -253,17 +360,58 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 2 <= self.crop_min <= self.crop_max:
             raise ValueError(f"need 2 <= crop_min <= crop_max, got {self.crop_min}-{self.crop_max}")
-        for name in ("lr", "smooth_weight", "grad_clip"):
+        if self.d_hidden < 1:
+            raise ValueError(f"d_hidden must be >= 1, got {self.d_hidden}")
+        for name in ("lr", "smooth_weight", "grad_clip", "adv_weight", "d_lr"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.lr <= 0:
-            raise ValueError("lr must be > 0")
+        if self.lr <= 0 or self.d_lr <= 0:
+            raise ValueError("lr and d_lr must be > 0")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class SequenceDiscriminator(torch.nn.Module):
+    """MoCoGAN-HD's video discriminator, over motion sequences: x [B, T, k] → logit [B].
+
+    Input channels per frame are x_t and its first difference x_t − x_{t−1} (0 at t = 0), so
+    both the poses and the motion between frames are judged. Three 1-D temporal convolutions
+    (kernel 5, LeakyReLU 0.2; the middle one strided) and a mean over time, then a linear layer:
+    the score does not depend on the crop length. Works for any T ≥ 1.
+    """
+
+    def __init__(self, k: int, hidden: int = 64):
+        super().__init__()
+        nn = torch.nn
+        self.k = int(k)
+        self.net = nn.Sequential(
+            nn.Conv1d(2 * self.k, hidden, 5, padding=2), nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden, hidden, 5, stride=2, padding=2), nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden, hidden, 5, padding=2), nn.LeakyReLU(0.2),
+        )
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.k:
+            raise ValueError(f"expected x [B, T, {self.k}], got {list(x.shape)}")
+        d = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+        h = self.net(torch.cat([x, d], dim=-1).transpose(1, 2))
+        return self.out(h.mean(dim=2))[:, 0]
+
+
+def discriminator_loss(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic loss of D: mean softplus(D(fake)) + mean softplus(−D(real))."""
+    F = torch.nn.functional
+    return F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+
+
+def generator_adv_loss(D: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """The model's adversarial loss: mean softplus(−D(fake))."""
+    return torch.nn.functional.softplus(-D(fake)).mean()
 
 
 def _lstm():
@@ -305,10 +453,16 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def _save(out_dir: Path, model, opt, step: int, rng: np.random.Generator, gen: torch.Generator,
-          cfg: TrainConfig, seed: int, dataset: MotionDataset, history: list) -> None:
+          cfg: TrainConfig, seed: int, dataset: MotionDataset, history: list, disc=None) -> None:
     lstm = _lstm()
     lstm.save_motion_model(model, out_dir / MODEL_FILE)          # atomic (temporary files + rename)
+    extra = {}
+    if disc is not None:
+        D, d_opt = disc
+        extra = {"discriminator": {k: v.detach().clone() for k, v in D.state_dict().items()},
+                 "d_optimizer": d_opt.state_dict()}
     _atomic_torch_save({
+        **extra,
         "step": step,
         "seed": seed,
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -350,8 +504,9 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
                                   "resume it or use another output directory")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         old = json.loads(state["train_config"])
-        for key in ("batch_size", "crop_min", "crop_max", "lr", "smooth_weight", "grad_clip"):
-            if old[key] != getattr(config, key):
+        for key in ("batch_size", "crop_min", "crop_max", "lr", "smooth_weight", "grad_clip", "adv_weight",
+                    "d_lr", "d_hidden"):
+            if old.get(key, TrainConfig.__dataclass_fields__[key].default) != getattr(config, key):
                 raise ValueError(f"resume: {key} was {old[key]!r} in the saved run, now {getattr(config, key)!r}")
         if json.loads(state["dataset"]) != dataset.fingerprint():
             raise ValueError("resume: the dataset's clips or lengths differ from the saved run's")
@@ -379,6 +534,12 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
                          f"{dataset.lookahead_ms:g} ms (the live FeatureStream must use the model's)")
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    disc = None
+    if config.adv_weight > 0:
+        with torch.random.fork_rng(devices=[]):      # its init leaves the model's random stream alone
+            torch.manual_seed(seed + 1)
+            D = SequenceDiscriminator(mc.k, config.d_hidden).to(device).train()
+        disc = (D, torch.optim.Adam(D.parameters(), lr=config.d_lr, betas=(0.5, 0.999)))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     step = 0
@@ -386,6 +547,9 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if disc is not None:
+            disc[0].load_state_dict(state["discriminator"])
+            disc[1].load_state_dict(state["d_optimizer"])
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         gen.set_state(state["torch_rng"])
         torch.set_rng_state(state["torch_global_rng"])
@@ -408,13 +572,28 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
             noise = torch.randn(x.shape[0], x.shape[1], noise_dim, generator=gen).to(device)
         pred = model(mel, anchor, noise)
         total, mse, smooth = losses(pred, x, config.smooth_weight)
+        d_rec = {}
+        if disc is not None:
+            D, d_opt = disc
+            d_loss = discriminator_loss(D, x, pred.detach())
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            for p_ in D.parameters():
+                p_.requires_grad_(False)
+            adv = generator_adv_loss(D, pred)
+            for p_ in D.parameters():
+                p_.requires_grad_(True)
+            total = total + config.adv_weight * adv
+            d_rec = {"adv": float(adv.detach()), "d_loss": float(d_loss.detach())}
         opt.zero_grad(set_to_none=True)
         total.backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         step += 1
-        rec = {"step": step, "loss": float(total.detach()), "mse": float(mse.detach()), "smooth": float(smooth.detach())}
+        rec = {"step": step, "loss": float(total.detach()), "mse": float(mse.detach()), "smooth": float(smooth.detach()),
+               **d_rec}
         run_history.append(rec)
         history.append(rec)
         if log is not None:
@@ -423,11 +602,11 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
             bar.update(1)
             bar.set_postfix(mse=f"{rec['mse']:.4f}", smooth=f"{rec['smooth']:.4f}", refresh=False)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save(out_dir, model, opt, step, rng, gen, config, seed, dataset, history)
+            _save(out_dir, model, opt, step, rng, gen, config, seed, dataset, history, disc)
     if bar is not None:
         bar.close()
     if state is None and config.steps == 0:
-        _save(out_dir, model, opt, step, rng, gen, config, seed, dataset, history)
+        _save(out_dir, model, opt, step, rng, gen, config, seed, dataset, history, disc)
     model.history = run_history
     model.step_time_s = (time.perf_counter() - t0) / max(1, len(run_history))
     model.eval()

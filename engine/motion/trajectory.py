@@ -176,18 +176,8 @@ class TrajectoryDriver(MotionDriver):
         self.names = resolve_names(directions)
         if x_names is not None and x_names != self.names:
             self.names = x_names
-        basis, masks = directions.to_path(self.num_ws, self.names)
-        # A [num_ws·w_dim, k]: column i is the ws offset of x_i = 1
-        cols = (masks.astype(np.float64)[:, :, None]
-                * (basis.directions.astype(np.float64) * basis.stdev.astype(np.float64)[:, None])[:, None, :])
-        A = cols.reshape(len(self.names), -1).T
-        pinv = np.linalg.pinv(A)                                       # [k, num_ws·w_dim]
-        full = np.broadcast_to(delta[:, None, :], (self.T, self.num_ws, self.w_dim)) if delta.ndim == 2 else delta
-        flat = full.reshape(self.T, -1)
-        x = flat @ pinv.T                                              # [T, k]
-        energy = float((flat ** 2).sum())
-        self.projection_loss = float(((flat - x @ A.T) ** 2).sum()) / energy if energy > 0 else 0.0
-        self._x = x.astype(np.float32)
+        x, self.projection_loss = directions.project(delta, self.num_ws, self.names)
+        self._x = x
 
     # -- files ---------------------------------------------------------------------------------
     @classmethod
