@@ -4,7 +4,10 @@
   audio at 25 fps: µs per push and µs per emitted video frame (mel + VAD + window assembly),
   plus the two parts alone (``LogMel.frames`` on 2 frames, one webrtcvad call on 20 ms).
 * ``audio_input``: ``AudioInput.push`` µs per 20 ms chunk, and soxr's output lag behind the
-  input (ms, mean and max over the run) for each input rate.
+  input (ms, mean and max over the run) for each input rate, next to ``AudioInput.latency_ms``.
+* ``motion``: µs per ``step`` of ``AudioLSTMDriver`` (hidden 256, w_dim 512; k 8 and k 16 with
+  8 noise inputs; random weights: the cost does not depend on them) and ``IdleDriver``, on real
+  ``FrameFeatures``; and the per-frame total mel + VAD + LSTM step.
 
     python -m benchmarks.audio                  # ~10 s
     python -m benchmarks.audio --seconds 5 --threads 1
@@ -88,8 +91,45 @@ def bench_audio_input(seconds: float) -> list[dict[str, Any]]:
             lag.append(ai.pending_samples / SAMPLE_RATE * 1000)
         lag = lag[10:]
         out.append({"rate": rate, "chunk_ms": 20, **_stats(per_push),
-                    "lag_ms_mean": float(np.mean(lag)), "lag_ms_max": float(np.max(lag))})
+                    "lag_ms_mean": float(np.mean(lag)), "lag_ms_max": float(np.max(lag)),
+                    "latency_ms": ai.latency_ms})
     return out
+
+
+def bench_motion(seconds: float, repeats: int = 3) -> list[dict[str, Any]]:
+    from engine.motion import IdleDriver
+    from engine.motion.base import ROLES
+    from engine.motion.lstm import AudioLSTMConfig, AudioLSTMDriver, AudioMotionModel
+
+    fs = FeatureStream(fps=25.0, lookahead_ms=40.0)
+    feats = fs.push(speech_like(max(seconds, 4.0))) + fs.flush()
+    out = []
+    cases = [("AudioLSTMDriver k=8", dict(k=8, noise_dim=0)), ("AudioLSTMDriver k=16 noise 8", dict(k=16, noise_dim=8))]
+    for label, kw in cases:
+        torch.manual_seed(0)
+        model = AudioMotionModel(AudioLSTMConfig(w_dim=512, hidden=256, **kw))
+        driver = AudioLSTMDriver(model, [f"d{i}" for i in range(kw["k"])])
+        driver.reset(np.zeros(512, np.float32))
+        out.append({"driver": label, **_time_steps(driver, feats, repeats)})
+    idle = IdleDriver(list(ROLES), fps=25.0)
+    out.append({"driver": "IdleDriver", **_time_steps(idle, feats, repeats)})
+    return out
+
+
+def _time_steps(driver, feats, repeats: int) -> dict[str, Any]:
+    for f in feats[:50]:                                          # warm-up
+        driver.step(f)
+    best = None
+    for _ in range(repeats):
+        us = []
+        for f in feats:
+            t0 = time.perf_counter()
+            driver.step(f)
+            us.append((time.perf_counter() - t0) * 1e6)
+        st = _stats(us)
+        if best is None or st["p50_us"] < best["p50_us"]:
+            best = st
+    return {"steps": len(feats), **best}
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -102,15 +142,23 @@ def main(argv=None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     result = {"environment": environment(torch.device("cpu")),
               "feature_stream": bench_feature_stream(args.seconds),
-              "audio_input": bench_audio_input(args.seconds)}
+              "audio_input": bench_audio_input(args.seconds),
+              "motion": bench_motion(args.seconds)}
     fsr = result["feature_stream"]
     print(f"FeatureStream 20 ms pushes @25 fps: {fsr['per_push']['mean_us']:.0f} µs/push (p99 "
           f"{fsr['per_push']['p99_us']:.0f}), {fsr['per_frame_us']:.0f} µs per video frame; "
           f"log-mel 2 frames {fsr['log_mel_2_frames']['p50_us']:.0f} µs, webrtcvad 20 ms "
           f"{fsr['webrtcvad_20ms']['p50_us']:.1f} µs (p50)")
-    print(f"{'rate':>6} {'µs/push':>8} {'p99':>6} {'lag ms mean':>11} {'max':>6}")
+    print(f"{'rate':>6} {'µs/push':>8} {'p99':>6} {'lag ms mean':>11} {'max':>6} {'latency_ms':>10}")
     for r in result["audio_input"]:
-        print(f"{r['rate']:>6} {r['mean_us']:>8.0f} {r['p99_us']:>6.0f} {r['lag_ms_mean']:>11.1f} {r['lag_ms_max']:>6.1f}")
+        print(f"{r['rate']:>6} {r['mean_us']:>8.0f} {r['p99_us']:>6.0f} {r['lag_ms_mean']:>11.1f} {r['lag_ms_max']:>6.1f}"
+              f" {r['latency_ms']:>10.1f}")
+    print(f"{'driver':<30} {'µs/step p50':>11} {'mean':>6} {'p99':>6} {'+ mel/VAD, µs/frame':>20}")
+    for r in result["motion"]:
+        print(f"{r['driver']:<30} {r['p50_us']:>11.0f} {r['mean_us']:>6.0f} {r['p99_us']:>6.0f} "
+              f"{r['mean_us'] + fsr['per_frame_us']:>20.0f}")
+    print(f"latency: FeatureStream {fsr['latency_ms']:.0f} ms lookahead + resampler (48 kHz) "
+          f"{next(r['latency_ms'] for r in result['audio_input'] if r['rate'] == 48000):.1f} ms")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "audio.json").write_text(json.dumps(result, indent=2))
     return result

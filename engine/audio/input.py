@@ -13,9 +13,9 @@ for the next push. Time is a sample count: ``samples_in`` (input frames per chan
 Latency: libsoxr processes in blocks, so the output lags the input by a varying amount.
 ``pending_samples`` says how far behind the output is right now; :attr:`AudioInput.latency_ms`
 is the worst case for a live stream of 20 ms chunks (WebRTC's Opus frame), measured once per
-(rate, quality) by running libsoxr itself on 1 s of such chunks, and is what a session adds to
+(rate, quality) by running libsoxr itself on 10 s of such chunks, and is what a session adds to
 the latency it reports. Measured with quality "HQ" (mean / max ms): 48 kHz 21.4 / 36.6,
-44.1 and 22.05 kHz 23.0 / 39.3, 11.025 kHz 47.2 / 83.8, 8 kHz 62.9 / 115.0. "LQ" roughly halves
+44.1 and 22.05 kHz 23.3 / 40.1, 11.025 kHz 47.4 / 83.8, 8 kHz 63.7 / 115.0. "LQ" roughly halves
 it at 22-48 kHz (11.2 / 20.0 at 48 kHz). 16 kHz input passes through untouched (no resampler,
 no delay: 0 ms).
 """
@@ -55,7 +55,7 @@ def resampler_lag_ms(sample_rate: int, quality: str = "HQ", chunk_ms: float = 20
     chunk = np.zeros(max(1, int(round(sample_rate * chunk_ms / 1000.0))), np.float32)
     n_in = n_out = 0
     lags = []
-    for i in range(max(60, int(round(1500.0 / chunk_ms)))):
+    for i in range(max(100, int(round(10_000.0 / chunk_ms)))):     # 10 s: the lag pattern repeats slowly
         n_in += chunk.size
         n_out += stream.resample_chunk(chunk, last=False).size
         if i >= 5:
