@@ -1,1 +1,1 @@
-"""ONNX export and TensorRT engine building for the synthesis network. Built in a later issue."""
+"""ONNX export (``trt_build.export``) and TensorRT engine building for the synthesis network."""
