@@ -1,0 +1,115 @@
+"""Serve the avatar over WebRTC: ``python -m engine.serve --gpu 0 --port 8080``, then open the page."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float
+
+PROG = "python -m engine.serve"
+EPILOG = """examples:
+  # the built-in demo generator on the CPU, http://127.0.0.1:8080/
+  python -m engine.serve --gpu cpu
+
+  # FFHQ 512 on the first GPU, 30 fps, 256 px output, at most 2 clients, reachable on the LAN
+  python -m engine.serve --gpu 0 --generator ffhq512 --resolution 256 --fps 30 --max-sessions 2 --host 0.0.0.0
+
+On a loopback --host (127.0.0.1, localhost, ::1) only 127.0.0.1 ICE candidates are offered.
+Ctrl-C closes every peer connection and exits.
+"""
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", default="cpu",
+                   help="GPU index (0, 1, ...), cuda:N, or cpu (default cpu); a GPU without CUDA falls back to CPU")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
+    p.add_argument("--generator", default="demo",
+                   help="demo (default, built in), ffhq256/512/1024, or a checkpoint path (.pkl/.pt/.safetensors)")
+    p.add_argument("--resolution", type=int, default=None, help="output image side in pixels (default: the generator's)")
+    p.add_argument("--fps", type=finite_float, default=25.0, help="video frames per second (default 25)")
+    p.add_argument("--max-sessions", type=int, default=4, help="concurrent clients (default 4); more get HTTP 503")
+    p.add_argument("--identity", type=int, default=0, help="face seed for new sessions (default 0)")
+    p.add_argument("--truncation", type=finite_float, default=0.7, help="truncation psi (default 0.7)")
+    p.add_argument("--driver", default="idle", help="motion driver: idle (default), lstm:PATH.safetensors, trajectory:PATH.npy")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="synthesis dtype (default float32)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def pick_device(gpu: str) -> str:
+    """``cpu`` or a CUDA device name; a GPU request without CUDA prints a note and gives ``cpu``."""
+    import torch
+
+    name = gpu.strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name.isdigit():
+        name = f"cuda:{name}"
+    if not name.startswith("cuda"):
+        raise UsageError(f"--gpu must be a GPU index, cuda:N or cpu, got {gpu!r}")
+    if not torch.cuda.is_available():
+        sys.stderr.write("CUDA not available, falling back to CPU\n")
+        return "cpu"
+    index = int(name.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"--gpu {gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return f"cuda:{index}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not 0 <= args.port <= 65535:
+            raise UsageError("--port must be in 0 .. 65535")
+        if args.max_sessions < 1:
+            raise UsageError("--max-sessions must be at least 1")
+        if not 0 < args.fps <= 120:
+            raise UsageError("--fps must be in (0, 120]")
+        if args.resolution is not None and not 8 <= args.resolution <= 4096:
+            raise UsageError("--resolution must be in 8 .. 4096")
+        device = pick_device(args.gpu)
+    except UsageError as exc:
+        fail(PROG, str(exc))
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from aiohttp import web
+
+    from engine.runtime import tune_cpu_allocator
+    from engine.session import AvatarEngine
+    from streaming.server import ServerConfig, create_app
+
+    if device == "cpu":
+        tune_cpu_allocator()
+    try:
+        engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
+                              truncation_psi=args.truncation)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        fail(PROG, f"could not load the generator: {exc}")
+    config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
+                          resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
+                          identity=args.identity, truncation=args.truncation, driver=args.driver, engine=engine)
+    app = create_app(config)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+
+    def announce(_message: str) -> None:
+        print(f"StyleCast serving on http://{url_host}:{args.port}/ ({device}, {engine.resolution} px, "
+              f"{args.fps:g} fps, at most {args.max_sessions} sessions); Ctrl-C to stop", flush=True)
+
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=announce, shutdown_timeout=5.0,
+                    handle_signals=True)
+    except OSError as exc:
+        fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

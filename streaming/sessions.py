@@ -1,0 +1,404 @@
+"""StreamSession: one avatar stream driven on its own worker thread; SessionRegistry: the limit.
+
+The asyncio side only routes: received PCM goes into a bounded inbox, commands into a bounded
+queue, and finished frames come back through a :class:`~streaming.tracks.LatestSlot`. Everything
+that touches the :class:`engine.session.AvatarSession` (push_audio, next_frame, set_identity, ...)
+runs on the worker thread, so synthesis never blocks the event loop and the session needs no lock.
+
+Clock: ``t0`` (``time.monotonic()`` seconds) is the wall time of audio sample 0 of the session
+timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves no earlier than
+``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
+audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
+``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
+the deadlines never hold them back. Pulled sources (a bot's TTS iterator, ``realtime=False``) are
+fed no faster than the wall clock plus the motion lookahead, so their frames come out on time.
+When no audio arrives the worker pushes silence so that the timeline stays at least ``grace_s``
+behind the wall clock: the face keeps idling without a microphone.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import av
+import numpy as np
+
+from .tracks import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, AudioOutBuffer, LatestSlot, stamp_index
+
+__all__ = ["StreamSession", "SessionRegistry", "ServerFull"]
+
+log = logging.getLogger("stylecast.streaming")
+SAMPLE_RATE = 16000   # the engine's timeline rate (samples of 16 kHz audio)
+_ids = itertools.count(1)
+
+
+def _percentile(values, q: float) -> Optional[float]:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class StreamSession:
+    """Drive one ``AvatarSession`` on a worker thread and publish frames for the aiortc tracks.
+
+    Args:
+        session: an :class:`engine.session.AvatarSession` (``output="uint8"``; ``audio_out=True``
+            when ``audio_out`` is wanted). The StreamSession owns it and closes it.
+        realtime: audio arrives live (mic, remote track): ``t0`` follows the arrival times.
+        grace_s: how far the timeline may fall behind the wall clock before silence is pushed.
+        max_audio_s: bound of the received-audio inbox (oldest audio dropped beyond it).
+        stamp: write the frame index into each image's bottom edge (tests, benchmarks).
+        audio_out: publish ``Frame.audio`` into :attr:`audio_out` for an :class:`AvatarAudioTrack`.
+    """
+
+    def __init__(self, session: Any, *, realtime: bool = True, grace_s: float = 0.06,
+                 max_audio_s: float = 1.0, stamp: bool = False, audio_out: bool = False,
+                 audio_out_rate: int = 48000, name: Optional[str] = None) -> None:
+        self.session = session
+        self.fps = float(session.fps)
+        self.name = name or f"stream-{next(_ids)}"
+        self.realtime = realtime
+        self.grace_s = float(grace_s)
+        self.max_audio_s = float(max_audio_s)
+        self.stamp = stamp
+        self.video_slot: LatestSlot = LatestSlot()
+        self.audio_out: Optional[AudioOutBuffer] = AudioOutBuffer(audio_out_rate) if audio_out else None
+        self._lock = threading.Lock()
+        self._inbox: collections.deque = collections.deque()
+        self._inbox_s = 0.0
+        self._timeline_s = 0.0       # seconds of audio pushed into the session (incl. silence; worker)
+        self._commands: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._t0: Optional[float] = None
+        self._closed = False
+        self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
+        # stats
+        self.frames = 0
+        self.engine_dropped = 0      # frames stepped but not synthesized (Frame.dropped)
+        self.audio_dropped_s = 0.0   # received audio dropped because the inbox was full
+        self.audio_errors = 0
+        self.frame_errors = 0
+        self.last_error: Optional[str] = None
+        self.silence_s = 0.0
+        self.last_index = -1
+        self.sent_index = -1
+        self._sent_times: collections.deque = collections.deque(maxlen=64)
+        self._timings: collections.deque = collections.deque(maxlen=250)
+        self._latency_ms: Optional[float] = None
+        self._arrivals: collections.deque = collections.deque(maxlen=256)   # (timeline end s, wall)
+        self._pixel_lag: collections.deque = collections.deque(maxlen=250)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def t0(self) -> Optional[float]:
+        return self._t0
+
+    def ensure_started(self) -> None:
+        """Start the worker (first call only; called by the tracks' first ``recv``)."""
+        if self._thread is not None or self._stop.is_set():
+            return
+        try:
+            self.video_slot.bind(asyncio.get_running_loop())
+        except RuntimeError:
+            pass
+        with self._lock:
+            self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"stylecast-{self.name}", daemon=True)
+        self._thread.start()
+        for callback in self.on_start:
+            callback()
+
+    def deadline(self, seconds: float) -> float:
+        """Wall-clock (``time.monotonic``) time at which timeline time ``seconds`` is due."""
+        t0 = self._t0 if self._t0 is not None else time.monotonic()
+        return t0 + seconds
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the worker, close the slot and the session (blocking; use :meth:`aclose` in async code).
+
+        Returns False if the worker thread did not finish within ``timeout`` (it is a daemon thread
+        and exits after its current frame).
+        """
+        self._stop.set()
+        self._wake.set()
+        self.video_slot.close()
+        finished = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            finished = not self._thread.is_alive()
+        if not self._closed and finished:
+            self._closed = True
+            try:
+                self.session.close()
+            except Exception:  # closing must never raise into teardown
+                log.exception("%s: session.close failed", self.name)
+        return finished
+
+    async def aclose(self, timeout: float = 5.0) -> bool:
+        """Stop without blocking the event loop (the join runs in the default executor)."""
+        self._stop.set()
+        self._wake.set()
+        self.video_slot.close()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.stop, timeout)
+
+    # -- input (any thread) ------------------------------------------------------------------------
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1,
+                   arrival: Optional[float] = None) -> None:
+        """Queue received PCM for the worker (int16/float32, interleaved when ``channels`` > 1).
+
+        ``arrival`` (``time.monotonic()``) marks live audio: it updates ``t0`` (see the module doc).
+        Audio queued before the worker starts is dropped for live sources (no video is flowing yet).
+        The inbox holds at most ``max_audio_s``; older audio is dropped first.
+        """
+        pcm = np.asarray(pcm)
+        duration = pcm.size / max(1, channels) / float(sample_rate)
+        with self._lock:
+            if self._stop.is_set():
+                return
+            if self.realtime and self._t0 is None:
+                self.audio_dropped_s += duration
+                return
+            self._inbox.append((pcm, int(sample_rate), int(channels), duration))
+            self._inbox_s += duration
+            while self._inbox_s > self.max_audio_s and len(self._inbox) > 1:
+                old = self._inbox.popleft()
+                self._inbox_s -= old[3]
+                self.audio_dropped_s += old[3]
+            end = self._timeline_s + self._inbox_s
+            if arrival is not None:
+                self._arrivals.append((end, arrival))
+                if self.realtime and self._t0 is not None:
+                    self._t0 = min(self._t0, arrival - end)
+        self._wake.set()
+
+    def fed_seconds(self) -> float:
+        """Timeline position (seconds) once everything queued so far is consumed."""
+        with self._lock:
+            return self._timeline_s + self._inbox_s
+
+    def ahead_seconds(self) -> float:
+        """How far the fed audio runs ahead of the wall clock (negative: behind)."""
+        if self._t0 is None:
+            return self.fed_seconds()
+        return self.fed_seconds() - (time.monotonic() - self._t0)
+
+    def submit(self, fn: Callable[[Any], Any]) -> concurrent.futures.Future:
+        """Run ``fn(session)`` on the worker thread between frames; returns a Future.
+
+        At most 16 commands wait; more raise RuntimeError ("busy").
+        """
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._stop.is_set():
+                fut.set_exception(RuntimeError("stream closed"))
+                return fut
+            if len(self._commands) >= 16:
+                raise RuntimeError("too many pending commands")
+            self._commands.append((fn, fut))
+        self._wake.set()
+        if self._thread is None:          # not started: nothing else touches the session yet
+            self._run_commands()
+        return fut
+
+    def note_sent(self, index: int) -> None:
+        self.sent_index = index
+        self._sent_times.append(time.monotonic())
+
+    # -- worker ---------------------------------------------------------------------------------
+
+    def _run_commands(self) -> None:
+        while True:
+            with self._lock:
+                if not self._commands:
+                    return
+                fn, fut = self._commands.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(self.session))
+            except BaseException as exc:  # reported to the caller through the future
+                fut.set_exception(exc)
+
+    def _drain_audio(self) -> None:
+        while True:
+            with self._lock:
+                if not self._inbox:
+                    return
+                pcm, rate, channels, duration = self._inbox.popleft()
+                self._inbox_s -= duration
+            try:
+                self.session.push_audio(pcm, rate, channels)
+                pushed = duration
+            except ValueError as exc:
+                pushed = 0.0
+                self.audio_errors += 1
+                self.last_error = f"bad audio: {exc}"
+                if self.audio_errors <= 3:
+                    log.warning("%s: dropped audio chunk: %s", self.name, exc)
+            with self._lock:
+                self._timeline_s += pushed
+
+    def _fill_silence(self) -> None:
+        """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
+        most ``grace_s`` behind the wall clock. Live audio that arrives on time never triggers it,
+        so the resampler is not flushed in the middle of a stream."""
+        assert self._t0 is not None
+        with self._lock:
+            if self._inbox:
+                return
+            missing = (time.monotonic() - self._t0 - self.grace_s) - self._timeline_s
+        if missing >= 0.001:
+            self.session.push_silence(missing)
+            self.silence_s += missing
+            with self._lock:
+                self._timeline_s += missing
+
+    def _run(self) -> None:
+        poll = 0.5 / self.fps
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._run_commands()
+                self._drain_audio()
+                self._fill_silence()
+                if self.session.frames_ready() > 0:
+                    frame = self.session.next_frame(latest=True)
+                    if frame is not None:
+                        self._publish(frame)
+                        failures = 0
+                        continue
+                self._wake.wait(poll)
+                self._wake.clear()
+            except Exception as exc:  # a bad frame must not kill the stream
+                failures += 1
+                self.frame_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: frame failed", self.name)
+                if failures >= 5:
+                    log.error("%s: 5 failures in a row, stopping the stream", self.name)
+                    self._stop.set()
+                    self.video_slot.close()
+                    return
+                self._stop.wait(0.1)
+
+    def _publish(self, frame: Any) -> None:
+        t_start = time.monotonic()
+        img = frame.image
+        if not isinstance(img, np.ndarray):
+            img = np.asarray(img.detach().cpu().permute(1, 2, 0).mul(127.5).add(128).clamp(0, 255).byte())
+        if self.stamp:
+            img = stamp_index(img, frame.index)
+        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format="yuv420p")
+        video.pts = int(round(frame.index * VIDEO_CLOCK_RATE / self.fps))
+        video.time_base = VIDEO_TIME_BASE
+        if self.audio_out is not None and getattr(frame, "audio", None) is not None:
+            rate = self.audio_out.rate
+            pcm = np.asarray(frame.audio, dtype=np.int16).reshape(-1)
+            end = int(round((frame.index + 1) * rate / self.fps))
+            self.audio_out.write(end - pcm.size, pcm)
+        self.frames += 1
+        self.engine_dropped += int(getattr(frame, "dropped", 0) or 0)
+        self.last_index = frame.index
+        self._latency_ms = getattr(frame, "latency_ms", None)
+        timings = dict(getattr(frame, "timings", {}) or {})
+        timings["publish"] = (time.monotonic() - t_start) * 1e3
+        self._timings.append(timings)
+        self._note_pixel_lag(frame.index)
+        self.video_slot.put((frame.index, video))
+
+    def _note_pixel_lag(self, index: int) -> None:
+        """Wall time from the arrival of the audio that completed frame ``index`` to now (ms)."""
+        need = (index + 1) / self.fps
+        with self._lock:
+            arrival = None
+            for end, wall in self._arrivals:
+                if end >= need:
+                    arrival = wall
+                    break
+            while self._arrivals and self._arrivals[0][0] < need - 1.0:
+                self._arrivals.popleft()
+        if arrival is not None:
+            self._pixel_lag.append((time.monotonic() - arrival) * 1e3)
+
+    # -- stats ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counters and per-stage p50/p95 (ms) over the last 250 frames."""
+        times = list(self._sent_times)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
+        stages: dict[str, dict[str, Optional[float]]] = {}
+        timings = list(self._timings)
+        for key in sorted({k for t in timings for k in t}):
+            vals = [t[key] for t in timings if key in t]
+            stages[key] = {"p50": _percentile(vals, 50), "p95": _percentile(vals, 95)}
+        lag = list(self._pixel_lag)
+        return {
+            "frames": self.frames,
+            "sent_index": self.sent_index,
+            "fps": fps,
+            "dropped": self.engine_dropped + self.video_slot.dropped,
+            "engine_dropped": self.engine_dropped,
+            "slot_dropped": self.video_slot.dropped,
+            "audio_dropped_s": self.audio_dropped_s,
+            "audio_errors": self.audio_errors,
+            "frame_errors": self.frame_errors,
+            "silence_s": self.silence_s,
+            "latency_ms": self._latency_ms,
+            "arrival_to_frame_ms": {"p50": _percentile(lag, 50), "p95": _percentile(lag, 95)},
+            "stages_ms": stages,
+            "last_error": self.last_error,
+        }
+
+
+class ServerFull(Exception):
+    """No free session slot."""
+
+
+class SessionRegistry:
+    """Counts live sessions against ``max_sessions`` (event-loop only, no locking needed)."""
+
+    def __init__(self, max_sessions: int) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = int(max_sessions)
+        self._items: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def reserve(self, item: Any = None) -> str:
+        """Take a slot (raises :class:`ServerFull`); returns the new session id."""
+        if len(self._items) >= self.max_sessions:
+            raise ServerFull(f"server full ({self.max_sessions} sessions)")
+        sid = f"s{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
+        self._items[sid] = item
+        return sid
+
+    def set(self, sid: str, item: Any) -> None:
+        if sid in self._items:
+            self._items[sid] = item
+
+    def release(self, sid: str) -> None:
+        self._items.pop(sid, None)
+
+    def items(self) -> list:
+        return list(self._items.items())
