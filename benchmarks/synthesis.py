@@ -1,7 +1,9 @@
-"""Synthesis-network throughput: ms/frame and frames/s per resolution x batch x dtype.
+"""Synthesis-network throughput: ms/frame and frames/s per backend x resolution x batch x dtype.
 
-Times ``G.synthesis(ws, noise_mode="const")`` under ``torch.inference_mode`` (the mapping
-network runs once, outside the timed region). Each cell gets warm-up passes, then timed
+Times one synthesis backend call (``engine.synthesis.backends``: ``torch`` =
+``G.synthesis(ws, noise_mode="const")`` under ``torch.inference_mode``; ``onnx`` = the exported
+graph on onnxruntime, float32; ``trt`` = a TensorRT FP16 engine, CUDA only). The mapping network
+runs once, outside the timed region. Each cell gets warm-up passes, then timed
 passes until ``--repeats`` are done or the cell has used ``--cell-seconds``; the table shows
 the median. Results go to ``benchmarks/results/synthesis.json`` and ``synthesis.png``.
 
@@ -12,6 +14,8 @@ the median. Results go to ``benchmarks/results/synthesis.json`` and ``synthesis.
     python -m benchmarks.synthesis --generator path/to/network.pkl --batches 1 4
     python -m benchmarks.synthesis --generator demo --batches 1 4 16   # the built-in demo generator
     python -m benchmarks.synthesis --no-malloc-tuning    # CPU: glibc's default allocator behaviour
+    python -m benchmarks.synthesis --backends torch onnx --resolutions 128 256   # CPU backends side by side
+    python -m benchmarks.synthesis --device cuda --backends torch trt --cuda-graphs --dtypes float16
 
 On CPU the engine's tools call ``engine.runtime.tune_cpu_allocator()`` (glibc keeps freed
 activations in the heap instead of page-faulting fresh ``mmap`` pages every pass; ~35% faster at
@@ -104,19 +108,21 @@ def _sync(device: torch.device) -> None:
 
 
 def time_synthesis(
-    G: Generator,
+    G,
     ws: torch.Tensor,
     warmup: int,
     repeats: int,
     cell_seconds: float,
 ) -> list[float]:
-    """Seconds per ``G.synthesis(ws)`` call: ``warmup`` untimed calls, then up to ``repeats``
-    timed ones, stopping early (after at least one) once ``cell_seconds`` have been spent."""
+    """Seconds per synthesis call (``G.synthesis(ws)`` for a Generator, ``G(ws)`` for a backend):
+    ``warmup`` untimed calls, then up to ``repeats`` timed ones, stopping early (after at least
+    one) once ``cell_seconds`` have been spent."""
     device = ws.device
+    fn = (lambda w: G.synthesis(w, noise_mode="const")) if isinstance(G, Generator) else G
     with torch.inference_mode():
         start = time.perf_counter()
         for _ in range(warmup):
-            G.synthesis(ws, noise_mode="const")
+            fn(ws)
             _sync(device)
             if time.perf_counter() - start > cell_seconds:
                 break
@@ -125,7 +131,7 @@ def time_synthesis(
         while len(times) < repeats:
             _sync(device)
             t0 = time.perf_counter()
-            G.synthesis(ws, noise_mode="const")
+            fn(ws)
             _sync(device)
             dt = time.perf_counter() - t0
             times.append(dt)
@@ -151,16 +157,20 @@ def run_cell(
     repeats: int,
     cell_seconds: float,
     seed: int = 0,
+    backend=None,
 ) -> dict[str, Any]:
-    """Time ``G.synthesis`` (``G`` already prepared) at one batch size."""
+    """Time ``G.synthesis`` (``G`` already prepared), or ``backend(ws)`` when given, at one batch size."""
     device = G.device
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(batch, G.z_dim, generator=gen).to(device)
     with torch.inference_mode():
-        ws = G.mapping(z, truncation_psi=1.0)
-    times = time_synthesis(G, ws, warmup=warmup, repeats=repeats, cell_seconds=cell_seconds)
+        ws = G.mapping(z, truncation_psi=1.0).float()
+    times = time_synthesis(backend if backend is not None else G, ws, warmup=warmup, repeats=repeats,
+                           cell_seconds=cell_seconds)
     median_s = statistics.median(times)
     return {
+        "backend": backend.name if backend is not None else "torch",
+        **({"backend_info": backend.describe()} if backend is not None else {}),
         "resolution": G.img_resolution,
         "batch": batch,
         "dtype": dtype_name,
@@ -174,6 +184,29 @@ def run_cell(
         "frames_per_s": batch / median_s,
         "times_ms": [t * 1e3 for t in times],
     }
+
+
+def _backend_cells(backends: list[str], dtype_names: list[str], cuda: bool) -> list[tuple[str, str]]:
+    """(backend, dtype) pairs to time: torch at every dtype; onnx at float32; trt at float16."""
+    cells = []
+    for b in backends:
+        if b == "torch":
+            cells += [("torch", d) for d in dtype_names]
+        elif b == "onnx":
+            cells.append(("onnx", "float32"))
+        elif b == "trt":
+            cells.append(("trt", "float16"))
+    return cells
+
+
+def _make_backend(name: str, G: Generator, device: torch.device, dtype_name: str, max_batch: int, args):
+    from engine.synthesis.backends import TorchBackend, create_backend
+
+    if name == "torch":
+        return TorchBackend(G, device=device, dtype=dtype_name, channels_last=args.channels_last,
+                            compile=args.compile, cuda_graphs=args.cuda_graphs)
+    cache = args.out_dir / "cache"
+    return create_backend(name, G, device=device, max_batch=max(max_batch, 1), cache_dir=cache / name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,14 +267,16 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    header = f"{'res':>5} {'batch':>5} {'dtype':>9} {'ms/batch':>10} {'ms/frame':>10} {'frames/s':>9} {'n':>3}"
+    header = (f"{'backend':>7} {'res':>5} {'batch':>5} {'dtype':>9} {'ms/batch':>10} {'ms/frame':>10} "
+              f"{'frames/s':>9} {'n':>3}")
     lines = [header, "-" * len(header)]
     for r in results:
+        be = r.get("backend", "torch")
         if "error" in r:
-            lines.append(f"{r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9}  error: {r['error']}")
+            lines.append(f"{be:>7} {r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9}  error: {r['error']}")
             continue
         lines.append(
-            f"{r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9} {r['median_ms_per_batch']:>10.2f}"
+            f"{be:>7} {r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9} {r['median_ms_per_batch']:>10.2f}"
             f" {r['ms_per_frame']:>10.2f} {r['frames_per_s']:>9.2f} {r['repeats']:>3}"
         )
     return "\n".join(lines)
@@ -256,14 +291,15 @@ def plot(results: list[dict[str, Any]], env: dict[str, Any], path: Path) -> None
 
     ok = [r for r in results if "error" not in r]
     fig, (ax_ms, ax_fps) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = sorted({(r["dtype"], r["batch"]) for r in ok}, key=lambda s: (s[0], s[1]))
-    for dtype_name, batch in series:
+    series = sorted({(r.get("backend", "torch"), r["dtype"], r["batch"]) for r in ok})
+    for backend, dtype_name, batch in series:
         rows = sorted(
-            (r for r in ok if r["dtype"] == dtype_name and r["batch"] == batch),
+            (r for r in ok if r.get("backend", "torch") == backend and r["dtype"] == dtype_name
+             and r["batch"] == batch),
             key=lambda r: r["resolution"],
         )
         res = [r["resolution"] for r in rows]
-        label = f"{dtype_name}, batch {batch}"
+        label = f"{backend} {dtype_name}, batch {batch}"
         ax_ms.plot(res, [r["ms_per_frame"] for r in rows], marker="o", label=label)
         ax_fps.plot(res, [r["frames_per_s"] for r in rows], marker="o", label=label)
     for ax, ylabel in ((ax_ms, "ms / frame (median)"), (ax_fps, "frames / s")):
@@ -281,7 +317,7 @@ def plot(results: list[dict[str, Any]], env: dict[str, Any], path: Path) -> None
     if series:
         ax_fps.legend(fontsize=8)
     fig.suptitle(
-        f"G.synthesis, noise_mode=const - {env['device_name']} ({env['device']}, "
+        f"synthesis, noise_mode=const - {env['device_name']} ({env['device']}, "
         f"{env['num_threads']} threads), torch {env['torch_version']}",
         fontsize=9,
     )
@@ -317,6 +353,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cell-seconds", type=float, default=None,
                    help="stop timing a cell after this many seconds (default 8 CPU, 5 CUDA)")
     p.add_argument("--channels-last", action="store_true", help="run synthesis in NHWC")
+    p.add_argument("--backends", nargs="+", choices=["torch", "onnx", "trt"], default=["torch"],
+                   help="synthesis backends to time (default torch; onnx runs float32 only, trt CUDA fp16 only)")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay a captured CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch: torch.compile the synthesis")
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
                    help="CPU: leave glibc's allocator as it is (by default freed activations stay in "
                         "the heap, as in the engine's tools)")
@@ -368,23 +408,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for _, make in generators:
         G = make()
         configs[str(G.img_resolution)] = G.config.to_dict()
-        for dtype_name in dtype_names:
-            Gd = prepare(G, dtype_name, device, args.channels_last)
+        for backend_name, dtype_name in _backend_cells(args.backends, dtype_names, cuda):
+            Gd = prepare(G, dtype_name, device, args.channels_last) if backend_name == "torch" else \
+                prepare(G, "float32", device, False)
+            backend, error = None, None
+            if backend_name != "torch" or args.cuda_graphs or args.compile:
+                try:
+                    backend = _make_backend(backend_name, G, device, dtype_name, max(batches), args)
+                except Exception as exc:  # a backend that cannot run here is a row with its reason
+                    error = f"{type(exc).__name__}: {exc}"[:300]
             for batch in batches:
                 try:
-                    row = run_cell(Gd, batch, dtype_name, warmup, repeats, cell_seconds)
-                except (RuntimeError, NotImplementedError) as exc:  # e.g. a dtype the device lacks
-                    row = {"resolution": G.img_resolution, "batch": batch, "dtype": dtype_name,
-                           "device": device.type, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                    if error:
+                        raise RuntimeError(error)
+                    row = run_cell(Gd, batch, dtype_name, warmup, repeats, cell_seconds, backend=backend)
+                except (RuntimeError, NotImplementedError, ValueError) as exc:  # e.g. a dtype the device lacks
+                    row = {"backend": backend_name, "resolution": G.img_resolution, "batch": batch,
+                           "dtype": dtype_name, "device": device.type,
+                           "error": str(exc) if error else f"{type(exc).__name__}: {exc}"[:300]}
                 results.append(row)
                 if "error" in row:
-                    print(f"  {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: {row['error']}",
-                          flush=True)
+                    print(f"  {backend_name:>5} {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: "
+                          f"{row['error']}", flush=True)
                 else:
-                    print(f"  {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: "
+                    print(f"  {backend_name:>5} {row['resolution']:>5} px batch {batch:>3} {dtype_name:>9}: "
                           f"{row['ms_per_frame']:9.2f} ms/frame {row['frames_per_s']:8.2f} frames/s "
                           f"({row['repeats']} passes)", flush=True)
-            del Gd
+            del Gd, backend
         del G
         if cuda:
             torch.cuda.empty_cache()
@@ -405,6 +455,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "repeats": repeats,
             "cell_seconds": cell_seconds,
             "channels_last": args.channels_last,
+            "backends": args.backends,
+            "cuda_graphs": args.cuda_graphs,
+            "compile": args.compile,
             "malloc_tuning": malloc_tuned,
             "quick": args.quick,
         },

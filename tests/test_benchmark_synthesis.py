@@ -42,6 +42,24 @@ def test_quick_run_writes_json_and_png(tmp_path):
         assert row["frames_per_s"] == pytest.approx(1e3 / row["ms_per_frame"])
 
 
+def test_backends_side_by_side(tmp_path):
+    """torch and onnxruntime in one run: every cell is a row naming its backend; a backend that
+    cannot run here (trt on a CPU) is a row with its reason, not a crash."""
+    pytest.importorskip("onnxruntime", reason="the onnx backend needs the onnx extra")
+    pytest.importorskip("onnxscript", reason="the ONNX export needs onnxscript (the onnx extra)")
+    report = synthesis.main(["--quick", "--resolutions", "16", "--batches", "1", "2", "--channel-max", "16",
+                             "--z-dim", "16", "--mapping-layers", "2", "--cell-seconds", "1",
+                             "--no-malloc-tuning", "--no-plot", "--backends", "torch", "onnx", "trt",
+                             "--out-dir", str(tmp_path)])
+    rows = {(r["backend"], r["batch"]): r for r in report["results"]}
+    assert set(rows) == {(b, n) for b in ("torch", "onnx", "trt") for n in (1, 2)}
+    for n in (1, 2):
+        assert "error" not in rows[("torch", n)] and "error" not in rows[("onnx", n)]
+        assert rows[("onnx", n)]["backend_info"]["backend"] == "onnx" and rows[("onnx", n)]["ms_per_frame"] > 0
+        assert "TensorRT needs a CUDA GPU" in rows[("trt", n)]["error"]
+    assert report["settings"]["backends"] == ["torch", "onnx", "trt"]
+
+
 def test_ffhq_shape_configs_follow_official_nvlabs_settings():
     assert synthesis.ffhq_channel_base(128) == 16384
     assert synthesis.ffhq_channel_base(256) == 16384
