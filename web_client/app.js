@@ -164,11 +164,15 @@
     }
     if (!current()) { stream.getTracks().forEach((t) => t.stop()); return; }
     mic = stream;
+    const [micTrack] = stream.getAudioTracks();
+    if (!micTrack) {
+      fail(micErrorMessage({ name: "NotFoundError" }));
+      return;
+    }
 
     setState("connecting", "Connecting to the server…");
     const pc = new RTCPeerConnection({ iceServers: [] });  // no STUN: nothing outside can be reached
     api.pc = pc;
-    const [micTrack] = stream.getAudioTracks();
     pc.addTransceiver(micTrack, { direction: "sendonly", streams: [stream] });
     pc.addTransceiver("video", { direction: "recvonly" });
     openControlChannel(pc, gen);
@@ -255,7 +259,7 @@
     }
     if (!current()) return;
     api.sessionId = body.session_id ?? null;
-    setState("connecting", "Connected, waiting for the first video frame…");
+    setState("connecting", "The server answered; waiting for the first video frame…");
     ui.statsBox.hidden = false;
     lastSample = null;
     timers.stats = setInterval(() => updateStats(gen), STATS_INTERVAL_MS);
