@@ -21,6 +21,15 @@ SR = 16000
 
 # -- fixtures and signals ------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # the machine's few cores are shared: one intra-op thread keeps 128 px synthesis fast under load
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_G():
     return load_generator("demo")
