@@ -122,7 +122,7 @@ def test_render_stereo_flac_fps_and_resolution(tmp_path, capsys):
     _write_flac(tmp_path / "speech.flac", _signal(dur, 44100), 44100)
     out = tmp_path / "sub" / "talk.mp4"                        # missing folder is created
     rc, _ = _run(["--audio", str(tmp_path / "speech.flac"), "--out", str(out), "--fps", "30",
-                  "--resolution", "64", "--identity", "5", "--crf", "30"], capsys)
+                  "--resolution", "64", "--identity", "5", "--crf", "30", "--threads", "1"], capsys)
     assert rc == 0
     p = _probe(out)
     assert (p["width"], p["height"]) == (64, 64)
@@ -147,7 +147,7 @@ def test_bad_audio_is_a_one_line_error(tmp_path, capsys, content, msg):
     assert not out.exists() and not (tmp_path / "x.mp4.part").exists()
 
 
-@pytest.mark.parametrize("extra, msg", [(["--fps", "0"], "--fps"), (["--crf", "60"], "--crf"),
+@pytest.mark.parametrize("extra, msg", [(["--fps", "0"], "--fps"), (["--threads", "0"], "--threads"), (["--crf", "60"], "--crf"),
                                         (["--resolution", "33"], "--resolution"), (["--identity", "face.npy"], "identity"),
                                         (["--driver", "wobble"], "unknown driver"), (["--generator", "no.pkl"], "no such file"),
                                         (["--device", "cuda:9"] if not __import__("torch").cuda.is_available() else
@@ -164,3 +164,24 @@ def test_bad_arguments(tmp_path, capsys, extra, msg):
 def test_help_runs_as_a_module():
     r = subprocess.run([sys.executable, "-m", "engine.render", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--audio" in r.stdout and "realtime" not in r.stderr
+
+
+def test_render_with_latent_identity_and_trajectory_driver(tmp_path, capsys):
+    from engine.latent.identity import w_from_seed
+    from engine.motion.base import ROLES
+    from engine.synthesis.checkpoints import load_generator
+
+    G = load_generator("demo")
+    np.save(tmp_path / "face.npy", w_from_seed(G, 9, truncation_psi=0.7).numpy())
+    rec = np.zeros((10, len(ROLES)), np.float32)
+    rec[:, ROLES.index("head_yaw")] = np.linspace(-2, 2, 10)            # a head turn over 10 frames
+    np.save(tmp_path / "turn.npy", rec)
+    _write_wav(tmp_path / "s.wav", np.zeros(int(0.4 * RATE)), RATE)
+    out = tmp_path / "turn.mp4"
+    rc, _ = _run(["--audio", str(tmp_path / "s.wav"), "--out", str(out), "--identity", str(tmp_path / "face.npy"),
+                  "--driver", f"trajectory:{tmp_path / 'turn.npy'}", "--threads", "1"], capsys)
+    assert rc == 0
+    p = _probe(out)
+    assert p["n_frames"] == 10
+    img = [im.astype(np.int16) for im in p["images"]]
+    assert np.abs(img[9] - img[0]).mean() > 2 * np.abs(img[1] - img[0]).mean()   # the head turned
