@@ -38,6 +38,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--driver", default="idle", help="motion driver: idle (default), lstm:PATH.safetensors, trajectory:PATH.npy")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="synthesis dtype (default float32)")
+    p.add_argument("--stun", action="append", default=None, metavar="URL",
+                   help="STUN/TURN server URL for ICE (repeatable; 'none' for no server). Default: none on a "
+                        "loopback --host, aiortc's default STUN server otherwise")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -95,7 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(PROG, f"could not load the generator: {exc}")
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
                           resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
-                          identity=args.identity, truncation=args.truncation, driver=args.driver, engine=engine)
+                          identity=args.identity, truncation=args.truncation, driver=args.driver, engine=engine,
+                          ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
 

@@ -24,7 +24,6 @@ video frame k carry the same media time and the same wall-clock deadline.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from typing import Any, AsyncIterator, Iterable, Optional, Union

@@ -15,12 +15,12 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from .embed import audio_frame_to_pcm
@@ -60,6 +60,7 @@ class ServerConfig:
     connect_timeout_s: float = 15.0
     stats_interval_s: float = 1.0
     loopback_ice: Optional[bool] = None       # None: decided from ``host``
+    ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
 
 
 class ServerState:
@@ -70,6 +71,15 @@ class ServerState:
         self.clients: dict[str, "ClientConnection"] = {}
         self.closing = False
         self.bad_requests = 0
+        self.loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        """No STUN round trips for a loopback server (nothing to discover); else the configured
+        servers, or aiortc's default STUN server when none are configured."""
+        servers = self.config.ice_servers
+        if servers is None:
+            return RTCConfiguration(iceServers=[]) if self.loopback else RTCConfiguration()
+        return RTCConfiguration(iceServers=[RTCIceServer(u) for u in servers])
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -166,8 +176,9 @@ class ClientConnection:
             st = self.stream.stats()
             synth = st["stages_ms"].get("synthesis", {}).get("p50")
             self._send({"type": "stats", "fps": round(st["fps"], 2), "synthesis_ms": synth,
-                        "latency_ms": st["latency_ms"], "dropped": st["dropped"],
-                        "arrival_to_frame_ms": st["arrival_to_frame_ms"]["p50"]})
+                        "latency_ms": st["latency_ms"], "dropped": st["dropped"], "frames": st["frames"],
+                        "arrival_to_frame_ms": st["arrival_to_frame_ms"],
+                        "stages_ms": st["stages_ms"], "silence_s": round(st["silence_s"], 3)})
 
     def _send(self, message: dict) -> None:
         ch = self.channel
@@ -300,7 +311,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
         stream = StreamSession(session, realtime=True, grace_s=cfg.grace_s, stamp=cfg.stamp, name=sid)
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(state.rtc_configuration())
         client = ClientConnection(state, sid, pc, stream)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -433,8 +444,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/health", handle_health)
     app.router.add_post("/offer", handle_offer)
     app.router.add_get("/static/{path:.+}", handle_static)
-    loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
-    app.cleanup_ctx.append(_lifecycle(state, loopback))
+    app.cleanup_ctx.append(_lifecycle(state, state.loopback))
     app.on_shutdown.append(_on_shutdown)
     return app
 

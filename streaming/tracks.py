@@ -28,12 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "VIDEO_CLOCK_RATE", "LatestSlot", "AudioOutBuffer", "AvatarVideoTrack", "AvatarAudioTrack",
-    "NoWaitAudioJitterBuffer", "install_no_wait_audio", "stamp_index", "read_stamp",
+    "NoWaitAudioJitterBuffer", "install_no_wait_audio", "stamp_index", "read_stamp", "PcmTrack",
 ]
 
 VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_PTIME = 0.020           # one Opus packet per 20 ms audio frame
+PCM_RATE = 48000
 T = TypeVar("T")
 
 
@@ -328,6 +329,47 @@ class AvatarAudioTrack(MediaStreamTrack):
         frame.time_base = Fraction(1, rate)
         self._n += 1
         self.chunks_sent += 1
+        return frame
+
+
+class PcmTrack(MediaStreamTrack):
+    """A live audio track playing int16 mono PCM at 48 kHz in 20 ms frames (a stand-in microphone
+    for tests, benchmarks and bots with a whole utterance at hand). Frame n is released at
+    ``start + n·20 ms`` (absolute deadlines); after the end it sends silence, or ends the track
+    when ``end=True``. ``sent_at[n]`` records when frame n was handed to the sender."""
+
+    kind = "audio"
+
+    def __init__(self, pcm: Optional[np.ndarray] = None, *, end: bool = False) -> None:
+        super().__init__()
+        self.pcm = np.zeros(0, np.int16) if pcm is None else np.asarray(pcm, np.int16).reshape(-1)
+        self.end = end
+        self.n = 0
+        self.start: Optional[float] = None
+        self.sent_at: list[float] = []
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        size = int(PCM_RATE * AUDIO_PTIME)
+        if self.start is None:
+            self.start = time.monotonic()
+        lo = self.n * size
+        if self.end and lo >= self.pcm.size:
+            self.stop()
+            raise MediaStreamError
+        delay = self.start + self.n * AUDIO_PTIME - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = np.zeros(size, np.int16)
+        part = self.pcm[lo:lo + size]
+        chunk[:part.size] = part
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = PCM_RATE
+        frame.pts = lo
+        frame.time_base = Fraction(1, PCM_RATE)
+        self.n += 1
+        self.sent_at.append(time.monotonic())
         return frame
 
 

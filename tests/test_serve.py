@@ -1,0 +1,402 @@
+"""The WebRTC server for real: aiohttp on 127.0.0.1, in-process aiortc clients sending audio and
+decoding the avatar video. Every network wait has a timeout."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from streaming.ice import is_loopback_host, loopback_candidates
+from streaming.server import STATE_KEY, ServerConfig
+from streaming.tracks import read_stamp
+from tests.rtc_util import (Client, OfferRejected, PcmTrack, get_json, running_server, tone,
+                            wait_sessions)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from engine.session import AvatarEngine
+    return AvatarEngine("demo")
+
+
+@pytest.fixture
+def web_root(tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><title>avatar</title>")
+    (tmp_path / "app.js").write_text("console.log('hi')")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.css").write_text("body{}")
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def loopback():
+    with loopback_candidates():
+        yield
+
+
+def config(engine, **kw) -> ServerConfig:
+    kw.setdefault("stamp", True)
+    return ServerConfig(engine=engine, **kw)
+
+
+def check_video(frames, min_count: int, size: int) -> list[int]:
+    """Decoded frames: at least ``min_count``, ``size``², strictly increasing pts and stamps."""
+    assert len(frames) >= min_count
+    assert all((f.width, f.height) == (size, size) for f in frames)
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:])), pts
+    stamps = [read_stamp(f.to_ndarray(format="rgb24")) for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+    # pts follow the frame index: 90 kHz / 25 fps = 3600 per frame
+    steps = {(pb - pa) / (sb - sa) for pa, pb, sa, sb in zip(pts, pts[1:], stamps, stamps[1:])}
+    assert steps == {3600.0}, steps
+    return stamps
+
+
+async def test_health_and_static_files(engine, web_root):
+    async with running_server(config(engine, web_root=web_root, max_sessions=3)) as (url, _app):
+        status, health = await get_json(url + "/health")
+        assert status == 200
+        assert health == {"sessions": 0, "max_sessions": 3, "device": "cpu", "resolution": 128,
+                          "fps": 25.0, "generator": "demo"}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/") as r:
+                assert r.status == 200 and "avatar" in await r.text()
+            for path in ("/static/app.js", "/static/sub/x.css"):
+                async with http.get(url + path) as r:
+                    assert r.status == 200, path
+            for path in ("/static/../test_serve.py", "/app.js", "/static/nope.js", "/static/%2e%2e/etc/passwd"):
+                async with http.get(url + path) as r:
+                    assert r.status == 404, path
+            async with http.get(url + "/offer") as r:
+                assert r.status == 405 and "error" in await r.json()
+
+
+def test_loopback_host_detection():
+    assert is_loopback_host("127.0.0.1") and is_loopback_host("localhost") and is_loopback_host("::1")
+    assert not is_loopback_host("0.0.0.0") and not is_loopback_host("192.168.1.4")
+    import aioice.ice
+    with loopback_candidates():
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+
+
+async def test_tone_stream_decodes_frames(engine):
+    pcm = np.concatenate([np.zeros(24000, np.int16), tone(1.0, level=0.4), np.zeros(48000, np.int16)])
+    async with running_server(config(engine)) as (url, app):
+        client = Client(url, PcmTrack(pcm))
+        try:
+            await client.connect()
+            await client.wait_frames(50, timeout=30)
+            # only loopback candidates were offered
+            answer = client.pc.remoteDescription.sdp
+            cands = [line for line in answer.splitlines() if line.startswith("a=candidate")]
+            assert cands and all(" 127.0.0.1 " in c for c in cands), cands
+            check_video(client.rx.frames, 50, 128)
+            # the mouth moved during the tone: some frames differ strongly from the first one
+            first = client.rx.frames[0].to_ndarray(format="rgb24")[:-8].astype(np.float32)
+            diffs = [np.abs(f.to_ndarray(format="rgb24")[:-8] - first).mean() for f in client.rx.frames]
+            assert max(diffs) > 10, max(diffs)
+            # stats arrive over the control channel
+            t_end = time.monotonic() + 10
+            while not any(m.get("type") == "stats" for m in client.rx.messages) and time.monotonic() < t_end:
+                await asyncio.sleep(0.05)
+            stats = [m for m in client.rx.messages if m.get("type") == "stats"]
+            assert stats and stats[-1]["fps"] > 0 and stats[-1]["latency_ms"] > 0
+            state = app[STATE_KEY]
+            (conn,) = state.clients.values()
+            assert conn.stream.stats()["audio_errors"] == 0
+            assert conn.stream.stats()["frames"] >= 50
+        finally:
+            await client.close()
+        assert await wait_sessions(url, 0, timeout=10) == 0
+
+
+async def test_h264_when_the_client_asks_for_it(engine):
+    async with running_server(config(engine)) as (url, _app):
+        client = Client(url, PcmTrack(tone(0.5)), video_codec="video/H264")
+        try:
+            await client.connect()
+            assert "H264/90000" in client.pc.remoteDescription.sdp
+            assert "VP8/90000" not in client.pc.remoteDescription.sdp
+            await client.wait_frames(15, timeout=30)
+            check_video(client.rx.frames, 15, 128)
+        finally:
+            await client.close()
+
+
+async def test_real_speech_stream(engine, tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "hello, this is a talking avatar test"], check=True,
+                   timeout=30, capture_output=True)
+    import av
+    with av.open(str(wav)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        chunks = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
+    pcm = np.concatenate(chunks)
+    assert pcm.size > 48000
+    async with running_server(config(engine)) as (url, app):
+        client = Client(url, PcmTrack(pcm[: 48000 * 3]))
+        try:
+            await client.connect()
+            await client.wait_frames(60, timeout=30)
+            check_video(client.rx.frames, 60, 128)
+            (conn,) = app[STATE_KEY].clients.values()
+            st = conn.stream.stats()
+            assert st["audio_errors"] == 0 and st["frame_errors"] == 0
+        finally:
+            await client.close()
+
+
+async def test_max_sessions_503_leaves_others_running(engine):
+    async with running_server(config(engine, max_sessions=1)) as (url, _app):
+        first = Client(url, PcmTrack())
+        second = Client(url, PcmTrack())
+        try:
+            await first.connect()
+            await first.wait_frames(5, timeout=30)
+            with pytest.raises(OfferRejected) as info:
+                await second.connect()
+            assert info.value.status == 503
+            assert info.value.data == {"error": "server full (1 sessions)"}
+            n = len(first.rx.frames)
+            await first.wait_frames(n + 10, timeout=30)     # the first session goes on
+            _, health = await get_json(url + "/health")
+            assert health["sessions"] == 1
+        finally:
+            await second.close()
+            await first.close()
+
+
+def _bad_requests(good_sdp: str):
+    garbage_sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 NOPE\r\n"
+    cases = [
+        (b"not json", "application/json"),
+        (b"\xff\xfe\x00", "application/json"),
+        (b"[]", "application/json"),
+        (b"{}", "application/json"),
+        (json.dumps({"type": "answer", "sdp": good_sdp}).encode(), "application/json"),
+        (json.dumps({"type": "offer"}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": 12}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": "hello"}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": garbage_sdp}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp.replace("m=video", "m=text")}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp[: len(good_sdp) // 2]}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp, "identity": {"seed": -1}}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp, "identity": "x"}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\n" + "x" * 70_000}).encode(), "application/json"),
+        (b"{" * 5000, "text/plain"),
+    ]
+    return cases
+
+
+async def test_hundred_bad_requests_then_a_good_offer(engine):
+    async with running_server(config(engine, max_sessions=2)) as (url, app):
+        probe = Client(url, PcmTrack())
+        probe.pc.addTrack(probe.audio)
+        probe.pc.addTransceiver("video", direction="recvonly")
+        await probe.pc.setLocalDescription(await probe.pc.createOffer())
+        good_sdp = probe.pc.localDescription.sdp
+        await probe.pc.close()
+        cases = _bad_requests(good_sdp)
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for i in range(100):
+                body, ctype = cases[i % len(cases)]
+                async with http.post(url + "/offer", data=body, headers={"Content-Type": ctype},
+                                     timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    statuses.append(r.status)
+                    data = await r.json()
+                    assert isinstance(data.get("error"), str) and data["error"], (i, data)
+        assert all(400 <= s < 500 for s in statuses), statuses
+        assert 413 in statuses and 400 in statuses
+        _, health = await get_json(url + "/health")
+        assert health["sessions"] == 0                  # nothing leaked from the failed offers
+        client = Client(url, PcmTrack(tone(1.0)))
+        try:
+            await client.connect()
+            await client.wait_frames(20, timeout=30)
+            check_video(client.rx.frames, 20, 128)
+        finally:
+            await client.close()
+
+
+def _stream_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("stylecast-")]
+
+
+async def test_vanishing_clients_are_freed(engine):
+    cfg = config(engine, max_sessions=4, idle_timeout_s=1.5)
+    async with running_server(cfg) as (url, app):
+        clients = [Client(url, PcmTrack(tone(0.5))) for _ in range(4)]
+        try:
+            for c in clients:
+                await c.connect()
+            for c in clients:
+                await c.wait_frames(5, timeout=30)
+            _, health = await get_json(url + "/health")
+            assert health["sessions"] == 4
+            state = app[STATE_KEY]
+            conns = list(state.clients.values())
+            # two leave without a goodbye (UDP gone), one closes its pc, one stops its tracks only
+            clients[0].vanish()
+            clients[1].vanish()
+            await clients[2].close()
+            clients[3].pc.getTransceivers()[0].sender.track.stop()
+            clients[3].vanish()
+            assert await wait_sessions(url, 0, timeout=20) == 0
+            for conn in conns:
+                await asyncio.wait_for(conn.closed.wait(), 10)
+                assert not conn.tasks, conn.tasks
+                assert conn.pc.connectionState == "closed"
+                assert conn.stream.stopped
+            t_end = time.monotonic() + 10
+            while _stream_threads() and time.monotonic() < t_end:
+                await asyncio.sleep(0.05)
+            assert _stream_threads() == []
+            # the slots are free again
+            fresh = Client(url, PcmTrack())
+            await fresh.connect()
+            await fresh.wait_frames(3, timeout=30)
+            await fresh.close()
+        finally:
+            for c in clients:
+                await c.close()
+
+
+async def test_overload_drops_frames_instead_of_queueing(engine):
+    """Synthesis 3x slower than the frame interval: frames are dropped, latency stays bounded."""
+    from engine.session import AvatarEngine
+
+    interval = 1 / 25
+    slow_calls = []
+
+    def slow_synthesize(ws):
+        slow_calls.append(time.monotonic())
+        time.sleep(3 * interval)
+        return engine.G.synthesis(ws, noise_mode="const")
+
+    slow = AvatarEngine(engine.G, directions=engine.directions, synthesize=slow_synthesize)
+    async with running_server(config(slow)) as (url, app):
+        client = Client(url, PcmTrack(tone(6.0, level=0.3)))
+        try:
+            await client.connect()
+            await client.wait_frames(3, timeout=30)
+            (conn,) = app[STATE_KEY].clients.values()
+            slot_sizes = []
+            t_end = time.monotonic() + 4.0
+            while time.monotonic() < t_end:
+                slot_sizes.append(len(conn.stream.video_slot))
+                await asyncio.sleep(0.01)
+            frames, times = list(client.rx.frames), list(client.rx.times)
+        finally:
+            await client.close()
+    assert max(slot_sizes) <= 1
+    stamps = check_video(frames, 10, 128)
+    gaps = np.diff(stamps)
+    assert gaps.max() >= 2 and np.mean(gaps) > 1.5, gaps          # frames were dropped
+    st = conn.stream.stats()
+    assert st["engine_dropped"] > 0
+    # delay does not grow: arrival time minus media time (stamp / fps) stays flat. Queueing every
+    # frame would add 2 frame intervals of delay per frame (about 2.7 s over this run).
+    lag = np.array(times) - np.array(stamps) * interval
+    n = max(3, len(lag) // 4)
+    growth = np.median(lag[-n:]) - np.median(lag[:n])
+    assert growth < 0.6, (growth, lag)
+
+
+async def test_control_channel(engine):
+    async with running_server(config(engine, stats_interval_s=0.2)) as (url, app):
+        client = Client(url, PcmTrack())
+        try:
+            await client.connect(identity={"seed": 5, "truncation": 0.5})
+            await client.wait_frames(3, timeout=30)
+            ch = client.channel
+            t_end = time.monotonic() + 10
+            while ch.readyState != "open" and time.monotonic() < t_end:
+                await asyncio.sleep(0.02)
+            before = client.rx.frames[-1].to_ndarray(format="rgb24")[:-8].astype(np.float32)
+            for msg in ('{"type":"identity","seed":7,"truncation":0.6}', "not json", '{"type":"dance"}',
+                        '{"type":"identity","seed":"x"}', '[1,2]', '{"type":"random"}', '{"type":"interrupt"}',
+                        "x" * 5000):
+                ch.send(msg)
+            t_end = time.monotonic() + 15
+            def kinds():
+                return [m["type"] for m in client.rx.messages if m["type"] != "stats"]
+            while len(kinds()) < 8 and time.monotonic() < t_end:
+                await asyncio.sleep(0.05)
+            replies = [m for m in client.rx.messages if m["type"] != "stats"]
+            assert kinds() == ["identity", "error", "error", "error", "error", "identity", "interrupt", "error"], replies
+            assert replies[0] == {"type": "identity", "seed": 7, "truncation": 0.6}
+            assert "invalid JSON" in replies[1]["error"] and "unknown message type" in replies[2]["error"]
+            n = len(client.rx.frames)
+            await client.wait_frames(n + 5, timeout=30)         # still streaming, with a new face
+            after = client.rx.frames[-1].to_ndarray(format="rgb24")[:-8].astype(np.float32)
+            assert np.abs(after - before).mean() > 5
+        finally:
+            await client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_cli_serves_and_stops_on_sigint():
+    port = _free_port()
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--gpu", "0", "--host", "127.0.0.1",
+                             "--port", str(port), "--max-sessions", "2", "--fps", "20"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    client = None
+    try:
+        health = None
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end and proc.poll() is None:
+            try:
+                _, health = await get_json(url + "/health", timeout=2)
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(0.2)
+        assert health is not None, proc.stderr.read() if proc.poll() is not None else "no /health"
+        assert health["max_sessions"] == 2 and health["fps"] == 20.0 and health["device"] == "cpu"
+        client = Client(url, PcmTrack())
+        await client.connect()
+        await client.wait_frames(3, timeout=30)
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.get_running_loop().run_in_executor(None, lambda: proc.communicate(timeout=30))
+        assert proc.returncode == 0, err
+        assert "CUDA not available, falling back to CPU" in err
+        assert "serving on http://127.0.0.1:" in out
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if client is not None:
+            await client.close()
+
+
+def test_cli_errors():
+    for args, msg in ((["--port", "70000"], "--port"), (["--gpu", "tpu"], "--gpu")):
+        r = subprocess.run([sys.executable, "-m", "engine.serve", *args], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
