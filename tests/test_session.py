@@ -564,3 +564,40 @@ def test_closed_session_refuses_calls(fast):
 def test_bad_session_arguments(fast, kw, msg):
     with pytest.raises(ValueError, match=msg):
         AvatarSession(fast, **kw)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_call_sequences_keep_the_invariants(fast, seed):
+    """Random pushes (rates, layouts, formats, chunk sizes), silences, pulls, interrupts and identity
+    changes: frame indices advance by 1 + dropped, Frame.audio always spans exactly from the end of
+    the previous Frame's audio to the end of its own interval, fill_silence always yields a frame."""
+    rng = np.random.default_rng(seed)
+    fps = [25.0, 30.0, 24.0][seed]
+    s = AvatarSession(fast, fps=fps, audio_out=True)
+    O = lambda k: math.floor(k * 48000 / fps + 0.5)                                   # noqa: E731
+    last = -1
+    for _ in range(300):
+        op = rng.random()
+        if op < 0.45:
+            rate = int(rng.choice([8000, 16000, 22050, 44100, 48000]))
+            ch = int(rng.choice([1, 2]))
+            n = int(rng.integers(0, rate // 10)) * ch + int(rng.integers(0, 2))          # maybe a partial frame
+            x = (0.2 * rng.standard_normal(n)).astype(np.float32)
+            s.push_audio(_i16(x) if rng.random() < 0.5 else x, rate, ch)
+        elif op < 0.5:
+            s.push_silence(float(rng.uniform(0, 0.1)))
+        elif op < 0.55:
+            s.interrupt()
+            assert s.frames_ready() == 0 and s.clock == math.floor((last + 1) * SR / fps + 0.5)
+        elif op < 0.58:
+            s.set_identity(int(rng.integers(0, 100)))
+        else:
+            fill = bool(rng.random() < 0.5)
+            f = s.next_frame(fill_silence=fill, latest=bool(rng.random() < 0.3))
+            if fill:
+                assert f is not None
+            if f is not None:
+                assert f.index == last + 1 + f.dropped
+                assert f.audio.size == O(f.index + 1) - O(last + 1)
+                assert f.pts == math.floor(f.index * SR / fps + 0.5)
+                last = f.index
