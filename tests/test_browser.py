@@ -27,10 +27,9 @@ if not Path(CHROMIUM).exists():
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
 
-from aiohttp import web  # noqa: E402  (after the skips: only needed when the browser tests run)
-
-from engine.session import AvatarEngine, AvatarSession  # noqa: E402
-from streaming.server import STATE_KEY, ServerConfig, create_app  # noqa: E402
+from engine.session import AvatarEngine, AvatarSession  # noqa: E402  (after the skips)
+from streaming.server import STATE_KEY, ServerConfig  # noqa: E402
+from tests.rtc_util import running_server  # noqa: E402
 
 TIMEOUT_MS = 60_000        # every wait in the browser is bounded by this
 MIN_FRAMES = 30
@@ -40,42 +39,37 @@ MIN_FRAMES = 30
 
 
 class ServerThread:
-    """The real aiohttp app on 127.0.0.1:<free port>, served from its own event loop thread.
+    """The real server (tests.rtc_util.running_server: create_app on 127.0.0.1, a free port) run by
+    its own event loop in a thread, so the synchronous Playwright API can drive the browser here.
 
     With ``host="127.0.0.1"`` the server itself offers only loopback ICE candidates."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="stylecast-test-server", daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),),
+                                       name="stylecast-test-server", daemon=True)
         self.ready = threading.Event()
         self.error: BaseException | None = None
-        self.runner: web.AppRunner | None = None
+        self.app = None
         self.url = ""
 
-    def _run(self):
-        asyncio.set_event_loop(self.loop)
+    async def _serve(self):
+        self._stopping = asyncio.Event()
         try:
-            self.loop.run_until_complete(self._setup())
+            async with running_server(self.config) as (url, app):
+                self.url, self.app = url + "/", app
+                self.ready.set()
+                await self._stopping.wait()
         except BaseException as exc:  # reported by start()
             self.error = exc
+        finally:
             self.ready.set()
-            return
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _setup(self):
-        self.runner = web.AppRunner(create_app(self.config))
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/"
 
     def mic_seconds(self) -> float:
         """Seconds of received (not silence-filled) audio the server's sessions have consumed."""
-        state = self.runner.app[STATE_KEY]
-        return sum(c.stream.session.clock / 16000 - c.stream.silence_s for c in list(state.clients.values()))
+        clients = list(self.app[STATE_KEY].clients.values())
+        return sum(c.stream.session.clock / 16000 - c.stream.silence_s for c in clients)
 
     def start(self) -> "ServerThread":
         self.thread.start()
@@ -87,12 +81,9 @@ class ServerThread:
 
     def stop(self):
         """Shut the app down (closes its peer connections) and end the loop thread."""
-        if self.runner is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=30)
-            self.runner = None
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stopping.set)
+            self.thread.join(timeout=60)
         if not self.thread.is_alive() and not self.loop.is_closed():
             self.loop.close()
 
@@ -156,10 +147,7 @@ def browser(tmp_path_factory):
         "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
     with sync_api.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args, timeout=TIMEOUT_MS)
-        except sync_api.Error as exc:
-            pytest.skip(f"{CHROMIUM} does not start under Playwright: {str(exc).splitlines()[0]}")
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args, timeout=TIMEOUT_MS)
         yield b
         b.close()
 
@@ -299,6 +287,11 @@ def test_live_video_identity_and_connection_lost(engine, start_server, open_page
     _wait_more_frames(page, 10)
     after = _video_frame(page)
     assert _distance(after, new_face) < _distance(after, old_face)
+
+    # The truncation slider sends the same message with the new psi.
+    page.fill("#truncation", "0.5")
+    page.wait_for_function("() => window.stylecast.identity.truncation === 0.5", timeout=TIMEOUT_MS)
+    assert page.evaluate("() => window.stylecast.identity.seed") == 1234
 
     # "Random": the server picks the seed and the seed box shows it.
     acks = page.evaluate("() => window.stylecast.messages.filter(m => m.type === 'identity').length")
