@@ -57,7 +57,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from engine.audio.features import FeatureStream, FrameFeatures
+from engine.audio.features import FeatureStream
 from engine.audio.input import SAMPLE_RATE, AudioInput
 from engine.latent.directions import DirectionSet
 from engine.latent.path import LatentPath
@@ -114,7 +114,8 @@ class AvatarEngine:
 
     Args:
         generator: ``"demo"``, a preset name, a checkpoint path (see
-            :func:`engine.synthesis.checkpoints.load_generator`), or a loaded ``Generator``.
+            :func:`engine.synthesis.checkpoints.load_generator`), or a loaded ``Generator`` (used
+            as is: moved to ``device``, and its synthesis network cast to ``dtype`` in place).
         device: torch device for synthesis ("cpu", "cuda", "cuda:0", ...).
         dtype: synthesis compute dtype, "float32" (default), "float16" or "bfloat16" (the
             mapping network stays float32).
