@@ -316,7 +316,7 @@ def test_server_full_shows_the_servers_message(start_server, open_page, tmp_path
     server = start_server(max_sessions=1)
     first = open_page(server.url)
     first.click("#start")
-    first.wait_for_function("() => (window.stylecast.stats.framesDecoded || 0) > 0", timeout=TIMEOUT_MS)
+    _wait_state(first, "live")
 
     page = open_page(server.url)
     page.click("#start")
