@@ -304,6 +304,13 @@ def test_live_video_identity_and_connection_lost(engine, start_server, open_page
     assert _status(page)[0] == "live"
     _screenshot(page, tmp_path, "browser_identity")
 
+    # "Interrupt" reaches the server, which confirms it; the stream goes on.
+    page.click("#interrupt")
+    page.wait_for_function("() => window.stylecast.messages.some(m => m.type === 'interrupt')",
+                           timeout=TIMEOUT_MS)
+    _wait_more_frames(page, 5)
+    assert _status(page)[0] == "live"
+
     # The server goes away: the page says the connection is lost.
     server.stop()
     _wait_state(page, "error")
