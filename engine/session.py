@@ -766,15 +766,20 @@ class AvatarSession:
             elif self._out_total < cut:
                 self._append_out(np.zeros(cut - self._out_total, dtype=np.int16))
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> float:
         """Barge-in: ``driver.flush()`` (mouth back to rest within a few frames) and drop all audio
         pushed after the last returned frame (ready frames, resampler contents, audio out): the
-        clock goes back to the start of the next frame, and new audio continues from there."""
+        clock goes back to the start of the next frame, and new audio continues from there.
+        Returns the seconds of pushed audio that were dropped (for callers that keep their own
+        account of the audio timeline)."""
         with self._lock:
             self._check_open()
+            pending = float(self._ai.pending_samples) if self._ai is not None else 0.0
+            before = self.clock + pending
             self._driver.flush()
             self._restart_features(self._fs.lookahead_ms, self._fs.window_frames * 10.0)
             self._overflow_dropped = 0
+            return max(0.0, before - self.clock) / SAMPLE_RATE
 
     def stats(self) -> dict:
         """``frames`` and ``dropped`` so far, ``latency_ms``, and per stage p50/p95 ms over the last

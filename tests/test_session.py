@@ -291,9 +291,10 @@ def test_interrupt_brings_the_mouth_to_rest(fast):
     assert _mouth(frames[-1]) > 1.0
     pending = s.frames_ready()
     assert pending > 0
-    s.interrupt()
+    dropped_s = s.interrupt()
     assert s.frames_ready() == 0                             # pending audio dropped
     k = frames[-1].index + 1
+    assert dropped_s == pytest.approx(2.0 - k / 25)          # everything after frame k's start
     assert s.clock == math.floor(k * SR / 25 + 0.5)          # clock back at the next frame's start
     after = [s.next_frame(fill_silence=True) for _ in range(4)]
     assert [f.index for f in after] == [k, k + 1, k + 2, k + 3]
