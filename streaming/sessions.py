@@ -10,7 +10,8 @@ timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves 
 ``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
 ``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
-the deadlines never hold them back. Pulled sources (a bot's TTS iterator, ``realtime=False``) are
+the deadlines never hold them back. When synthesis falls more than a frame behind that schedule,
+only the newest ready frame is synthesized (the others are stepped and dropped). Pulled sources (a bot's TTS iterator, ``realtime=False``) are
 fed no faster than the wall clock plus the motion lookahead, so their frames come out on time.
 When no audio arrives the worker pushes silence so that the timeline stays at least ``grace_s``
 behind the wall clock: the face keeps idling without a microphone.
@@ -24,6 +25,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Optional
 
 import av
@@ -280,8 +282,16 @@ class StreamSession:
                 self._run_commands()
                 self._drain_audio()
                 self._fill_silence()
-                if self.session.frames_ready() > 0:
-                    frame = self.session.next_frame(latest=True)
+                ready = self.session.frames_ready()
+                early = self.deadline((self.last_index + 1 - 0.5) / self.fps) - time.monotonic()
+                if ready > 0 and early > 0:
+                    # audio fed ahead of the clock (a bot's source): synthesize at most half a frame
+                    # before the deadline, so the sender never finds two frames waiting
+                    self._wake.wait(min(early, poll))
+                    self._wake.clear()
+                    continue
+                if ready > 0:
+                    frame = self.session.next_frame(latest=ready > 1 and self._behind())
                     if frame is not None:
                         self._publish(frame)
                         failures = 0
@@ -299,6 +309,15 @@ class StreamSession:
                     self.video_slot.close()
                     return
                 self._stop.wait(0.1)
+
+    def _behind(self) -> bool:
+        """True when the next frame is more than one frame interval later than it could be at
+        best (its audio's end + the session's resampler/lookahead lag): then only the newest ready
+        frame is synthesized (``latest=True``). Frames that became ready together on time (two
+        frames completed by one audio chunk, a bot's source fed ahead) are all rendered."""
+        k = self.last_index + 1
+        best = self.deadline((k + 1) / self.fps) + float(self.session.latency_ms) / 1000.0
+        return time.monotonic() - best > 1.0 / self.fps
 
     def _publish(self, frame: Any) -> None:
         t_start = time.monotonic()
@@ -389,7 +408,7 @@ class SessionRegistry:
         """Take a slot (raises :class:`ServerFull`); returns the new session id."""
         if len(self._items) >= self.max_sessions:
             raise ServerFull(f"server full ({self.max_sessions} sessions)")
-        sid = f"s{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
+        sid = uuid.uuid4().hex[:16]
         self._items[sid] = item
         return sid
 

@@ -125,6 +125,22 @@ async def test_tone_stream_decodes_frames(engine):
         assert await wait_sessions(url, 0, timeout=10) == 0
 
 
+async def test_no_microphone_keeps_idling(engine):
+    """A client that sends no audio (recvonly) still gets a moving face: silence is filled in."""
+    async with running_server(config(engine)) as (url, app):
+        client = Client(url, audio=None)
+        try:
+            await client.connect()
+            await client.wait_frames(40, timeout=30)
+            stamps = check_video(client.rx.frames, 40, 128)
+            assert stamps[-1] - stamps[0] < 2 * len(stamps)      # not a burst of skipped frames
+            (conn,) = app[STATE_KEY].clients.values()
+            st = conn.stream.stats()
+            assert st["silence_s"] > 1.0 and st["audio_errors"] == 0
+        finally:
+            await client.close()
+
+
 async def test_h264_when_the_client_asks_for_it(engine):
     async with running_server(config(engine)) as (url, _app):
         client = Client(url, PcmTrack(tone(0.5)), video_codec="video/H264")
