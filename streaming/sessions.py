@@ -122,7 +122,7 @@ class StreamSession:
             pass
         with self._lock:
             self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"stylecast-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"stylecast-stream-{self.name}", daemon=True)
         self._thread.start()
         for callback in self.on_start:
             callback()

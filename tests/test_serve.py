@@ -253,7 +253,7 @@ async def test_hundred_bad_requests_then_a_good_offer(engine):
 
 
 def _stream_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("stylecast-")]
+    return [t.name for t in threading.enumerate() if t.name.startswith("stylecast-stream-")]
 
 
 async def test_vanishing_clients_are_freed(engine):

@@ -1,0 +1,540 @@
+"""End-to-end WebRTC loopback: frames/s delivered and audio → pixels latency, measured in-band.
+
+A server (``streaming.server``, its own process, frame index stamped into each image) and an
+aiortc client on 127.0.0.1. The client's "microphone" plays silence with tone bursts; for each
+burst the latency is the wall time from handing the 20 ms packet holding the burst onset to the
+client's RTP sender until the client has *decoded* the first frame whose face differs from the
+silent face of the same frame index (rendered offline by an identical AvatarSession fed zeros;
+the idle motion is seeded, so the only difference is the mouth). So it covers Opus encode, the
+network, the server's receive path, resampler lag, feature lookahead, the motion driver's
+attack, synthesis, VP8 encode, the client's video jitter buffer and decode.
+
+Also measured: the audio receive hold of aiortc's stock jitter buffer vs the no-wait buffer the
+server installs (``streaming.tracks.install_no_wait_audio``), and the server's per-stage
+timings (reported over the "control" data channel).
+
+    python -m benchmarks.loopback                         # demo generator, 25 fps, ~40 s
+    python -m benchmarks.loopback --seconds 30 --bursts 14 --resolution 256
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "loopback.json"
+RATE = 48000
+
+
+def tone(seconds: float, freq: float = 220.0, level: float = 0.4) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * freq * t) * level * 32767).astype(np.int16)
+
+
+_T0 = time.monotonic()
+
+
+def note(msg: str) -> None:
+    print(f"[loopback {time.monotonic() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values, q) -> Optional[float]:
+    return None if len(values) == 0 else float(np.percentile(np.asarray(values, np.float64), q))
+
+
+# -- server process ---------------------------------------------------------------------------------
+
+def serve(args) -> None:
+    from aiohttp import web
+
+    from engine.runtime import tune_cpu_allocator
+    from engine.session import AvatarEngine
+    from streaming.server import ServerConfig, create_app
+
+    tune_cpu_allocator()
+    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    cfg = ServerConfig(host="127.0.0.1", port=args.port, generator=args.generator, resolution=engine.resolution,
+                       fps=args.fps, max_sessions=2, engine=engine, stamp=True, stats_interval_s=0.5)
+    web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
+
+
+# -- audio receive hold ---------------------------------------------------------------------------
+
+async def audio_hold(seconds: float) -> dict[str, Any]:
+    """p50/p95 ms from handing a 20 ms packet to the sender to the receiver's decoded frame,
+    aiortc's stock audio jitter buffer vs ``NoWaitAudioJitterBuffer``."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamError
+
+    from streaming.tracks import PcmTrack, install_no_wait_audio
+
+    out = {}
+    for mode in ("stock", "no_wait"):
+        sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        src = PcmTrack(tone(seconds))
+        sender.addTrack(src)
+        got: list[tuple[int, float]] = []
+        tasks = []
+
+        @receiver.on("track")
+        def on_track(track, mode=mode, got=got, tasks=tasks):
+            if mode == "no_wait":
+                for tr in receiver.getTransceivers():
+                    if tr.receiver.track is track:
+                        install_no_wait_audio(tr.receiver)
+
+            async def consume():
+                while True:
+                    try:
+                        f = await track.recv()
+                    except MediaStreamError:
+                        return
+                    got.append((int(f.pts), time.monotonic()))
+            tasks.append(asyncio.ensure_future(consume()))
+
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        t_end = time.monotonic() + seconds + 10
+        while len(got) < int(seconds / 0.02) - 10 and time.monotonic() < t_end:
+            await asyncio.sleep(0.05)
+        # received pts count from the first packet the receiver saw; the sender starts at n = 0
+        delays = []
+        first_sent = len(src.sent_at) - 1
+        if got:
+            # align on the sender's index: the receiver's first packet is the sender's first one
+            for pts, t in got[5:]:
+                n = pts // 960
+                if 0 <= n < len(src.sent_at):
+                    delays.append((t - src.sent_at[n]) * 1e3)
+        for t in tasks:
+            t.cancel()
+        await sender.close()
+        await receiver.close()
+        out[mode] = {"p50_ms": pct(delays, 50), "p95_ms": pct(delays, 95), "n": len(delays),
+                     "sent": first_sent + 1}
+    stock, nowait = out["stock"]["p50_ms"], out["no_wait"]["p50_ms"]
+    out["hold_saved_ms"] = None if stock is None or nowait is None else stock - nowait
+    return out
+
+
+# -- bot: audio/video offset of AvatarTracks ---------------------------------------------------------
+
+async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]:
+    """AvatarTracks fed by a pulled source with tone clicks; a viewer pc receives both tracks.
+    For each click: media-time offset (start of the first received open-mouth frame minus the
+    click's onset in the received audio) and arrival offset (wall clock at the viewer, whose audio
+    jitter buffer is bypassed; aiortc's video receiver holds each frame one interval)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.mediastreams import MediaStreamError
+
+    from engine.motion.base import MotionDriver
+    from engine.session import AvatarEngine
+    from streaming.embed import AvatarTracks, audio_frame_to_pcm
+    from streaming.tracks import install_no_wait_audio, read_stamp
+
+    class ClickDriver(MotionDriver):
+        def __init__(self, names, fps):
+            self.names, self.fps = list(names), fps
+
+        def reset(self, anchor=None):
+            pass
+
+        def step(self, features):
+            x = np.zeros(len(self.names), np.float32)
+            x[0] = 3.0 if features is not None and features.rms > 0.02 else 0.0
+            return x
+
+        def flush(self):
+            pass
+
+    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    total = clicks * period + 1.0
+    pcm = np.zeros(int(total * RATE), np.int16)
+    onsets = [0.5 + j * period + 0.013 * j for j in range(clicks)]     # different phases in a frame
+    for t in onsets:
+        b = tone(0.25, freq=300.0, level=0.5)
+        pcm[int(t * RATE):int(t * RATE) + b.size] = b
+
+    async def source():
+        for i in range(0, pcm.size, 960):
+            yield pcm[i:i + 960], RATE
+
+    tracks = AvatarTracks(engine, source(), fps=args.fps, driver=ClickDriver(engine.directions.names, args.fps),
+                          stamp=True)
+    bot = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    bot.addTrack(tracks.video)
+    bot.addTrack(tracks.audio)
+    got: dict[str, list] = {"video": [], "audio": []}
+    tasks = []
+
+    @viewer.on("track")
+    def on_track(track):
+        if track.kind == "audio":
+            for tr in viewer.getTransceivers():
+                if tr.receiver.track is track:
+                    install_no_wait_audio(tr.receiver)
+
+        async def consume():
+            while True:
+                try:
+                    f = await track.recv()
+                except MediaStreamError:
+                    return
+                got[track.kind].append((time.monotonic(), f))
+        tasks.append(asyncio.ensure_future(consume()))
+
+    await bot.setLocalDescription(await bot.createOffer())
+    await viewer.setRemoteDescription(bot.localDescription)
+    await viewer.setLocalDescription(await viewer.createAnswer())
+    await bot.setRemoteDescription(viewer.localDescription)
+    t_end = time.monotonic() + total + 20
+    while (len(got["audio"]) * 0.02 < total or len(got["video"]) < total * args.fps * 0.5) \
+            and time.monotonic() < t_end:
+        await asyncio.sleep(0.05)
+    for t in tasks:
+        t.cancel()
+    await tracks.aclose()
+    await bot.close()
+    await viewer.close()
+
+    # audio: onsets (media time, arrival) of loud runs in the received stream
+    audio_on = []
+    prev_loud = False
+    for arrival, f in got["audio"]:
+        x, rate, ch = audio_frame_to_pcm(f)
+        mono = np.abs(x.reshape(-1, ch)[:, 0].astype(np.float32))
+        loud = np.flatnonzero(mono > 0.1 * 32768)
+        if loud.size and not prev_loud:
+            audio_on.append((float(f.pts * f.time_base) + loud[0] / rate, arrival))
+        prev_loud = bool(mono[-200:].max() > 0.05 * 32768)
+    # video: mouth open/closed per received frame, against the first (closed) frame
+    ref = None
+    video_on = []
+    was_open = False
+    for arrival, f in got["video"]:
+        img = f.to_ndarray(format="rgb24")
+        body = img[:-8].astype(np.float32)
+        if ref is None:
+            ref = body
+        is_open = bool(np.abs(body - ref).mean() > 10)
+        if is_open and not was_open:
+            video_on.append((read_stamp(img) / args.fps, arrival))
+        was_open = is_open
+    media, arrival_off, frame_lag, residual = [], [], [], []
+    for (ta, aa), (tv, av_), t_sent in zip(audio_on, video_on, onsets):
+        media.append(float(tv - ta) * 1e3)
+        arrival_off.append((av_ - aa) * 1e3)
+        # which frame opened the mouth, counted from the frame whose interval holds the click
+        frame_lag.append(int(round(tv * args.fps)) - int(np.floor(t_sent * args.fps)))
+        residual.append(float(ta - t_sent) * 1e3)      # where the click landed in the received audio
+    return {"clicks": clicks, "audio_onsets": len(audio_on), "video_onsets": len(video_on),
+            "mouth_frame_lag": frame_lag, "audio_onset_shift_ms": [round(r, 1) for r in residual],
+            "media_offset_ms": [round(m, 1) for m in media],
+            "arrival_offset_ms": [round(a, 1) for a in arrival_off],
+            "frame_interval_ms": 1000 / args.fps, "bot_stats": {k: v for k, v in tracks.stats().items()
+                                                                if k in ("frames", "dropped", "fps")}}
+
+
+# -- end to end -------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
+    import aiohttp
+
+    t_end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < t_end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read()}")
+            try:
+                async with http.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    return await r.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(0.25)
+    raise RuntimeError("server did not come up")
+
+
+async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any]:
+    """Send ``pcm`` as the mic, receive video; returns arrival times, decoded frames, stats."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamError
+
+    from streaming.tracks import PcmTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    mic = PcmTrack(pcm)
+    pc.addTrack(mic)
+    pc.addTransceiver("video", direction="recvonly")
+    channel = pc.createDataChannel("control")
+    frames: list = []
+    times: list[float] = []
+    stats: list[dict] = []
+    tasks = []
+
+    @channel.on("message")
+    def on_message(message):
+        msg = json.loads(message)
+        if msg.get("type") == "stats":
+            stats.append(msg)
+
+    @pc.on("track")
+    def on_track(track):
+        async def consume():
+            while True:
+                try:
+                    f = await track.recv()
+                except MediaStreamError:
+                    return
+                times.append(time.monotonic())
+                frames.append(f)
+        tasks.append(asyncio.ensure_future(consume()))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+            answer = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"offer refused: {r.status} {answer}")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    t_end = time.monotonic() + 60
+    while not frames and time.monotonic() < t_end:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    await pc.close()
+    return {"frames": frames, "times": times, "sent_at": list(mic.sent_at), "stats": stats}
+
+
+def reference_frames(args, n: int) -> np.ndarray:
+    """The silent face for frames 0..n-1 (same engine, identity, driver and seed as the server)."""
+    from engine.session import AvatarEngine, AvatarSession
+
+    import torch
+
+    torch.set_num_threads(1)     # offline and not timed; leave the other core alone
+    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    session = AvatarSession(engine, fps=args.fps, identity=0, driver="idle")
+    out = []
+    for _ in range(n):
+        out.append(session.next_frame(fill_silence=True).image)
+    return np.stack(out)
+
+
+def analyse(run: dict, refs_fn, burst_starts: list[int], fps: float) -> dict[str, Any]:
+    from streaming.tracks import read_stamp
+
+    imgs = [f.to_ndarray(format="rgb24") for f in run["frames"]]
+    stamps = [read_stamp(im) for im in imgs]
+    refs = refs_fn(max(stamps) + 1)
+    h = imgs[0].shape[0]
+    block = max(4, imgs[0].shape[1] // 16)
+    body = slice(0, h - block)
+    diffs = np.array([np.abs(im[body].astype(np.float32) - refs[k][body].astype(np.float32)).mean()
+                      for im, k in zip(imgs, stamps)])
+    times = np.array(run["times"])
+    sent_at = run["sent_at"]
+    onsets = [sent_at[n] for n in burst_starts if n < len(sent_at)]
+    quiet = diffs[times < onsets[0]] if onsets else diffs
+    threshold = max(6.0, 3.0 * float(np.percentile(quiet, 95))) if quiet.size else 6.0
+    latencies = []
+    for t_on in onsets:
+        hit = np.flatnonzero((times > t_on) & (diffs > threshold))
+        if hit.size and times[hit[0]] - t_on < 1.0:
+            latencies.append((times[hit[0]] - t_on) * 1e3)
+    duration = times[-1] - times[0] if len(times) > 1 else float("nan")
+    gaps = np.diff(stamps)
+    return {
+        "frames_received": len(imgs),
+        "fps_delivered": (len(imgs) - 1) / duration if duration > 0 else None,
+        "frames_skipped": int(np.sum(np.maximum(gaps - 1, 0))),
+        "codec_noise_p95": float(np.percentile(quiet, 95)) if quiet.size else None,
+        "mouth_threshold": threshold,
+        "bursts": len(onsets),
+        "detected": len(latencies),
+        "audio_to_pixels_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95),
+                               "min": pct(latencies, 0), "max": pct(latencies, 100)},
+        "latencies_ms": [round(x, 1) for x in latencies],
+    }
+
+
+def algorithmic_latency(args) -> dict[str, Any]:
+    """Offline: from a burst onset (at 0/10/20/30 ms into a frame) to the end of the audio the
+    first moved frame needs (frame end + lookahead + resampler lag): the part no transport can
+    remove."""
+    from engine.session import AvatarEngine, AvatarSession
+
+    import torch
+
+    def no_pixels(ws):           # only the motion matters here
+        return torch.zeros(ws.shape[0], 3, 8, 8)
+
+    engine = AvatarEngine(args.generator, resolution=args.resolution, synthesize=no_pixels)
+    out = []
+    for phase_ms in (0, 10, 20, 30):
+        session = AvatarSession(engine, fps=args.fps)
+        parts = None
+        onset = 1.0 + phase_ms / 1000
+        pcm = np.zeros(int(2.0 * RATE), np.int16)
+        b = tone(0.4)
+        pcm[int(onset * RATE):int(onset * RATE) + b.size] = b
+        k_moved = None
+        for i in range(0, pcm.size, 960):
+            session.push_audio(pcm[i:i + 960], RATE)
+            while (f := session.next_frame()) is not None:
+                if k_moved is None and abs(float(f.x[0])) > 0.05:
+                    k_moved = f.index
+        if k_moved is not None:
+            ready = (k_moved + 1) / args.fps + session.latency_ms / 1000
+            parts = session.latency_ms
+            out.append({"phase_ms": phase_ms, "first_moved_frame": k_moved,
+                        "frame_lag": k_moved - int(np.floor(onset * args.fps)),
+                        "ms": (ready - onset) * 1e3})
+        session.close()
+    return {"per_phase": out, "mean_ms": float(np.mean([o["ms"] for o in out])) if out else None,
+            "session_latency_ms": parts,
+            "note": "ms = (first moved frame + 1)/fps + session.latency_ms - onset; session.latency_ms is the "
+                    "resampler's worst-case lag + the feature lookahead"}
+
+
+def format_table(res: dict) -> str:
+    e = res["end_to_end"]
+    a = e["audio_to_pixels_ms"]
+    lines = [f"loopback {res['settings']['generator']} {res['settings']['resolution']} px "
+             f"{res['settings']['fps']:g} fps, {res['settings']['seconds']:g} s, CPU x{os.cpu_count()}",
+             "-" * 60,
+             f"{'frames/s delivered':<38} {e['fps_delivered']:.2f}",
+             f"{'frames received / skipped':<38} {e['frames_received']} / {e['frames_skipped']}",
+             f"{'audio->pixels p50 / p95 ms':<38} {a['p50']:.0f} / {a['p95']:.0f}  "
+             f"({e['detected']}/{e['bursts']} bursts, min {a['min']:.0f}, max {a['max']:.0f})"
+             if a["p50"] is not None else f"{'audio->pixels':<38} no burst detected"]
+    alg = res["algorithmic"]
+    if alg["mean_ms"] is not None:
+        lines.append(f"{'  algorithmic part (mean over phases)':<38} {alg['mean_ms']:.0f}")
+    hold = res["audio_hold"]
+    lines.append(f"{'audio send->decoded p50: stock / no-wait':<38} {hold['stock']['p50_ms']:.0f} / "
+                 f"{hold['no_wait']['p50_ms']:.0f} ms (hold saved {hold['hold_saved_ms']:.0f} ms)")
+    b = res.get("bot_sync") or {}
+    if b.get("media_offset_ms"):
+        lines.append(f"{'bot: mouth frame - click frame':<38} {b['mouth_frame_lag']}")
+        lines.append(f"{'bot: click shift in received audio (ms)':<38} {b['audio_onset_shift_ms']}")
+        lines.append(f"{'bot A/V offset, media time (ms)':<38} {b['media_offset_ms']}")
+        lines.append(f"{'bot A/V offset, arrival at viewer (ms)':<38} {b['arrival_offset_ms']}")
+    st = res.get("server_stats") or {}
+    if st:
+        lines.append("server stages (ms)                         p50      p95")
+        for k, v in sorted((st.get("stages_ms") or {}).items()):
+            if v.get("p50") is not None:
+                lines.append(f"  {k:<38} {v['p50']:8.2f} {v['p95']:8.2f}")
+        atf = st.get("arrival_to_frame_ms") or {}
+        if atf.get("p50") is not None:
+            lines.append(f"  {'audio arrival -> frame published':<38} {atf['p50']:8.2f} {atf['p95']:8.2f}")
+        lines.append(f"  {'session.latency_ms (resampler+lookahead)':<38} {st.get('latency_ms')}")
+    return "\n".join(lines)
+
+
+async def main_async(args) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.loopback", "--serve", "--port", str(port), "--generator",
+           args.generator, "--fps", str(args.fps)]
+    if args.resolution:
+        cmd += ["--resolution", str(args.resolution)]
+    from streaming.ice import loopback_candidates
+
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        note("starting the server")
+        health = await wait_health(url, proc)
+        note(f"server up: {health}")
+        period = args.seconds / (args.bursts + 1)
+        pcm = np.zeros(int((args.seconds + 5) * RATE), np.int16)
+        burst = tone(min(0.4, period / 3))
+        burst_starts = []
+        for j in range(args.bursts):
+            n = int(round((1.5 + (j + 0.5) * period) / 0.02))     # 20 ms packet index
+            pcm[n * 960:n * 960 + burst.size] = burst
+            burst_starts.append(n)
+        with loopback_candidates():
+            note(f"streaming {args.seconds:g} s with {args.bursts} tone bursts")
+            run = await stream_run(url, pcm, args.seconds + 1.5)
+            note("measuring the audio receive hold (stock vs no-wait jitter buffer)")
+            hold = await audio_hold(4.0)
+            note("bot: audio/video offset of AvatarTracks")
+            bot = await bot_sync(args)
+    finally:
+        proc.terminate()
+        with contextlib.suppress(Exception):
+            proc.wait(10)
+    note("rendering the silent reference and detecting the mouth")
+    e2e = analyse(run, lambda n: reference_frames(args, n), burst_starts, args.fps)
+    note("offline algorithmic latency")
+    return {
+        "benchmark": "loopback",
+        "settings": {"generator": args.generator, "resolution": health["resolution"], "fps": args.fps,
+                     "seconds": args.seconds, "bursts": args.bursts, "device": health["device"]},
+        "environment": _environment(),
+        "load_average": os.getloadavg(),
+        "end_to_end": e2e,
+        "algorithmic": algorithmic_latency(args),
+        "audio_hold": hold,
+        "bot_sync": bot,
+        "server_stats": run["stats"][-1] if run["stats"] else None,
+    }
+
+
+def _environment() -> dict:
+    try:
+        from benchmarks.synthesis import environment
+        import torch
+        return environment(torch.device("cpu"))
+    except Exception as exc:  # environment details are nice to have
+        return {"error": str(exc)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loopback", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", default="demo")
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the streamed run (default 20)")
+    p.add_argument("--bursts", type=int, default=12, help="tone bursts in the run (default 12)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args)
+        return 0
+    res = asyncio.run(main_async(args))
+    print(format_table(res))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
