@@ -62,8 +62,9 @@ def serve(args) -> None:
     from engine.session import AvatarEngine
     from streaming.server import ServerConfig, create_app
 
-    tune_cpu_allocator()
-    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    if args.device == "cpu":
+        tune_cpu_allocator()
+    engine = AvatarEngine(args.generator, device=args.device, resolution=args.resolution)
     cfg = ServerConfig(host="127.0.0.1", port=args.port, generator=args.generator, resolution=engine.resolution,
                        fps=args.fps, max_sessions=2, engine=engine, stamp=True, stats_interval_s=0.5)
     web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
@@ -161,7 +162,7 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
         def flush(self):
             pass
 
-    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    engine = AvatarEngine(args.generator, device=args.device, resolution=args.resolution)
     total = clicks * period + 1.0
     pcm = np.zeros(int(total * RATE), np.int16)
     onsets = [0.5 + j * period + 0.013 * j for j in range(clicks)]     # different phases in a frame
@@ -334,7 +335,7 @@ def reference_frames(args, n: int) -> np.ndarray:
     import torch
 
     torch.set_num_threads(1)     # offline and not timed; leave the other core alone
-    engine = AvatarEngine(args.generator, resolution=args.resolution)
+    engine = AvatarEngine(args.generator, device=args.device, resolution=args.resolution)
     session = AvatarSession(engine, fps=args.fps, identity=0, driver="idle")
     out = []
     for _ in range(n):
@@ -422,7 +423,8 @@ def format_table(res: dict) -> str:
     e = res["end_to_end"]
     a = e["audio_to_pixels_ms"]
     lines = [f"loopback {res['settings']['generator']} {res['settings']['resolution']} px "
-             f"{res['settings']['fps']:g} fps, {res['settings']['seconds']:g} s, CPU x{os.cpu_count()}",
+             f"{res['settings']['fps']:g} fps, {res['settings']['seconds']:g} s, {res['settings']['device']}, "
+             f"{os.cpu_count()} CPUs",
              "-" * 60,
              f"{'frames/s delivered':<38} {e['fps_delivered']:.2f}",
              f"{'frames received / skipped':<38} {e['frames_received']} / {e['frames_skipped']}",
@@ -457,7 +459,7 @@ def format_table(res: dict) -> str:
 async def main_async(args) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.loopback", "--serve", "--port", str(port), "--generator",
-           args.generator, "--fps", str(args.fps)]
+           args.generator, "--fps", str(args.fps), "--device", args.device]
     if args.resolution:
         cmd += ["--resolution", str(args.resolution)]
     from streaming.ice import loopback_candidates
@@ -494,7 +496,7 @@ async def main_async(args) -> dict:
         "benchmark": "loopback",
         "settings": {"generator": args.generator, "resolution": health["resolution"], "fps": args.fps,
                      "seconds": args.seconds, "bursts": args.bursts, "device": health["device"]},
-        "environment": _environment(),
+        "environment": _environment(args.device),
         "load_average": os.getloadavg(),
         "end_to_end": e2e,
         "algorithmic": algorithmic_latency(args),
@@ -504,11 +506,12 @@ async def main_async(args) -> dict:
     }
 
 
-def _environment() -> dict:
+def _environment(device: str) -> dict:
     try:
-        from benchmarks.synthesis import environment
         import torch
-        return environment(torch.device("cpu"))
+
+        from benchmarks.synthesis import environment
+        return environment(torch.device(device))
     except Exception as exc:  # environment details are nice to have
         return {"error": str(exc)}
 
@@ -518,6 +521,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default="demo")
     p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="synthesis device of the server: cpu or cuda:N (default cpu)")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--seconds", type=float, default=20.0, help="length of the streamed run (default 20)")
     p.add_argument("--bursts", type=int, default=12, help="tone bursts in the run (default 12)")
