@@ -252,6 +252,13 @@ def _identity_fields(msg: dict, default_trunc: float) -> tuple[int, float]:
     return int(seed), float(trunc)
 
 
+def _receives_video(sdp: str) -> bool:
+    from aiortc.sdp import SessionDescription
+
+    media = SessionDescription.parse(sdp).media
+    return any(m.kind == "video" and m.direction in ("recvonly", "sendrecv", None) for m in media)
+
+
 def _check_offer_sdp(sdp: Any) -> str:
     if not isinstance(sdp, str) or not sdp.strip():
         raise ValueError('"sdp" must be a non-empty string')
@@ -307,21 +314,24 @@ async def handle_offer(request: web.Request) -> web.Response:
 
     pc = None
     stream = None
+    client: Optional[ClientConnection] = None
     try:
-        loop = asyncio.get_running_loop()
-        session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
-        stream = StreamSession(session, realtime=True, grace_s=cfg.grace_s, stamp=cfg.stamp, name=sid)
         pc = RTCPeerConnection(state.rtc_configuration())
-        client = ClientConnection(state, sid, pc, stream)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError, ... on bad SDP
             raise _BadOffer(f"bad SDP offer: {type(exc).__name__}: {exc}") from None
+        if not _receives_video(pc.remoteDescription.sdp):
+            raise _BadOffer("the offer does not receive video (needs a recvonly or sendrecv video m-line)")
 
-        video_tr = [t for t in pc.getTransceivers() if t.kind == "video"]
-        if not video_tr:
-            raise _BadOffer("the offer has no video m-line")
-        pc.addTrack(AvatarVideoTrack(stream))
+        loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
+        stream = StreamSession(session, realtime=True, grace_s=cfg.grace_s, stamp=cfg.stamp, name=sid)
+        client = ClientConnection(state, sid, pc, stream)
+        try:
+            pc.addTrack(AvatarVideoTrack(stream))
+        except Exception as exc:
+            raise _BadOffer(f"bad SDP offer: cannot attach the video: {exc}") from None
 
         for tr in pc.getTransceivers():
             if tr.kind == "audio" and tr.receiver.track is not None:
@@ -346,8 +356,10 @@ async def handle_offer(request: web.Request) -> web.Response:
             if pc.connectionState in ("failed", "closed"):
                 client.close(f"connection {pc.connectionState}")
 
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # an offer aiortc parsed but cannot answer
+            raise _BadOffer(f"bad SDP offer: {type(exc).__name__}: {exc}") from None
         state.registry.set(sid, client)
         state.clients[sid] = client
         client.spawn(client.watchdog())
@@ -357,11 +369,11 @@ async def handle_offer(request: web.Request) -> web.Response:
         return web.json_response({"sdp": local.sdp, "type": local.type, "session_id": sid})
     except _BadOffer as exc:
         state.bad_requests += 1
-        await _abandon(state, sid, pc, stream)
+        await _abandon(state, sid, pc, stream, client)
         return _error(400, str(exc))
     except Exception as exc:
         log.exception("offer failed")
-        await _abandon(state, sid, pc, stream)
+        await _abandon(state, sid, pc, stream, client)
         return _error(500, f"could not start the session: {type(exc).__name__}: {exc}")
 
 
@@ -369,7 +381,10 @@ class _BadOffer(Exception):
     pass
 
 
-async def _abandon(state: ServerState, sid: str, pc, stream) -> None:
+async def _abandon(state: ServerState, sid: str, pc, stream, client) -> None:
+    if client is not None:
+        for task in list(client.tasks):
+            task.cancel()
     try:
         if pc is not None:
             await asyncio.wait_for(pc.close(), 5.0)

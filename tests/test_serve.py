@@ -201,7 +201,11 @@ async def test_max_sessions_503_leaves_others_running(engine):
 
 def _bad_requests(good_sdp: str):
     garbage_sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 NOPE\r\n"
+    head, video = good_sdp.split("m=video", 1)
+    no_video_wanted = head + "m=video" + video.replace("a=recvonly", "a=inactive", 1)
+    assert no_video_wanted != good_sdp
     cases = [
+        (json.dumps({"type": "offer", "sdp": no_video_wanted}).encode(), "application/json"),
         (b"not json", "application/json"),
         (b"\xff\xfe\x00", "application/json"),
         (b"[]", "application/json"),
@@ -230,7 +234,7 @@ async def test_hundred_bad_requests_then_a_good_offer(engine):
         good_sdp = probe.pc.localDescription.sdp
         await probe.pc.close()
         cases = _bad_requests(good_sdp)
-        statuses = []
+        statuses, errors = [], []
         async with aiohttp.ClientSession() as http:
             for i in range(100):
                 body, ctype = cases[i % len(cases)]
@@ -239,7 +243,9 @@ async def test_hundred_bad_requests_then_a_good_offer(engine):
                     statuses.append(r.status)
                     data = await r.json()
                     assert isinstance(data.get("error"), str) and data["error"], (i, data)
-        assert all(400 <= s < 500 for s in statuses), statuses
+                    errors.append(data["error"])
+        assert all(400 <= s < 500 for s in statuses), list(zip(statuses, errors))
+        assert "does not receive video" in errors[0] and "malformed JSON" in errors[1], errors[:2]
         assert 413 in statuses and 400 in statuses
         _, health = await get_json(url + "/health")
         assert health["sessions"] == 0                  # nothing leaked from the failed offers
