@@ -134,6 +134,8 @@ class AvatarTracks:
             self._feed = asyncio.ensure_future(self._run_feed())
 
     async def _run_feed(self) -> None:
+        if not self.realtime:
+            self.stream.fill_ahead_s = self.lead_s
         try:
             if isinstance(self.source, MediaStreamTrack):
                 await self._feed_track(self.source)
@@ -171,7 +173,9 @@ class AvatarTracks:
             async def next_item():
                 return next(sync_it, end)
         while not self.stream.stopped:
-            ahead = self.stream.ahead_seconds() - self.lead_s
+            lead = self.lead_s
+            self.stream.fill_ahead_s = lead
+            ahead = self.stream.ahead_seconds() - lead
             if ahead > 0:
                 await asyncio.sleep(min(ahead, 0.05))
                 continue

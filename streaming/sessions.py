@@ -81,6 +81,7 @@ class StreamSession:
         self._thread: Optional[threading.Thread] = None
         self._t0: Optional[float] = None
         self._closed = False
+        self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
         self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
         # stats
         self.frames = 0
@@ -117,7 +118,10 @@ class StreamSession:
         if self._thread is not None or self._stop.is_set():
             return
         try:
-            self.video_slot.bind(asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            self.video_slot.bind(loop)
+            if self.audio_out is not None:
+                self.audio_out.bind(loop)
         except RuntimeError:
             pass
         with self._lock:
@@ -261,13 +265,14 @@ class StreamSession:
 
     def _fill_silence(self) -> None:
         """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
-        most ``grace_s`` behind the wall clock. Live audio that arrives on time never triggers it,
+        most ``grace_s`` behind the wall clock (plus ``fill_ahead_s``, the lead a pulled source is
+        fed with, so a pause in a bot's source does not shift its frame schedule). Live audio that arrives on time never triggers it,
         so the resampler is not flushed in the middle of a stream."""
         assert self._t0 is not None
         with self._lock:
             if self._inbox:
                 return
-            missing = (time.monotonic() - self._t0 - self.grace_s) - self._timeline_s
+            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline_s
         if missing >= 0.001:
             self.session.push_silence(missing)
             self.silence_s += missing

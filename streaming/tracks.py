@@ -9,6 +9,7 @@ so the two streams leave in step and pacing error never accumulates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -137,6 +138,22 @@ class AudioOutBuffer:
         self._size = 0
         self.dropped_samples = 0
         self.zero_filled = 0
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._event: Optional[asyncio.Event] = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach the event loop of the reader so :meth:`wait_written` wakes on each write."""
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    async def wait_written(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for the next :meth:`write`; call ``bind`` first."""
+        if self._event is None:
+            self.bind(asyncio.get_running_loop())
+        assert self._event is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._event.wait(), max(0.0, timeout))
+        self._event.clear()
 
     @property
     def end(self) -> int:
@@ -167,6 +184,10 @@ class AudioOutBuffer:
                 self._size -= cut
                 self.dropped_samples += cut
                 excess -= cut
+        loop, event = self._loop, self._event
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):   # loop closed: no reader any more
+                loop.call_soon_threadsafe(event.set)
 
     def _append(self, pcm: np.ndarray) -> None:
         self._chunks.append(pcm)
@@ -321,8 +342,10 @@ class AvatarAudioTrack(MediaStreamTrack):
                     self.silent_chunks += 1
             if pcm is not None:
                 break
-            wait = deadline - now if now < deadline else 0.005
-            await asyncio.sleep(wait)
+            if now < deadline:
+                await asyncio.sleep(deadline - now)
+            else:   # due but not written yet: wake on the worker's next write (or give up in time)
+                await self._buffer.wait_written(min(0.05, deadline + self._max_wait - now))
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         frame.pts = position
