@@ -138,24 +138,30 @@ def mouth_states(got):
     return out
 
 
-async def test_bot_audio_and_video_stay_in_sync(engine):
-    """A click 1 s into a TTS-like source (pulled faster than real time) shows up in the received
-    audio and, as an open mouth, in the received video at the same media time (< 1 frame apart)."""
+@pytest.mark.parametrize("pause_s", [0.0, 0.5])
+async def test_bot_audio_and_video_stay_in_sync(engine, pause_s):
+    """A click 1 s into a TTS-like source (pulled faster than real time; optionally pausing before
+    the click, as a TTS thinking) shows up in the received audio and, as an open mouth, in the
+    received video at the same media time (< 1 frame apart)."""
     pcm = burst_signal()
 
     async def tts():
         for i in range(0, pcm.size, 960):
+            if pause_s and i == int(0.6 * RATE):
+                await asyncio.sleep(pause_s)
             yield pcm[i:i + 960], RATE
 
     tracks = AvatarTracks(engine, tts(), fps=FPS, driver=ClickDriver(engine.directions.names), stamp=True)
     bot, viewer, got, consumers = await connect_pair(tracks)
     try:
-        await wait_for(lambda: len(got["video"]) >= 50 and len(got["audio"]) >= 100, 30, "50 frames")
+        await wait_for(lambda: len(got["video"]) >= 50 + 25 * pause_s and len(got["audio"]) >= 100 + 50 * pause_s,
+                       30, "enough frames")
         t_audio, arr_audio = audio_onset(got)
         states = mouth_states(got)
         assert t_audio is not None
-        # the click sits where the source put it (1.0 s), give or take the Opus delay (6.5 ms)
-        assert abs(t_audio - 1.0) < 0.015, t_audio
+        # the click sits where the source put it (1.0 s, plus the silence that filled the pause),
+        # give or take the Opus delay (6.5 ms)
+        assert 1.0 <= t_audio < 1.0 + pause_s + 0.015, t_audio
         # in-band, media time: the video frame whose interval holds the audio onset is the first
         # one with the mouth open (frames may be skipped under load, so look at what arrived)
         k_onset = int(np.floor(t_audio * FPS))
