@@ -197,6 +197,16 @@ class AvatarTracks:
     def stats(self) -> dict:
         return self.stream.stats()
 
+    async def interrupt(self) -> None:
+        """Barge-in: the mouth goes back to rest within a few frames and audio not yet shown is
+        dropped (``AvatarSession.interrupt``); the source keeps being read."""
+        await asyncio.wrap_future(self.stream.interrupt())
+
+    async def set_identity(self, identity: Any, *, truncation_psi: Optional[float] = None) -> None:
+        """Change the face between two frames (``AvatarSession.set_identity``); ValueError on bad input."""
+        await asyncio.wrap_future(self.stream.submit(
+            lambda s: s.set_identity(identity, truncation_psi=truncation_psi)))
+
     async def aclose(self) -> None:
         """Stop feeding, stop the worker, end both tracks (idempotent)."""
         if self._feed is not None:

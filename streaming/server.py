@@ -209,7 +209,7 @@ class ClientConnection:
             elif kind == "random":
                 await self._apply_identity(random.randrange(2**31), self.state.config.truncation)
             elif kind == "interrupt":
-                await asyncio.wrap_future(self.stream.submit(lambda s: s.interrupt()))
+                await asyncio.wrap_future(self.stream.interrupt())
                 self._send({"type": "interrupt"})
             else:
                 raise ValueError(f"unknown message type {kind!r}")

@@ -225,6 +225,15 @@ class StreamSession:
             self._run_commands()
         return fut
 
+    def interrupt(self) -> concurrent.futures.Future:
+        """Barge-in: ``session.interrupt()`` on the worker (mouth back to rest, pending audio
+        dropped), then the timeline bookkeeping follows the session's rewound clock."""
+        def run(session: Any) -> None:
+            session.interrupt()
+            with self._lock:
+                self._timeline_s = session.clock / SAMPLE_RATE
+        return self.submit(run)
+
     def note_sent(self, index: int) -> None:
         self.sent_index = index
         self._sent_times.append(time.monotonic())

@@ -237,3 +237,22 @@ def test_argument_errors(engine):
     with pytest.raises(AttributeError, match="audio_out=True"):
         silent.audio
     silent.stop()
+
+
+async def test_identity_and_interrupt_between_frames(engine):
+    tracks = AvatarTracks(engine, [(tone(2.0, level=0.3), RATE)], stamp=True)
+    try:
+        first = await asyncio.wait_for(tracks.video.recv(), 30)
+        await tracks.set_identity(7, truncation_psi=0.5)
+        with pytest.raises(ValueError):
+            await tracks.set_identity(-3)
+        await tracks.interrupt()
+        frames = [await asyncio.wait_for(tracks.video.recv(), 10) for _ in range(3)]
+        a = first.to_ndarray(format="rgb24")[:-8].astype(np.float32)
+        b = frames[-1].to_ndarray(format="rgb24")[:-8].astype(np.float32)
+        assert np.abs(a - b).mean() > 5                         # another face
+        stamps = [read_stamp(f.to_ndarray(format="rgb24")) for f in [first, *frames]]
+        assert all(y > x for x, y in zip(stamps, stamps[1:]))
+        assert tracks.stats()["frame_errors"] == 0
+    finally:
+        await tracks.aclose()
