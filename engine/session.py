@@ -127,11 +127,19 @@ class AvatarEngine:
         noise_mode: "const" (default: no flicker), "random" or "none".
         synthesize: optional ``callable(ws [B, num_ws, w_dim]) -> img [B, 3, H, W]`` float in
             [-1, 1] that replaces ``G.synthesis`` (other backends, overload tests).
+        backend: ``"auto" | "torch" | "onnx" | "trt"`` (``engine.synthesis.backends``) instead
+            of the plain ``G.synthesis`` call; ``auto`` picks the fastest available and says
+            which (:attr:`backend_info`).
+        batching: route every session's synthesis through one
+            :class:`engine.batching.BatchingSynthesizer`: concurrent sessions (threads) share
+            one backend call per round (``max_batch`` frames, ``batch_window_ms`` gather window).
     """
 
     def __init__(self, generator="demo", *, device="cpu", dtype="float32", directions=None,
                  resolution: Optional[int] = None, truncation_psi: float = 0.7, noise_mode: str = "const",
-                 synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 backend: Optional[str] = None, batching: bool = False, max_batch: int = 16,
+                 batch_window_ms: float = 3.0, log: Optional[Callable[[str], None]] = None):
         from engine.latent.basis import generator_hash
         from engine.synthesis.networks import NOISE_MODES
 
@@ -158,7 +166,18 @@ class AvatarEngine:
         else:
             from engine.synthesis.checkpoints import load_generator
             G = load_generator(generator, device=self.device)
-        if self.dtype != torch.float32 and synthesize is None:
+        if synthesize is not None and backend is not None:
+            raise ValueError("give synthesize= or backend=, not both")
+        self.backend_info: dict = {"backend": "torch", "device": str(self.device), "dtype": str(self.dtype)}
+        if backend is not None:
+            from engine.synthesis.backends import create_backend
+            dt = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.dtype]
+            chosen = create_backend(backend, G, device=self.device, dtype=None if backend == "auto" else dt,
+                                    max_batch=max_batch, log=log)
+            synthesize = chosen
+            self._synthesize_fn = chosen
+            self.backend_info = chosen.describe()
+        elif self.dtype != torch.float32 and synthesize is None:
             G.synthesis.to(self.dtype)
         self.G = G
         self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
@@ -183,6 +202,30 @@ class AvatarEngine:
             raise ValueError("the direction set is empty")
         self.directions = directions
         self.lock = threading.Lock()
+        self.batcher = None
+        if batching:
+            from engine.batching import BatchingSynthesizer
+            self.batcher = BatchingSynthesizer(self._synthesize_batch, max_batch=max_batch, window_ms=batch_window_ms)
+
+    def attach(self) -> None:
+        """A session starts using this engine (the batcher waits for up to this many per round)."""
+        if self.batcher is not None:
+            self.batcher.register()
+
+    def detach(self) -> None:
+        if self.batcher is not None:
+            self.batcher.unregister()
+
+    def _synthesize_batch(self, ws: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            if self._synthesize_fn is not None:
+                return self._synthesize_fn(ws)
+            return self.G.synthesis(ws, noise_mode=self.noise_mode)
+
+    def close(self) -> None:
+        """Stop the batcher thread (if any)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def synthesize(self, ws) -> torch.Tensor:
         """ws [B, num_ws, w_dim] → img [B, 3, H, W] float32 in about [-1, 1] (generator
@@ -192,11 +235,11 @@ class AvatarEngine:
             ws = ws[None]
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
-        with self.lock, torch.inference_mode():
-            if self._synthesize_fn is not None:
-                img = self._synthesize_fn(ws)
-            else:
-                img = self.G.synthesis(ws, noise_mode=self.noise_mode)
+        if self.batcher is not None:
+            img = self.batcher(ws)
+        else:
+            with self.lock:
+                img = self._synthesize_batch(ws)
         img = torch.as_tensor(img)
         if img.ndim != 4 or img.shape[0] != ws.shape[0] or img.shape[1] != 3:
             raise ValueError(f"synthesis returned shape {list(img.shape)}, expected [{ws.shape[0]}, 3, H, W]")
@@ -375,6 +418,7 @@ class AvatarSession:
         self._fs_sample0 = 0
         self._anchor = self.engine.identity_ws(identity)
         self._install_driver(drv)
+        self.engine.attach()
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -432,9 +476,17 @@ class AvatarSession:
                 from engine.motion.lstm import AudioLSTMDriver, load_motion_model
                 model = load_motion_model(arg, device=self.engine.device)   # MotionModelError is a ValueError
                 k = model.config.k
-                if k > len(ds):
+                names = model.config.names
+                if names is not None:        # the directions it was trained on, by name
+                    missing = [n for n in names if n not in ds]
+                    if missing:
+                        raise ValueError(f"{arg}: the model drives {', '.join(missing)}, which the direction set "
+                                         f"does not have ({', '.join(ds.names)})")
+                elif k > len(ds):
                     raise ValueError(f"{arg}: the model drives {k} directions, the direction set has {len(ds)}")
-                drv = AudioLSTMDriver(model, ds.names[:k], seed=self.seed, device=self.engine.device)
+                else:
+                    names = ds.names[:k]
+                drv = AudioLSTMDriver(model, names, seed=self.seed, device=self.engine.device)
             elif kind == "trajectory" and arg:
                 from engine.motion.trajectory import TrajectoryDriver
                 drv = TrajectoryDriver.load(arg, names=ds, directions=ds, fps=self.fps, num_ws=self.engine.num_ws)
@@ -797,6 +849,8 @@ class AvatarSession:
     def close(self) -> None:
         """Release the session's buffers; later calls raise RuntimeError (close twice is fine)."""
         with self._lock:
+            if not self._closed:
+                self.engine.detach()
             self._closed = True
             self._queue.clear()
             self._ai = None
