@@ -149,13 +149,20 @@ class StreamSession:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             finished = not self._thread.is_alive()
-        if not self._closed and finished:
-            self._closed = True
-            try:
-                self.session.close()
-            except Exception:  # closing must never raise into teardown
-                log.exception("%s: session.close failed", self.name)
+        if finished:
+            self._close_session()
         return finished
+
+    def _close_session(self) -> None:
+        """Close the AvatarSession once (the worker does it on exit; :meth:`stop` if it never ran)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.session.close()
+        except Exception:  # closing must never raise into teardown
+            log.exception("%s: session.close failed", self.name)
 
     async def aclose(self, timeout: float = 5.0) -> bool:
         """Stop without blocking the event loop (the join runs in the default executor)."""
@@ -275,8 +282,8 @@ class StreamSession:
     def _fill_silence(self) -> None:
         """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
         most ``grace_s`` behind the wall clock (plus ``fill_ahead_s``, the lead a pulled source is
-        fed with, so a pause in a bot's source does not shift its frame schedule). Live audio that arrives on time never triggers it,
-        so the resampler is not flushed in the middle of a stream."""
+        fed with, so a pause in a bot's source does not shift its frame schedule). Live audio that
+        arrives on time never triggers it, so the resampler is not flushed mid-stream."""
         assert self._t0 is not None
         with self._lock:
             if self._inbox:
@@ -289,9 +296,18 @@ class StreamSession:
                 self._timeline_s += missing
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.video_slot.close()
+            if self._stop.is_set():
+                self._close_session()
+
+    def _loop(self) -> None:
         poll = 0.5 / self.fps
         failures = 0
         while not self._stop.is_set():
+            self._wake.clear()     # a wake-up set from here on ends the next wait early
             try:
                 self._run_commands()
                 self._drain_audio()
@@ -302,7 +318,6 @@ class StreamSession:
                     # audio fed ahead of the clock (a bot's source): synthesize at most half a frame
                     # before the deadline, so the sender never finds two frames waiting
                     self._wake.wait(min(early, poll))
-                    self._wake.clear()
                     continue
                 if ready > 0:
                     frame = self.session.next_frame(latest=ready > 1 and self._behind())
@@ -311,7 +326,6 @@ class StreamSession:
                         failures = 0
                         continue
                 self._wake.wait(poll)
-                self._wake.clear()
             except Exception as exc:  # a bad frame must not kill the stream
                 failures += 1
                 self.frame_errors += 1
@@ -320,7 +334,6 @@ class StreamSession:
                 if failures >= 5:
                     log.error("%s: 5 failures in a row, stopping the stream", self.name)
                     self._stop.set()
-                    self.video_slot.close()
                     return
                 self._stop.wait(0.1)
 
