@@ -122,7 +122,7 @@ def export_synthesis(G, out: os.PathLike | str, *, opset: int = DEFAULT_OPSET, m
     ws = _example_ws(G, 2, 1234)
     tmp = out.with_name(out.name + ".tmp")
     t0 = time.perf_counter()
-    batch = torch.export.Dim("batch", min=1, max=int(max_batch))
+    batch = torch.export.Dim("batch", min=1, max=max(2, int(max_batch)))   # torch.export wants min < max
     try:
         import logging
         import warnings
