@@ -10,9 +10,10 @@ timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves 
 ``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
 ``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
-the deadlines never hold them back. When synthesis falls more than a frame behind that schedule,
-only the newest ready frame is synthesized (the others are stepped and dropped). Pulled sources (a bot's TTS iterator, ``realtime=False``) are
-fed no faster than the wall clock plus the motion lookahead, so their frames come out on time.
+the deadlines never hold them back. When synthesis falls more than ``max_behind_frames`` (2)
+frame intervals behind that schedule, only the newest ready frame is synthesized (the others are
+stepped and dropped). Pulled sources (a bot's TTS iterator, ``realtime=False``) are fed no
+faster than the wall clock plus the motion lookahead, so their frames come out on time.
 When no audio arrives the worker pushes silence so that the timeline stays at least ``grace_s``
 behind the wall clock: the face keeps idling without a microphone.
 """
@@ -57,16 +58,20 @@ class StreamSession:
         max_audio_s: bound of the received-audio inbox (oldest audio dropped beyond it).
         stamp: write the frame index into each image's bottom edge (tests, benchmarks).
         audio_out: publish ``Frame.audio`` into :attr:`audio_out` for an :class:`AvatarAudioTrack`.
+        max_behind_frames: how late (in frame intervals, against the audio schedule) the next frame
+            may be before ready frames are skipped; absorbs arrival jitter without dropping.
     """
 
     def __init__(self, session: Any, *, realtime: bool = True, grace_s: float = 0.06,
                  max_audio_s: float = 1.0, stamp: bool = False, audio_out: bool = False,
-                 audio_out_rate: int = 48000, name: Optional[str] = None) -> None:
+                 audio_out_rate: int = 48000, max_behind_frames: float = 2.0,
+                 name: Optional[str] = None) -> None:
         self.session = session
         self.fps = float(session.fps)
         self.name = name or f"stream-{next(_ids)}"
         self.realtime = realtime
         self.grace_s = float(grace_s)
+        self.max_behind_frames = float(max_behind_frames)
         self.max_audio_s = float(max_audio_s)
         self.stamp = stamp
         self.video_slot: LatestSlot = LatestSlot()
@@ -338,13 +343,13 @@ class StreamSession:
                 self._stop.wait(0.1)
 
     def _behind(self) -> bool:
-        """True when the next frame is more than one frame interval later than it could be at
-        best (its audio's end + the session's resampler/lookahead lag): then only the newest ready
+        """True when the next frame is more than ``max_behind_frames`` intervals later than it
+        could be at best (its audio's end + the session's resampler/lookahead lag): then only the newest ready
         frame is synthesized (``latest=True``). Frames that became ready together on time (two
         frames completed by one audio chunk, a bot's source fed ahead) are all rendered."""
         k = self.last_index + 1
         best = self.deadline((k + 1) / self.fps) + float(self.session.latency_ms) / 1000.0
-        return time.monotonic() - best > 1.0 / self.fps
+        return time.monotonic() - best > self.max_behind_frames / self.fps
 
     def _publish(self, frame: Any) -> None:
         t_start = time.monotonic()
