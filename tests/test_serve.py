@@ -405,6 +405,11 @@ async def test_cli_serves_and_stops_on_sigint():
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.get_running_loop().run_in_executor(None, lambda: proc.communicate(timeout=30))
         assert proc.returncode == 0, err
+        # the server closed the peer connection on its way out (DTLS close_notify reached us)
+        t_end = time.monotonic() + 10
+        while client.pc.connectionState not in ("closed", "failed") and time.monotonic() < t_end:
+            await asyncio.sleep(0.05)
+        assert client.pc.connectionState in ("closed", "failed"), client.pc.connectionState
         assert "CUDA not available, falling back to CPU" in err
         assert "serving on http://127.0.0.1:" in out
         assert "Traceback" not in err, err
