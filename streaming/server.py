@@ -97,7 +97,6 @@ class ClientConnection:
         self.tasks: set[asyncio.Task] = set()
         self.channel = None
         self.created = time.monotonic()
-        self.last_rx = (0, time.monotonic())
         self._closing: Optional[asyncio.Task] = None
         self.closed = asyncio.Event()
         self.control: asyncio.Queue = asyncio.Queue(maxsize=32)   # data-channel messages, in order
@@ -161,6 +160,8 @@ class ClientConnection:
                     return
                 continue
             rx = _packets_received(self.pc)
+            if rx is None:        # aiortc without the counter: rely on the connection state only
+                continue
             if rx != last_rx:
                 last_rx, last_change = rx, now
             elif now - last_change > cfg.idle_timeout_s:
@@ -226,9 +227,11 @@ class ClientConnection:
         self._send({"type": "identity", "seed": seed, "truncation": trunc})
 
 
-def _packets_received(pc: RTCPeerConnection) -> int:
-    """Packets received on the pc's DTLS transports (RTP, RTCP, SCTP)."""
+def _packets_received(pc: RTCPeerConnection) -> Optional[int]:
+    """Packets received on the pc's DTLS transports (RTP, RTCP, SCTP); None if this aiortc
+    version does not keep the counter (aiortc 1.x ``RTCDtlsTransport.__rx_packets``)."""
     total = 0
+    found = False
     seen = set()
     transports = [t.receiver.transport for t in pc.getTransceivers()]
     sctp = pc.sctp
@@ -238,8 +241,11 @@ def _packets_received(pc: RTCPeerConnection) -> int:
         if tr is None or id(tr) in seen:
             continue
         seen.add(id(tr))
-        total += int(getattr(tr, "_RTCDtlsTransport__rx_packets", 0))
-    return total
+        count = getattr(tr, "_RTCDtlsTransport__rx_packets", None)
+        if count is not None:
+            found = True
+            total += int(count)
+    return total if found else None
 
 
 def _identity_fields(msg: dict, default_trunc: float) -> tuple[int, float]:
