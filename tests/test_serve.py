@@ -427,3 +427,65 @@ def test_cli_errors():
                            text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- the pieces between synthesis and the wire -------------------------------------------------------
+
+async def test_latest_slot_keeps_only_the_newest():
+    from aiortc.mediastreams import MediaStreamError
+
+    from streaming.tracks import LatestSlot
+
+    slot = LatestSlot()
+    slot.bind(asyncio.get_running_loop())
+    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert len(slot) == 1 and slot.dropped == 2 and await slot.get() == 3 and len(slot) == 0
+    waiter = asyncio.ensure_future(slot.get())
+    await asyncio.sleep(0.01)
+    threading.Thread(target=slot.put, args=(4,)).start()        # producer thread wakes the loop
+    assert await asyncio.wait_for(waiter, 5) == 4
+    waiter = asyncio.ensure_future(slot.get())
+    await asyncio.sleep(0.01)
+    slot.close()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiter, 5)
+    assert slot.put(5) is False and len(slot) == 0
+
+
+def test_no_wait_audio_jitter_buffer():
+    from aiortc.rtp import RtpPacket
+
+    from streaming.tracks import NoWaitAudioJitterBuffer
+
+    jb = NoWaitAudioJitterBuffer()
+
+    def packet(seq):
+        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+        p._data = bytes([seq % 256])
+        return p
+    released = []
+    for seq in (65533, 65534, 65534, 65532, 65535, 0, 2, 1, 3):   # duplicate, late, wrap, gap, reorder
+        pli, frame = jb.add(packet(seq))
+        assert pli is False
+        if frame is not None:
+            released.append(frame.timestamp // 960)
+    assert released == [65533, 65534, 65535, 0, 2, 3]               # each as it arrives, never held
+    assert jb.late == 3
+
+
+def test_audio_out_buffer_positions():
+    from streaming.tracks import AudioOutBuffer
+
+    buf = AudioOutBuffer(48000, max_seconds=0.1)
+    buf.write(0, np.arange(1000, dtype=np.int16))
+    assert list(buf.read(0, 960)[:3]) == [0, 1, 2] and buf.read(960, 960) is None
+    buf.write(900, np.full(200, 7, np.int16))          # overlaps 900..999: only 1000..1099 is new
+    buf.write(2000, np.ones(100, np.int16))            # gap 1100..1999 becomes zeros
+    assert buf.zero_filled == 900
+    chunk = buf.read(960, 960)
+    assert list(chunk[:40]) == list(range(960, 1000)) and set(chunk[40:140]) == {7} and not chunk[140:].any()
+    forced = buf.read(1920, 960, force=True)           # past the end: zeros, the stream moves on
+    assert not forced[:80].any() and set(forced[80:180]) == {1} and not forced[180:].any()
+    assert buf.end == 2880
+    buf.write(buf.end, np.ones(10_000, np.int16))      # beyond 0.1 s: oldest samples dropped
+    assert buf.dropped_samples == 10_000 - 4800
