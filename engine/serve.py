@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from typing import Optional, Sequence
 
@@ -86,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from aiohttp import web
 
     from engine.runtime import tune_cpu_allocator
-    from engine.session import AvatarEngine
+    from engine.session import AvatarEngine, AvatarSession
     from streaming.server import ServerConfig, create_app
 
     if device == "cpu":
@@ -96,23 +97,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               truncation_psi=args.truncation)
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, f"could not load the generator: {exc}")
+    try:   # a bad --driver / --identity is reported now, not at the first client
+        AvatarSession(engine, fps=args.fps, identity=args.identity, driver=args.driver).close()
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        fail(PROG, f"bad session settings: {exc}")
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc}")
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
                           resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
                           identity=args.identity, truncation=args.truncation, driver=args.driver, engine=engine,
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
+    port = sock.getsockname()[1]
 
     def announce(_message: str) -> None:
-        print(f"StyleCast serving on http://{url_host}:{args.port}/ ({device}, {engine.resolution} px, "
+        print(f"StyleCast serving on http://{url_host}:{port}/ ({device}, {engine.resolution} px, "
               f"{args.fps:g} fps, at most {args.max_sessions} sessions); Ctrl-C to stop", flush=True)
 
-    try:
-        web.run_app(app, host=args.host, port=args.port, print=announce, shutdown_timeout=5.0,
-                    handle_signals=True)
-    except OSError as exc:
-        fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc}")
+    web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True)
     return 0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0: any free port), so the real port is known."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 if __name__ == "__main__":
