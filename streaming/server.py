@@ -34,7 +34,6 @@ log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
 MAX_CONTROL_MESSAGE = 4096
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web_client"
-STATE_KEY: web.AppKey["ServerState"] = web.AppKey("stylecast", object)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -80,6 +79,10 @@ class ServerState:
         if servers is None:
             return RTCConfiguration(iceServers=[]) if self.loopback else RTCConfiguration()
         return RTCConfiguration(iceServers=[RTCIceServer(u) for u in servers])
+
+
+#: ``app[STATE_KEY]``: the server's ServerState (config, registry, engine, clients).
+STATE_KEY = web.AppKey("stylecast", ServerState)
 
 
 def _error(status: int, message: str) -> web.Response:
