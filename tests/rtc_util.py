@@ -1,6 +1,6 @@
 """Test helpers for the WebRTC server: a real aiortc client on 127.0.0.1 and a paced PCM track.
 
-Not a conftest: tests import what they use (``from tests.rtc_util import ...``).
+Not a conftest: tests import what they use (``from rtc_util import ...``, as ``import formats``).
 """
 from __future__ import annotations
 

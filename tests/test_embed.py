@@ -16,7 +16,7 @@ from engine.motion.base import MotionDriver
 from streaming.embed import AvatarTracks, audio_frame_to_pcm
 from streaming.ice import loopback_candidates
 from streaming.tracks import install_no_wait_audio, read_stamp
-from tests.rtc_util import PcmTrack, tone
+from rtc_util import PcmTrack, tone
 
 FPS = 25.0
 RATE = 48000

@@ -21,7 +21,7 @@ import pytest
 from streaming.ice import is_loopback_host, loopback_candidates
 from streaming.server import STATE_KEY, ServerConfig
 from streaming.tracks import read_stamp
-from tests.rtc_util import (Client, OfferRejected, PcmTrack, get_json, running_server, tone,
+from rtc_util import (Client, OfferRejected, PcmTrack, get_json, running_server, tone,
                             wait_sessions)
 
 REPO = Path(__file__).resolve().parent.parent
