@@ -17,6 +17,9 @@ EPILOG = """examples:
   # FFHQ 512 on the first GPU, 30 fps, 256 px output, at most 2 clients, reachable on the LAN
   python -m engine.serve --gpu 0 --generator ffhq512 --resolution 256 --fps 30 --max-sessions 2 --host 0.0.0.0
 
+  # many clients on one GPU: the fastest backend here, sessions batched into one synthesis call
+  python -m engine.serve --gpu 0 --generator ffhq512 --backend auto --batching --max-sessions 8
+
 On a loopback --host (127.0.0.1, localhost, ::1) only 127.0.0.1 ICE candidates are offered.
 Ctrl-C closes every peer connection and exits.
 """
@@ -39,6 +42,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--driver", default="idle", help="motion driver: idle (default), lstm:PATH.safetensors, trajectory:PATH.npy")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="synthesis dtype (default float32)")
+    p.add_argument("--backend", default=None, choices=("auto", "torch", "onnx", "trt"),
+                   help="synthesis backend (engine.synthesis.backends; default: plain torch G.synthesis); "
+                        "auto/onnx/trt may export or build once on the first start (slow)")
+    p.add_argument("--batching", action="store_true",
+                   help="batch concurrent sessions' synthesis into one call per round (GPU, many sessions)")
     p.add_argument("--stun", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL for ICE (repeatable; 'none' for no server). Default: none on a "
                         "loopback --host, aiortc's default STUN server otherwise")
@@ -67,6 +75,14 @@ def pick_device(gpu: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:       # Ctrl-C while the generator/backend is still loading
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if not 0 <= args.port <= 65535:
@@ -94,7 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tune_cpu_allocator()
     try:
         engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
-                              truncation_psi=args.truncation)
+                              truncation_psi=args.truncation, backend=args.backend, batching=args.batching,
+                              log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, f"could not load the generator: {exc}")
     try:   # a bad --driver / --identity is reported now, not at the first client
@@ -117,7 +134,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"StyleCast serving on http://{url_host}:{port}/ ({device}, {engine.resolution} px, "
               f"{args.fps:g} fps, at most {args.max_sessions} sessions); Ctrl-C to stop", flush=True)
 
-    web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True)
+    try:
+        web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True)
+    finally:
+        engine.close()        # the batching thread, if any
     return 0
 
 
