@@ -97,6 +97,7 @@ class ClientConnection:
         self.sid = sid
         self.pc = pc
         self.stream = stream
+        self.truncation = state.config.truncation      # the session's current ψ ({"type": "random"} keeps it)
         self.tasks: set[asyncio.Task] = set()
         self.channel = None
         self.created = time.monotonic()
@@ -210,8 +211,8 @@ class ClientConnection:
             if kind == "identity":
                 seed, trunc = _identity_fields(msg, self.state.config.truncation)
                 await self._apply_identity(seed, trunc)
-            elif kind == "random":
-                await self._apply_identity(random.randrange(2**31), self.state.config.truncation)
+            elif kind == "random":       # a new face, the session's current truncation kept
+                await self._apply_identity(random.randrange(2**31), self.truncation)
             elif kind == "interrupt":
                 await asyncio.wrap_future(self.stream.interrupt())
                 self._send({"type": "interrupt"})
@@ -227,6 +228,7 @@ class ClientConnection:
 
     async def _apply_identity(self, seed: int, trunc: float) -> None:
         await asyncio.wrap_future(self.stream.submit(lambda s: s.set_identity(seed, truncation_psi=trunc)))
+        self.truncation = trunc
         self._send({"type": "identity", "seed": seed, "truncation": trunc})
 
 
@@ -337,6 +339,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
         stream = StreamSession(session, realtime=True, grace_s=cfg.grace_s, stamp=cfg.stamp, name=sid)
         client = ClientConnection(state, sid, pc, stream)
+        client.truncation = trunc          # kept by {"type": "random"}
         try:
             pc.addTrack(AvatarVideoTrack(stream))
         except Exception as exc:

@@ -29,7 +29,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 from engine.session import AvatarEngine, AvatarSession  # noqa: E402  (after the skips)
 from streaming.server import STATE_KEY, ServerConfig  # noqa: E402
-from tests.rtc_util import running_server  # noqa: E402
+from rtc_util import running_server  # noqa: E402
 
 TIMEOUT_MS = 60_000        # every wait in the browser is bounded by this
 MIN_FRAMES = 30

@@ -365,6 +365,7 @@ async def test_control_channel(engine):
             replies = [m for m in client.rx.messages if m["type"] != "stats"]
             assert kinds() == ["identity", "error", "error", "error", "error", "identity", "interrupt", "error"], replies
             assert replies[0] == {"type": "identity", "seed": 7, "truncation": 0.6}
+            assert replies[5]["type"] == "identity" and replies[5]["truncation"] == 0.6   # random keeps ψ
             assert "invalid JSON" in replies[1]["error"] and "unknown message type" in replies[2]["error"]
             n = len(client.rx.frames)
             await client.wait_frames(n + 5, timeout=30)         # still streaming, with a new face
