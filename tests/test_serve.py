@@ -378,7 +378,7 @@ async def test_control_channel(engine):
 async def test_cli_serves_and_stops_on_sigint():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--gpu", "0", "--host", "127.0.0.1",
-                             "--port", "0", "--max-sessions", "2", "--fps", "20", "--batching"],
+                             "--port", "0", "--max-sessions", "2", "--fps", "20", "--no-batching"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = None
     try:
