@@ -172,18 +172,8 @@ class AudioOutBuffer:
                 pcm = pcm[end - position:]
             if pcm.size:
                 self._append(pcm)
-            excess = self._size - self._max
-            while excess > 0 and self._chunks:
-                head = self._chunks[0]
-                cut = min(excess, head.size)
-                if cut == head.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = head[cut:]
-                self._start += cut
-                self._size -= cut
-                self.dropped_samples += cut
-                excess -= cut
+            if self._size > self._max:
+                self.dropped_samples += self._take(self._size - self._max).size
         loop, event = self._loop, self._event
         if loop is not None and event is not None:
             with contextlib.suppress(RuntimeError):   # loop closed: no reader any more
@@ -193,6 +183,22 @@ class AudioOutBuffer:
         self._chunks.append(pcm)
         self._size += pcm.size
 
+    def _take(self, n: int) -> np.ndarray:
+        """Remove up to ``n`` samples from the head and return them (lock held)."""
+        parts, left = [], n
+        while left > 0 and self._chunks:
+            head = self._chunks[0]
+            k = min(left, head.size)
+            parts.append(head[:k])
+            if k == head.size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = head[k:]
+            self._start += k
+            self._size -= k
+            left -= k
+        return np.concatenate(parts) if parts else np.zeros(0, np.int16)
+
     def read(self, position: int, n: int, *, force: bool = False) -> Optional[np.ndarray]:
         """Samples [position, position+n); None if not all there yet (``force``: zeros for the rest)."""
         with self._lock:
@@ -200,32 +206,12 @@ class AudioOutBuffer:
             if position + n > end and not force:
                 return None
             out = np.zeros(n, np.int16)
-            # discard what lies before ``position``
-            while self._chunks and self._start < position:
-                head = self._chunks[0]
-                cut = min(position - self._start, head.size)
-                if cut == head.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = head[cut:]
-                self._start += cut
-                self._size -= cut
-            if self._start > position:   # dropped under overflow: leave zeros
-                offset = self._start - position
-            else:
-                offset = 0
-            filled = offset
-            while filled < n and self._chunks:
-                head = self._chunks[0]
-                take = min(n - filled, head.size)
-                out[filled:filled + take] = head[:take]
-                if take == head.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = head[take:]
-                self._start += take
-                self._size -= take
-                filled += take
+            if self._start < position:   # discard what lies before ``position``
+                self._take(position - self._start)
+            offset = max(0, self._start - position)    # dropped under overflow: leave zeros
+            if offset < n:
+                got = self._take(n - offset)
+                out[offset:offset + got.size] = got
             if self._start < position + n and not self._chunks:
                 self._start = position + n   # forced read past the end: the stream moves on
                 self._size = 0
