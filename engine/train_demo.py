@@ -1,0 +1,697 @@
+"""Train the demo generator on rendered faces: ``python -m engine.train_demo --data DIR --out RUN``.
+
+Adversarial training of our StyleGAN2 :class:`~engine.synthesis.networks.Generator` against the
+residual :class:`~engine.synthesis.discriminator.Discriminator`, with StyleGAN2's recipe as
+NVlabs stylegan2-ada-pytorch runs it (its ``auto`` config, without augmentation and without the
+path-length regulariser):
+
+* non-saturating logistic loss: G minimises softplus(−D(G(z))); D minimises
+  softplus(D(G(z))) + softplus(−D(x));
+* lazy R1 on reals every ``r1_interval`` steps: (γ/2)·‖∇ₓD(x)‖² · interval, as a separate D
+  step; D's Adam then uses lr·c and β^c with c = interval / (interval + 1);
+* Adam β = (0, 0.99), ε = 1e-8; default lr 0.0025; γ default 0.0002·R²/batch;
+* G_ema: p_ema ← p + β (p_ema − p), β = 0.5^(batch / (ema_kimg·1000)), ema_kimg default
+  batch·10/32, ramp-up min(ema_kimg·1000, 0.05·images seen); buffers copied from G;
+* style mixing (default probability 0.9: the ws from one crossover layer on come from a second z),
+  the mapping's ``w_avg`` tracked with decay 0.995, random noise inputs while training;
+* every step uses a fresh z for the G pass and another for the D pass, and one batch of reals;
+* float32 throughout; D has G's channel table and no activation clamp (NVlabs clamps at ±256
+  for float16 layers; a float32 run does not need it, and the clamp's backward costs time).
+
+Data (``--data DIR``): ``shard-*.npz`` (or any ``*.npz``) files holding ``images`` uint8
+[N, H, W, 3] — the shards ``engine.demo_world.dataset`` writes — or a folder of PNG images.
+Images must be square with a power-of-two side, all the same size; they are held in memory.
+
+The run folder (``--out RUN``) receives ``trainer_state.pt`` (G, D, G_ema, optimisers, step, images
+seen, numpy and torch RNG states, configs, loss history), ``train_log.jsonl`` (one line per step),
+``reals.png`` (a grid of training images), ``samples-KIMG.png`` (G_ema on fixed z: seeds 0..n−1
+by the NVlabs convention, ``noise_mode="const"``), and the result
+``demo_generator.safetensors`` + ``demo_generator.json`` (G_ema in float16,
+``engine.synthesis.checkpoints.save_generator``; ``load_generator(path)`` reads it). State, grid
+and export are written every ``--snap`` kimg and at the end. ``--resume`` continues the run so that
+N steps + resume to M gives the same weights as M steps at once (same data, seed, torch build and
+thread count). ``--max-minutes`` stops a run early (state saved, resumable); Ctrl-C does too, at
+the next step boundary.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, resolve_device
+from engine.synthesis.discriminator import Discriminator, DiscriminatorConfig
+from engine.synthesis.networks import Generator, GeneratorConfig, demo_config, seed_to_z
+
+__all__ = ["DataError", "ImageData", "load_images", "TrainDemoConfig", "DemoTrainer", "parse_generator_config",
+           "export_bytes", "STATE_FILE", "EXPORT_FILE", "LOG_FILE", "MAX_EXPORT_BYTES"]
+
+PROG = "python -m engine.train_demo"
+STATE_FILE = "trainer_state.pt"
+EXPORT_FILE = "demo_generator.safetensors"
+LOG_FILE = "train_log.jsonl"
+MAX_EXPORT_BYTES = 8_000_000        # the shipped float16 weights must stay under 8 MB
+STATE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A problem with the training images (one-line message naming the folder or file)."""
+
+
+# -- data ----------------------------------------------------------------------------------------
+class ImageData:
+    """Training images held in memory as uint8 [n, R, R, 3] arrays (one per shard)."""
+
+    def __init__(self, parts: Sequence[np.ndarray], names: Sequence[str], root: Path, kind: str):
+        self.parts = list(parts)
+        self.names = list(names)
+        self.root, self.kind = root, kind
+        self.ends = np.cumsum([p.shape[0] for p in self.parts])
+        self.resolution = int(self.parts[0].shape[1])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 [B, R, R, 3] of the images with these global indices."""
+        part = np.searchsorted(self.ends, indices, side="right")
+        starts = self.ends - np.array([p.shape[0] for p in self.parts])
+        return np.stack([self.parts[k][i - starts[k]] for k, i in zip(part, indices)])
+
+    def fingerprint(self) -> dict:
+        """What a resumed run must find again: kind, count, resolution, a digest of names and sizes."""
+        h = hashlib.sha1()
+        for name, p in zip(self.names, self.parts):
+            h.update(f"{name}:{p.shape[0]}\n".encode())
+        return {"kind": self.kind, "count": len(self), "resolution": self.resolution, "digest": h.hexdigest()}
+
+
+def _check_images(arr: np.ndarray, where: str) -> None:
+    if arr.dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8, got {arr.dtype}")
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DataError(f"{where}: images must be [N, H, W, 3], got {list(arr.shape)}")
+    n, h, w, _ = arr.shape
+    if h != w or h < 4 or h & (h - 1):
+        raise DataError(f"{where}: images are {w}x{h}; they must be square with a power-of-two side >= 4")
+
+
+def load_images(root: os.PathLike | str, *, progress: bool = False) -> ImageData:
+    """Read ``shard-*.npz`` (else ``*.npz``) files with an ``images`` array, else ``*.png`` files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {os.fspath(root)!r} does not exist or is not a folder")
+    shards = sorted(p for p in root.glob("shard-*.npz") if p.is_file()) or \
+        sorted(p for p in root.glob("*.npz") if p.is_file())
+    parts: list[np.ndarray] = []
+    names: list[str] = []
+    if shards:
+        for p in shards:
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    if "images" not in z.files:
+                        raise DataError(f"{p.name}: no 'images' array (found: {', '.join(z.files) or 'nothing'})")
+                    arr = z["images"]
+            except DataError:
+                raise
+            except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+                raise DataError(f"{p.name}: unreadable .npz shard ({type(exc).__name__})") from None
+            _check_images(arr, p.name)
+            if parts and arr.shape[1:] != parts[0].shape[1:]:
+                raise DataError(f"{p.name}: images are {arr.shape[2]}x{arr.shape[1]}, "
+                                f"{names[0]}'s are {parts[0].shape[2]}x{parts[0].shape[1]}")
+            if arr.shape[0]:
+                parts.append(arr)
+                names.append(p.name)
+        if not parts:
+            raise DataError(f"the .npz shards in {os.fspath(root)!r} hold no images")
+        return ImageData(parts, names, root, "npz")
+    pngs = sorted(p for p in root.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not pngs:
+        raise DataError(f"no .npz shards or .png images in {os.fspath(root)!r}")
+    from PIL import Image
+    it = pngs
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(pngs, desc="load images", unit="img", dynamic_ncols=True, leave=False)
+    imgs = []
+    for p in it:
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except Exception as exc:  # PIL.UnidentifiedImageError, OSError ...
+            raise DataError(f"{p.name}: unreadable image ({type(exc).__name__})") from None
+        if imgs and arr.shape != imgs[0].shape:
+            raise DataError(f"{p.name}: image is {arr.shape[1]}x{arr.shape[0]}, "
+                            f"{pngs[0].name} is {imgs[0].shape[1]}x{imgs[0].shape[0]}")
+        imgs.append(arr)
+    stack = np.stack(imgs)
+    _check_images(stack, os.fspath(root))
+    return ImageData([stack], [p.name for p in pngs], root, "png")
+
+
+# -- configurations ------------------------------------------------------------------------------
+def parse_generator_config(spec: str, *, z_dim: int = 128, w_dim: int = 128, mapping_layers: int = 4) -> GeneratorConfig:
+    """``demo`` (the 128 px demo generator's shape, :func:`~engine.synthesis.networks.demo_config`)
+    or a channel list from 4 px up, ``"128,128,64,32"`` (here 32 px) or ``"4:128,8:128,16:64,32:32"``.
+    z_dim / w_dim / mapping_layers apply to channel lists (``demo`` has its own)."""
+    spec = spec.strip()
+    if spec == "demo":
+        return demo_config()
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise UsageError(f"bad --config {spec!r}: use 'demo' or channels per resolution from 4 px up, e.g. 128,128,64,32")
+    channels: dict[int, int] = {}
+    for k, item in enumerate(items):
+        m = re.fullmatch(r"(?:(\d+)\s*:\s*)?(\d+)", item)
+        if not m:
+            raise UsageError(f"bad --config entry {item!r}: use C or RES:C")
+        res = int(m.group(1)) if m.group(1) else 4 * 2**k
+        if res != 4 * 2**k:
+            raise UsageError(f"bad --config entry {item!r}: entry {k + 1} is the {4 * 2**k} px resolution")
+        if int(m.group(2)) < 1:
+            raise UsageError(f"bad --config entry {item!r}: channel counts must be positive")
+        channels[res] = int(m.group(2))
+    try:
+        return GeneratorConfig(z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers, mapping_lr_multiplier=0.01,
+                               img_resolution=max(channels), channels=channels, conv_clamp=256.0)
+    except ValueError as exc:
+        raise UsageError(f"bad --config {spec!r}: {exc}") from None
+
+
+def export_bytes(config: GeneratorConfig) -> int:
+    """Size of the float16 tensors of a generator with this config (the export is this + ~10 kB header)."""
+    G = Generator(config)
+    return 2 * sum(t.numel() for t in G.state_dict().values())
+
+
+@dataclass
+class TrainDemoConfig:
+    """Optimisation settings (the networks' shapes live in GeneratorConfig / DiscriminatorConfig)."""
+    kimg: float = 100.0                  # total length in thousands of real images shown to D
+    batch: int = 16
+    lr: float = 0.0025                   # Adam lr of G and D
+    r1_gamma: Optional[float] = None     # None: 0.0002 · R² / batch (NVlabs' auto heuristic)
+    r1_interval: int = 16                # lazy R1 every this many steps
+    ema_kimg: Optional[float] = None     # G_ema half-life; None: batch · 10 / 32
+    ema_rampup: Optional[float] = 0.05   # None: no ramp-up
+    style_mixing: float = 0.9
+    mbstd_group: int = 4
+    w_avg_beta: float = 0.995
+    snap_kimg: float = 4.0               # grid + state + export every this many kimg
+    grid: int = 4                        # samples grid is grid x grid images
+
+    # settings a resumed run may change
+    MUTABLE = ("kimg", "snap_kimg", "grid")
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.kimg) and self.kimg >= 0):
+            raise ValueError(f"kimg must be a finite number >= 0, got {self.kimg!r}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.mbstd_group < 1:
+            raise ValueError(f"mbstd_group must be >= 1, got {self.mbstd_group}")
+        g = min(self.mbstd_group, self.batch)
+        if self.batch % g:
+            raise ValueError(f"batch {self.batch} must be a multiple of the minibatch-stddev group size {g}")
+        if self.r1_interval < 1:
+            raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
+        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.lr <= 0 or self.snap_kimg <= 0:
+            raise ValueError("lr and snap_kimg must be > 0")
+        if not 0 <= self.style_mixing <= 1:
+            raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
+        if not 0 <= self.w_avg_beta < 1:
+            raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
+        if not 1 <= self.grid <= 16:
+            raise ValueError(f"grid must be 1..16, got {self.grid}")
+
+    def gamma(self, resolution: int) -> float:
+        return 0.0002 * resolution**2 / self.batch if self.r1_gamma is None else float(self.r1_gamma)
+
+    def ema_half_life_kimg(self) -> float:
+        return self.batch * 10 / 32 if self.ema_kimg is None else float(self.ema_kimg)
+
+    @property
+    def total_steps(self) -> int:
+        return int(math.ceil(self.kimg * 1000 / self.batch - 1e-9))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainDemoConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# -- training ------------------------------------------------------------------------------------
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _image_grid(images: np.ndarray, cols: int) -> np.ndarray:
+    """uint8 [n, H, W, 3] → one [rows·H, cols·W, 3] image (missing cells black)."""
+    n, h, w, c = images.shape
+    rows = int(math.ceil(n / cols))
+    grid = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+    return grid
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class DemoTrainer:
+    """G, D, G_ema, their optimisers and the RNG streams of one run in ``out_dir``.
+
+    A fresh run builds G from ``gen_config`` (NVlabs initialisation: the Generator constructor's)
+    and D with G's channel table. With ``resume=True`` and a ``trainer_state.pt`` in ``out_dir``
+    everything comes from the state (its configs win; ``gen_config``, when given, must equal the
+    saved one; the train config may differ only in ``kimg``/``snap_kimg``/``grid``; the data must
+    have the same fingerprint). ``resume=False`` refuses a folder that holds a run.
+    """
+
+    def __init__(self, config: TrainDemoConfig, data: ImageData, out_dir: os.PathLike | str, *,
+                 gen_config: Optional[GeneratorConfig] = None, seed: int = 0, resume: bool = False,
+                 device: str | torch.device = "cpu"):
+        config.validate()
+        self.out_dir = Path(out_dir)
+        self.data = data
+        self.device = torch.device(device)
+        state_path = self.out_dir / STATE_FILE
+        state = None
+        if state_path.exists():
+            if not resume:
+                raise FileExistsError(f"{os.fspath(self.out_dir)!r} already holds a training run ({STATE_FILE}); "
+                                      "resume it or use another output folder")
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if int(state.get("version", 0)) != STATE_VERSION:
+                raise ValueError(f"resume: {STATE_FILE} has version {state.get('version')}, expected {STATE_VERSION}")
+            old = TrainDemoConfig.from_dict(json.loads(state["train_config"]))
+            for f in dataclasses.fields(TrainDemoConfig):
+                if f.name not in TrainDemoConfig.MUTABLE and getattr(old, f.name) != getattr(config, f.name):
+                    raise ValueError(f"resume: {f.name} was {getattr(old, f.name)!r} in the saved run, "
+                                     f"now {getattr(config, f.name)!r}")
+            saved_gen = GeneratorConfig.from_dict(json.loads(state["generator_config"]))
+            if gen_config is not None and gen_config.to_dict() != saved_gen.to_dict():
+                raise ValueError("resume: the generator config differs from the saved run's (leave --config out "
+                                 "to continue with the saved one)")
+            gen_config = saved_gen
+            saved_data = json.loads(state["data"])
+            if saved_data != data.fingerprint():
+                raise ValueError(f"resume: the training images differ from the saved run's "
+                                 f"({saved_data['count']} {saved_data['kind']} images at {saved_data['resolution']} px "
+                                 f"then, {len(data)} at {data.resolution} px now, or other files)")
+            seed = int(state["seed"])
+        if gen_config is None:
+            gen_config = demo_config()
+        if gen_config.img_resolution != data.resolution or gen_config.img_channels != 3:
+            raise ValueError(f"the images are {data.resolution} px but the generator makes "
+                             f"{gen_config.img_resolution} px images (choose a --config with "
+                             f"{int(math.log2(data.resolution)) - 1} channel entries)")
+        self.config, self.seed = config, int(seed)
+        dev = self.device
+        torch.manual_seed(self.seed)
+        self.G = Generator(gen_config).to(dev).train().requires_grad_(True)
+        self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"])) if state is not None
+                         else DiscriminatorConfig.matching(gen_config, mbstd_group_size=config.mbstd_group,
+                                                        conv_clamp=None))
+        self.D = Discriminator(self.D_config).to(dev).train().requires_grad_(True)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.gamma = config.gamma(data.resolution)
+        betas = (0.0, 0.99)
+        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=1e-8)
+        c = config.r1_interval / (config.r1_interval + 1) if self.gamma > 0 else 1.0
+        self.D_opt = torch.optim.Adam(self.D.parameters(), lr=config.lr * c, betas=tuple(b**c for b in betas), eps=1e-8)
+        self.rng = np.random.default_rng(self.seed)            # which reals
+        self.gen = torch.Generator().manual_seed(self.seed)    # z, style-mixing draws
+        self.step = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        if state is not None:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.G_ema.load_state_dict(state["G_ema"])
+            self.G_opt.load_state_dict(state["G_opt"])
+            self.D_opt.load_state_dict(state["D_opt"])
+            self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+            self.gen.set_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_global_rng"])   # random noise inputs of the synthesis
+            self.step = int(state["step"])
+            self.history = json.loads(state["history"])
+            self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.resumed = state is not None
+
+    # -- one step ----------------------------------------------------------------------------
+    @property
+    def nimg(self) -> int:
+        return self.step * self.config.batch
+
+    def _reals(self) -> torch.Tensor:
+        idx = self.rng.integers(0, len(self.data), size=self.config.batch)
+        x = torch.from_numpy(self.data.batch(idx)).to(self.device)
+        return x.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+
+    def _run_G(self, track_w_avg: bool = True) -> torch.Tensor:
+        """Images of a fresh z batch (with style mixing), random noise; updates G's w_avg."""
+        G, B = self.G, self.config.batch
+        z = torch.randn(B, G.z_dim, generator=self.gen).to(self.device)
+        z2 = torch.randn(B, G.z_dim, generator=self.gen).to(self.device)
+        cutoff = int(torch.randint(1, G.num_ws, (), generator=self.gen)) if G.num_ws > 1 else 1
+        mix = float(torch.rand((), generator=self.gen)) < self.config.style_mixing
+        w = G.mapping.forward_w(z)
+        if track_w_avg:
+            with torch.no_grad():
+                G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
+        ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)
+        if mix and cutoff < G.num_ws:
+            w2 = G.mapping.forward_w(z2)
+            ws = torch.cat([ws[:, :cutoff], w2.unsqueeze(1).expand(-1, G.num_ws - cutoff, -1)], dim=1)
+        return G.synthesis(ws, noise_mode="random")
+
+    def train_step(self) -> dict:
+        """One step: G (non-saturating), D (logistic), lazy R1 when step % r1_interval == 0, EMA."""
+        cfg, B = self.config, self.config.batch
+        t0 = time.perf_counter()
+        reals = self._reals()
+        rec: dict = {"step": self.step + 1}
+
+        # G: maximise D's logits of generated images.
+        self.D.requires_grad_(False)
+        fake_logits = self.D(self._run_G())
+        loss_G = F.softplus(-fake_logits).mean()
+        self.G_opt.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.G_opt.step()
+        self.D.requires_grad_(True)
+
+        # D: minimise the logits of generated images, maximise those of reals.
+        with torch.no_grad():
+            fakes = self._run_G()
+        fake_logits = self.D(fakes)
+        real_logits = self.D(reals)
+        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        self.D_opt.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.D_opt.step()
+        rec.update(loss_G=float(loss_G.detach()), loss_D=float(loss_D.detach()),
+                   score_real=float(real_logits.detach().mean()), score_fake=float(fake_logits.detach().mean()))
+
+        # Lazy R1 on reals, scaled by the interval, as its own D step.
+        if self.gamma > 0 and self.step % cfg.r1_interval == 0:
+            x = reals.detach().requires_grad_(True)
+            logits = self.D(x)
+            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+            penalty = grad.square().sum(dim=[1, 2, 3])
+            loss_r1 = (penalty * (self.gamma / 2)).mean() * cfg.r1_interval
+            self.D_opt.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.D_opt.step()
+            rec["r1_penalty"] = float(penalty.detach().mean())
+
+        # G_ema.
+        self.step += 1
+        ema_nimg = self.config.ema_half_life_kimg() * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * cfg.ema_rampup)
+        beta = 0.5 ** (B / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+        rec["kimg"] = self.nimg / 1000
+        dt = time.perf_counter() - t0
+        self.train_seconds += dt
+        self.history.append(rec)
+        return dict(rec, sec=dt)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def save_state(self) -> Path:
+        path = self.out_dir / STATE_FILE
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cpu = lambda sd: {k: v.detach().to("cpu").clone() for k, v in sd.items()}  # noqa: E731
+        _atomic_torch_save({
+            "version": STATE_VERSION,
+            "step": self.step,
+            "nimg": self.nimg,
+            "seed": self.seed,
+            "G": cpu(self.G.state_dict()),
+            "D": cpu(self.D.state_dict()),
+            "G_ema": cpu(self.G_ema.state_dict()),
+            "G_opt": self.G_opt.state_dict(),
+            "D_opt": self.D_opt.state_dict(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": self.gen.get_state(),
+            "torch_global_rng": torch.get_rng_state(),
+            "train_config": json.dumps(self.config.to_dict()),
+            "generator_config": json.dumps(self.G.config.to_dict()),
+            "discriminator_config": json.dumps(self.D_config.to_dict()),
+            "data": json.dumps(self.data.fingerprint()),
+            "history": json.dumps(self.history),
+            "train_seconds": self.train_seconds,
+        }, path)
+        return path
+
+    def export(self) -> Path:
+        """G_ema as float16 safetensors + JSON config in ``out_dir`` (``load_generator`` reads it)."""
+        from engine.synthesis.checkpoints import save_generator
+        G = copy.deepcopy(self.G_ema).to("cpu")
+        return save_generator(G, self.out_dir / EXPORT_FILE, dtype=torch.float16,
+                              source=f"engine.train_demo: {self.nimg / 1000:.3f} kimg, seed {self.seed}")
+
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """G_ema on the fixed z of seeds 0..grid²−1, ``noise_mode="const"``, as one PNG."""
+        n = self.config.grid ** 2
+        z = torch.from_numpy(np.concatenate([seed_to_z(s, self.G_ema.z_dim) for s in range(n)])).to(torch.float32)
+        imgs = []
+        for i in range(0, n, 16):
+            imgs.append(images_to_uint8(self.G_ema(z[i:i + 16].to(self.device), noise_mode="const")))
+        path = self.out_dir / f"samples-{self.nimg / 1000:08.3f}kimg.png"
+        _save_png(_image_grid(np.concatenate(imgs), self.config.grid), path)
+        return path
+
+    def write_reals(self) -> Path:
+        n = min(self.config.grid ** 2, len(self.data))
+        idx = np.random.default_rng(self.seed).choice(len(self.data), size=n, replace=False)
+        path = self.out_dir / "reals.png"
+        _save_png(_image_grid(self.data.batch(np.sort(idx)), self.config.grid), path)
+        return path
+
+    def snapshot(self) -> dict:
+        """State, samples grid and export; returns their paths."""
+        return {"state": self.save_state(), "samples": self.write_samples(), "export": self.export()}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, *, progress: bool = True, max_seconds: Optional[float] = None,
+            log: Optional[Callable[[dict], None]] = None, should_stop: Optional[Callable[[], bool]] = None) -> dict:
+        """Train up to ``config.total_steps``; snapshot every ``snap_kimg`` and at the end.
+
+        Stops early after ``max_seconds`` of this call or when ``should_stop()`` turns true (checked
+        between steps); the state is saved either way. Returns ``{"steps": ..., "stopped": bool,
+        "last": snapshot paths}``.
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resumed and not (self.out_dir / "reals.png").exists():
+            self.write_reals()
+        total = self.config.total_steps
+        snap_nimg = max(1, int(round(self.config.snap_kimg * 1000)))
+        bar = None
+        if progress and total > self.step:
+            from tqdm import tqdm
+            bar = tqdm(total=total, initial=self.step, desc="train demo", unit="step", dynamic_ncols=True)
+        start, done, stopped = time.perf_counter(), 0, False
+        paths: dict = {}
+        try:
+            while self.step < total:
+                if (max_seconds is not None and time.perf_counter() - start >= max_seconds) or \
+                        (should_stop is not None and should_stop()):
+                    stopped = True
+                    break
+                before = self.nimg
+                rec = self.train_step()
+                done += 1
+                if log is not None:
+                    log(rec)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(kimg=f"{rec['kimg']:.2f}", G=f"{rec['loss_G']:.3f}", D=f"{rec['loss_D']:.3f}",
+                                    refresh=False)
+                if self.nimg // snap_nimg > before // snap_nimg and self.step < total:
+                    paths = self.snapshot()
+        finally:
+            if bar is not None:
+                bar.close()
+        paths = self.snapshot()
+        return {"steps": done, "stopped": stopped, "last": paths}
+
+
+# -- command line --------------------------------------------------------------------------------
+EPILOG = """examples:
+  # render faces first (engine.demo_world), then train the demo generator for 2 hours at most
+  python -m engine.demo_world.dataset --out faces/ --n 20000
+  python -m engine.train_demo --data faces/ --out runs/demo --kimg 200 --max-minutes 120
+
+  # continue that run (same data; G, D, G_ema, optimisers, step and RNG states restored)
+  python -m engine.train_demo --data faces/ --out runs/demo --kimg 300 --resume
+
+  # a tiny 32 px network on a folder of PNGs, R1 gamma 1, no style mixing
+  python -m engine.train_demo --data pngs/ --out runs/tiny --config 64,64,32,16 --gamma 1 --style-mixing 0
+
+The result, RUN/demo_generator.safetensors (+ .json, float16), loads with
+engine.synthesis.checkpoints.load_generator and works as --generator RUN/demo_generator.safetensors.
+"""
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder of shard-*.npz (images uint8 [N,H,W,3]) or of .png images")
+    p.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
+    p.add_argument("--kimg", type=finite_float, default=100.0,
+                   help="total length in thousands of real images (a resumed run continues to this; default 100)")
+    p.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (otherwise --out must not hold one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, z, reals order and noise (default 0)")
+    p.add_argument("--config", default=None,
+                   help="generator shape: 'demo' (128 px, the demo generator's channels; default) or channels "
+                        "per resolution from 4 px up, e.g. 128,128,64,32 for 32 px")
+    p.add_argument("--z-dim", type=int, default=128, help="z and w width for a channel-list --config (default 128)")
+    p.add_argument("--mapping-layers", type=int, default=4, help="mapping layers for a channel-list --config (default 4)")
+    p.add_argument("--lr", type=finite_float, default=0.0025, help="Adam learning rate of G and D (default 0.0025)")
+    p.add_argument("--gamma", type=finite_float, default=None,
+                   help="R1 weight gamma (default 0.0002 * resolution^2 / batch; 0 turns R1 off)")
+    p.add_argument("--r1-interval", type=int, default=16, help="lazy R1 every this many steps (default 16)")
+    p.add_argument("--ema-kimg", type=finite_float, default=None, help="G_ema half-life in kimg (default batch * 10 / 32)")
+    p.add_argument("--ema-rampup", type=finite_float, default=0.05,
+                   help="G_ema half-life ramp-up as a fraction of images seen, 0 = none (default 0.05)")
+    p.add_argument("--style-mixing", type=finite_float, default=0.9, help="style-mixing probability (default 0.9)")
+    p.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
+    p.add_argument("--snap", type=finite_float, default=4.0,
+                   help="write samples grid, state and export every this many kimg (default 4)")
+    p.add_argument("--grid", type=int, default=4, help="samples grid side in images (default 4: 16 images)")
+    p.add_argument("--max-minutes", type=finite_float, default=None,
+                   help="stop after this many minutes of training (state saved; --resume continues)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_flush_denormal(True)   # tiny activations late in training otherwise slow CPU convolutions down
+    try:
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out {os.fspath(args.out)!r} exists and is not a folder")
+        state_exists = (args.out / STATE_FILE).exists()
+        if state_exists and not args.resume:
+            raise UsageError(f"{os.fspath(args.out)!r} already holds a training run; pass --resume to continue "
+                             "it or choose another --out")
+        if args.max_minutes is not None and args.max_minutes <= 0:
+            raise UsageError("--max-minutes must be > 0")
+        if args.z_dim < 1 or args.mapping_layers < 1:
+            raise UsageError("--z-dim and --mapping-layers must be at least 1")
+        device = resolve_device(args.device)
+        cfg = TrainDemoConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, r1_gamma=args.gamma,
+                              r1_interval=args.r1_interval, ema_kimg=args.ema_kimg,
+                              ema_rampup=args.ema_rampup if args.ema_rampup else None,
+                              style_mixing=args.style_mixing, mbstd_group=args.mbstd_group, snap_kimg=args.snap,
+                              grid=args.grid)
+        cfg.validate()
+        gen_config = None
+        if args.config is not None or not state_exists:
+            gen_config = parse_generator_config(args.config or "demo", z_dim=args.z_dim, w_dim=args.z_dim,
+                                                mapping_layers=args.mapping_layers)
+            size = export_bytes(gen_config)
+            if size > MAX_EXPORT_BYTES:
+                raise UsageError(f"this generator's float16 weights take {size / 1e6:.1f} MB; the demo generator "
+                                 f"must stay under {MAX_EXPORT_BYTES / 1e6:.0f} MB (narrow the --config)")
+        data = load_images(args.data, progress=not args.quiet)
+        trainer = DemoTrainer(cfg, data, args.out, gen_config=gen_config, seed=args.seed, resume=args.resume,
+                              device=device)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (UsageError, DataError, ValueError, FileExistsError, OSError) as exc:
+        fail(PROG, str(exc))
+
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+        sys.stderr.write(f"\n{PROG}: stopping after this step (Ctrl-C again to abort without saving)\n")
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
+    G = trainer.G
+    n_g = sum(p.numel() for p in G.parameters())
+    n_d = sum(p.numel() for p in trainer.D.parameters())
+    print(f"{PROG}: {len(data)} images at {data.resolution} px; G {n_g / 1e6:.2f}M parameters, "
+          f"D {n_d / 1e6:.2f}M; batch {cfg.batch}, R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps, "
+          f"G_ema half-life {cfg.ema_half_life_kimg():g} kimg; "
+          f"{'resuming at' if trainer.resumed else 'starting at'} {trainer.nimg / 1000:.3f} of {cfg.kimg:g} kimg",
+          file=sys.stderr)
+    log_path = args.out / LOG_FILE
+    if trainer.resumed:   # the log holds exactly the saved steps, then this run's
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
+    try:
+        with open(log_path, "a") as log_file:
+            def log(rec: dict) -> None:
+                log_file.write(json.dumps(rec) + "\n")
+            result = trainer.run(progress=not args.quiet,
+                                 max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+                                 log=log, should_stop=lambda: interrupted["flag"])
+    except KeyboardInterrupt:
+        fail(PROG, f"interrupted; the last saved state ({trainer.out_dir / STATE_FILE}) can be resumed")
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
+    export = result["last"]["export"]
+    size = export.stat().st_size
+    last = trainer.history[-1] if trainer.history else None
+    msg = (f"wrote {os.fspath(export)} ({size / 1e6:.2f} MB float16, {trainer.nimg / 1000:.3f} kimg"
+           + (f"; step {last['step']}: loss G {last['loss_G']:.3f}, D {last['loss_D']:.3f}" if last else "")
+           + f"; samples {result['last']['samples'].name})")
+    print(msg)
+    if size > MAX_EXPORT_BYTES:
+        print(f"{PROG}: warning: {export.name} is over {MAX_EXPORT_BYTES / 1e6:.0f} MB", file=sys.stderr)
+    if result["stopped"]:
+        print(f"{PROG}: stopped early at {trainer.nimg / 1000:.3f} kimg; --resume continues the run", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
