@@ -15,8 +15,9 @@ path-length regulariser):
 * style mixing (default probability 0.9: the ws from one crossover layer on come from a second z),
   the mapping's ``w_avg`` tracked with decay 0.995, random noise inputs while training;
 * every step uses a fresh z for the G pass and another for the D pass, and one batch of reals;
-* float32 throughout; D has G's channel table and no activation clamp (NVlabs clamps at ±256
-  for float16 layers; a float32 run does not need it, and the clamp's backward costs time).
+* float32 throughout; D has G's channel table and no activation clamp (NVlabs clamps D's
+  activations at ±256 to protect its float16 layers; a float32 run does not need that, and the
+  clamp's backward costs time).
 
 Data (``--data DIR``): ``shard-*.npz`` (or any ``*.npz``) files holding ``images`` uint8
 [N, H, W, 3] — the shards ``engine.demo_world.dataset`` writes — or a folder of PNG images.
@@ -454,10 +455,10 @@ class DemoTrainer:
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
         rec["kimg"] = self.nimg / 1000
-        dt = time.perf_counter() - t0
-        self.train_seconds += dt
+        rec["sec"] = time.perf_counter() - t0
+        self.train_seconds += rec["sec"]
         self.history.append(rec)
-        return dict(rec, sec=dt)
+        return rec
 
     # -- outputs -----------------------------------------------------------------------------
     def save_state(self) -> Path:
@@ -608,6 +609,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-minutes", type=finite_float, default=None,
                    help="stop after this many minutes of training (state saved; --resume continues)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's choice, one per core; on a machine shared with "
+                        "another busy process 1 can be faster than 2); resume with the same count for exact "
+                        "reproduction")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -626,6 +631,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--max-minutes must be > 0")
         if args.z_dim < 1 or args.mapping_layers < 1:
             raise UsageError("--z-dim and --mapping-layers must be at least 1")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UsageError("--threads must be at least 1")
+            torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
         cfg = TrainDemoConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, r1_gamma=args.gamma,
                               r1_interval=args.r1_interval, ema_kimg=args.ema_kimg,
@@ -656,7 +665,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interrupted["flag"] = True
         sys.stderr.write(f"\n{PROG}: stopping after this step (Ctrl-C again to abort without saving)\n")
 
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:      # not the main thread: Ctrl-C handling stays as it is
+        old_handler = None
     G = trainer.G
     n_g = sum(p.numel() for p in G.parameters())
     n_d = sum(p.numel() for p in trainer.D.parameters())
@@ -669,7 +681,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if trainer.resumed:   # the log holds exactly the saved steps, then this run's
         log_path.write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
     try:
-        with open(log_path, "a") as log_file:
+        with open(log_path, "a", buffering=1) as log_file:    # line-buffered: tail -f works
             def log(rec: dict) -> None:
                 log_file.write(json.dumps(rec) + "\n")
             result = trainer.run(progress=not args.quiet,
@@ -678,7 +690,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         fail(PROG, f"interrupted; the last saved state ({trainer.out_dir / STATE_FILE}) can be resumed")
     finally:
-        signal.signal(signal.SIGINT, old_handler)
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
     export = result["last"]["export"]
     size = export.stat().st_size
     last = trainer.history[-1] if trainer.history else None

@@ -287,3 +287,14 @@ def test_cli_errors_are_one_line(shards, tmp_path, capsys, extra, match):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and match in one_line_error(err)
     assert not (tmp_path / "run" / STATE_FILE).exists()
+
+
+def test_early_stop_saves_a_resumable_state(shards, tmp_path):
+    data = load_images(shards)
+    tr = DemoTrainer(tiny_config(), data, tmp_path / "run", gen_config=tiny_gen(), seed=1)
+    res = tr.run(progress=False, should_stop=lambda: tr.step >= 2)
+    assert res["stopped"] and res["steps"] == 2
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    assert state["step"] == 2 and state["nimg"] == 16
+    again = DemoTrainer(tiny_config(), data, tmp_path / "run", resume=True)
+    assert again.step == 2 and again.run(progress=False, max_seconds=0)["stopped"] and again.step == 2
