@@ -30,8 +30,8 @@ by the NVlabs convention, ``noise_mode="const"``), and the result
 ``demo_generator.safetensors`` + ``demo_generator.json`` (G_ema in float16,
 ``engine.synthesis.checkpoints.save_generator``; ``load_generator(path)`` reads it). State, grid
 and export are written every ``--snap`` kimg and at the end. ``--resume`` continues the run so that
-N steps + resume to M gives the same weights as M steps at once (same data, seed, torch build and
-thread count). ``--max-minutes`` stops a run early (state saved, resumable); Ctrl-C does too, at
+N steps + resume to M gives the same weights as M steps at once on the CPU (same data, seed, torch
+build and thread count; CUDA kernels need not be deterministic). ``--max-minutes`` stops a run early (state saved, resumable); Ctrl-C does too, at
 the next step boundary.
 """
 from __future__ import annotations
@@ -371,6 +371,8 @@ class DemoTrainer:
             self.rng.bit_generator.state = json.loads(state["numpy_rng"])
             self.gen.set_state(state["torch_rng"])
             torch.set_rng_state(state["torch_global_rng"])   # random noise inputs of the synthesis
+            if self.device.type == "cuda" and state.get("torch_cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["torch_cuda_rng"], self.device)
             self.step = int(state["step"])
             self.history = json.loads(state["history"])
             self.train_seconds = float(state.get("train_seconds", 0.0))
@@ -478,6 +480,7 @@ class DemoTrainer:
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "torch_rng": self.gen.get_state(),
             "torch_global_rng": torch.get_rng_state(),
+            "torch_cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "train_config": json.dumps(self.config.to_dict()),
             "generator_config": json.dumps(self.G.config.to_dict()),
             "discriminator_config": json.dumps(self.D_config.to_dict()),
