@@ -587,9 +587,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--data", type=Path, required=True,
                    help="folder of shard-*.npz (images uint8 [N,H,W,3]) or of .png images")
     p.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
-    p.add_argument("--kimg", type=finite_float, default=100.0,
-                   help="total length in thousands of real images (a resumed run continues to this; default 100)")
-    p.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    p.add_argument("--kimg", type=finite_float, default=argparse.SUPPRESS,
+                   help="total length in thousands of real images (a resumed run continues to this; default 100, "
+                        "resumed: the saved run's)")
+    p.add_argument("--batch", type=int, default=argparse.SUPPRESS, help="images per step (default 16)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (otherwise --out must not hold one)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, z, reals order and noise (default 0)")
     p.add_argument("--config", default=None,
@@ -597,18 +598,18 @@ def build_parser() -> ArgumentParser:
                         "per resolution from 4 px up, e.g. 128,128,64,32 for 32 px")
     p.add_argument("--z-dim", type=int, default=128, help="z and w width for a channel-list --config (default 128)")
     p.add_argument("--mapping-layers", type=int, default=4, help="mapping layers for a channel-list --config (default 4)")
-    p.add_argument("--lr", type=finite_float, default=0.0025, help="Adam learning rate of G and D (default 0.0025)")
-    p.add_argument("--gamma", type=finite_float, default=None,
+    p.add_argument("--lr", type=finite_float, default=argparse.SUPPRESS, help="Adam learning rate of G and D (default 0.0025)")
+    p.add_argument("--gamma", type=finite_float, default=argparse.SUPPRESS,
                    help="R1 weight gamma (default 0.0002 * resolution^2 / batch; 0 turns R1 off)")
-    p.add_argument("--r1-interval", type=int, default=16, help="lazy R1 every this many steps (default 16)")
-    p.add_argument("--ema-kimg", type=finite_float, default=None, help="G_ema half-life in kimg (default batch * 10 / 32)")
-    p.add_argument("--ema-rampup", type=finite_float, default=0.05,
+    p.add_argument("--r1-interval", type=int, default=argparse.SUPPRESS, help="lazy R1 every this many steps (default 16)")
+    p.add_argument("--ema-kimg", type=finite_float, default=argparse.SUPPRESS, help="G_ema half-life in kimg (default batch * 10 / 32)")
+    p.add_argument("--ema-rampup", type=finite_float, default=argparse.SUPPRESS,
                    help="G_ema half-life ramp-up as a fraction of images seen, 0 = none (default 0.05)")
-    p.add_argument("--style-mixing", type=finite_float, default=0.9, help="style-mixing probability (default 0.9)")
-    p.add_argument("--mbstd-group", type=int, default=4, help="minibatch-stddev group size (default 4)")
-    p.add_argument("--snap", type=finite_float, default=4.0,
+    p.add_argument("--style-mixing", type=finite_float, default=argparse.SUPPRESS, help="style-mixing probability (default 0.9)")
+    p.add_argument("--mbstd-group", type=int, default=argparse.SUPPRESS, help="minibatch-stddev group size (default 4)")
+    p.add_argument("--snap", type=finite_float, default=argparse.SUPPRESS,
                    help="write samples grid, state and export every this many kimg (default 4)")
-    p.add_argument("--grid", type=int, default=4, help="samples grid side in images (default 4: 16 images)")
+    p.add_argument("--grid", type=int, default=argparse.SUPPRESS, help="samples grid side in images (default 4: 16 images)")
     p.add_argument("--max-minutes", type=finite_float, default=None,
                    help="stop after this many minutes of training (state saved; --resume continues)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
@@ -618,6 +619,29 @@ def build_parser() -> ArgumentParser:
                         "reproduction")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+# option name → TrainDemoConfig field; options left out take the saved run's value on --resume
+_TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gamma", "r1_interval": "r1_interval",
+                  "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
+                  "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid"}
+
+
+def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> TrainDemoConfig:
+    values = TrainDemoConfig().to_dict()
+    if state_path is not None:
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            values.update(TrainDemoConfig.from_dict(json.loads(state["train_config"])).to_dict())
+        except Exception as exc:  # a truncated or foreign file: pickle / zip / key errors
+            raise UsageError(f"{state_path}: unreadable trainer state ({type(exc).__name__}); "
+                             "delete it to start over") from None
+    for opt, name in _TRAIN_OPTIONS.items():
+        if hasattr(args, opt):
+            values[name] = getattr(args, opt)
+    if values["ema_rampup"] == 0:
+        values["ema_rampup"] = None
+    return TrainDemoConfig(**values)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -639,11 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
-        cfg = TrainDemoConfig(kimg=args.kimg, batch=args.batch, lr=args.lr, r1_gamma=args.gamma,
-                              r1_interval=args.r1_interval, ema_kimg=args.ema_kimg,
-                              ema_rampup=args.ema_rampup if args.ema_rampup else None,
-                              style_mixing=args.style_mixing, mbstd_group=args.mbstd_group, snap_kimg=args.snap,
-                              grid=args.grid)
+        cfg = _train_config(args, args.out / STATE_FILE if state_exists else None)
         cfg.validate()
         gen_config = None
         if args.config is not None or not state_exists:

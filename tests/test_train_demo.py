@@ -263,12 +263,16 @@ def test_cli_trains_resumes_and_reports(shards, tmp_path, capsys):
     assert (out / STATE_FILE).exists() and (out / "samples-0000.016kimg.png").exists()
     code, _, err = run_cli(capsys, *args, "--kimg", 0.04)
     assert code == 2 and "--resume" in one_line_error(err)
-    code, _, _ = run_cli(capsys, "--data", shards, "--out", out, "--kimg", 0.04, "--batch", 8, "--snap", 0.016,
-                         "--grid", 2, "--quiet", "--resume")
+    code, _, err = run_cli(capsys, "--data", shards, "--out", out, "--kimg", 0.04, "--lr", 0.001, "--resume")
+    assert code == 2 and "resume: lr was 0.0025" in one_line_error(err)
+    code, _, _ = run_cli(capsys, "--data", shards, "--out", out, "--kimg", 0.04, "--quiet", "--resume")  # saved settings
     assert code == 0
     log = [json.loads(ln) for ln in (out / LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
     assert load_generator(out / EXPORT_FILE).img_resolution == 16
+    (out / STATE_FILE).write_bytes(b"not a state")
+    code, _, err = run_cli(capsys, "--data", shards, "--out", out, "--resume", "--quiet")
+    assert code == 2 and "unreadable trainer state" in one_line_error(err)
 
 
 @pytest.mark.parametrize("extra,match", [
