@@ -18,9 +18,14 @@ N_TRAIN = 3200
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.set_num_threads(2)
-    data = ds.render_range(seed=1, start=0, stop=N_TRAIN, size=128)
-    probes = pr.train_probes(data["images"], data["identity"], data["motion"], epochs=8, seed=0, progress=False)
+    # one thread: on a shared 2-core box a second OpenMP thread waits on a busy core (10x slower)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = ds.render_range(seed=1, start=0, stop=N_TRAIN, size=128)
+        probes = pr.train_probes(data["images"], data["identity"], data["motion"], epochs=8, seed=0, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return probes, data
 
 

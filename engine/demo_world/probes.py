@@ -59,8 +59,10 @@ class ProbeNet(nn.Module):
         c_in, res = c, cfg.input_size // 2
         while res > 4:
             c_out = min(2 * c_in, 8 * cfg.width)
-            layers += [nn.Conv2d(c_in, c_in, 3, padding=1, bias=False), nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
-                       nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            if res < cfg.input_size // 2:   # (no extra conv at the widest map: the most costly one)
+                layers += [nn.Conv2d(c_in, c_in, 3, padding=1, bias=False), nn.BatchNorm2d(c_in),
+                           nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
                        nn.ReLU(inplace=True)]
             c_in, res = c_out, res // 2
         self.features = nn.Sequential(*layers)
