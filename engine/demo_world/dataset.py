@@ -237,7 +237,6 @@ def write_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, size: int = 
             results = pool.imap(_render_task, tasks)
         else:
             results = map(_render_task, tasks)
-        pending: dict[str, list[np.ndarray]] = {}
         it = iter(results)
         for k in todo:
             need = counts[k]

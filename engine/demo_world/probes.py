@@ -12,7 +12,6 @@ per output in its header metadata and a JSON sidecar.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
