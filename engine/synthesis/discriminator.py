@@ -25,7 +25,6 @@ a multiple of min(group size, batch size).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -34,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import LRELU_GAIN, LRELU_SLOPE, FullyConnectedLayer, GeneratorConfig, _check_shape, _fir_kernel
+from .networks import (LRELU_GAIN, LRELU_SLOPE, ChannelTableConfig, FullyConnectedLayer, GeneratorConfig,
+                       _check_shape, _fir_kernel)
 
 __all__ = ["DiscriminatorConfig", "Discriminator", "MinibatchStdLayer", "downsample2d"]
 
 
 @dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(ChannelTableConfig):
     """Everything needed to build a :class:`Discriminator`.
 
     ``channels`` maps every resolution 4, 8, ..., ``img_resolution`` to its feature count (the
@@ -95,18 +95,7 @@ class DiscriminatorConfig:
         return cls(img_resolution=generator.img_resolution, img_channels=generator.img_channels,
                    channels=dict(generator.channels), **kwargs)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiscriminatorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown discriminator config keys: {unknown}")
-        return cls(**d)
+    _kind = "discriminator"
 
 
 # ---------------------------------------------------------------------------------------------

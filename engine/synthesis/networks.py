@@ -57,8 +57,28 @@ def _check_shape(t: torch.Tensor, shape: list, what: str) -> None:
 # Configuration
 
 
+class ChannelTableConfig:
+    """JSON round trip for config dataclasses holding a ``channels`` table {resolution: channels}
+    (JSON object keys are strings; ``__post_init__`` turns them back into ints)."""
+
+    _kind = "config"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["channels"] = {str(k): v for k, v in self.channels.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls._kind} config keys: {unknown}")
+        return cls(**d)
+
+
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(ChannelTableConfig):
     """Everything needed to build a :class:`Generator` (weights come separately).
 
     ``channels`` maps every resolution 4, 8, ..., ``img_resolution`` to its feature count.
@@ -152,18 +172,7 @@ class GeneratorConfig:
             img_resolution=size, img_channels=3, channels=channels, conv_clamp=None, demod_weight_gain=True,
         )
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GeneratorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {unknown}")
-        return cls(**d)
+    _kind = "generator"
 
 
 # ---------------------------------------------------------------------------------------------
