@@ -55,14 +55,7 @@ class DiscriminatorConfig(ChannelTableConfig):
     conv_clamp: Optional[float] = 256.0
 
     def __post_init__(self) -> None:
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
-        res = self.img_resolution
-        if not (isinstance(res, int) and 4 <= res <= 4096 and res & (res - 1) == 0):
-            raise ValueError(f"img_resolution must be a power of two in [4, 4096], got {res!r}")
-        missing = [r for r in self.resolutions if r not in self.channels]
-        if missing:
-            raise ValueError(f"channels has no entry for resolutions {missing}")
-        self.channels = {r: self.channels[r] for r in self.resolutions}
+        self._check_channel_table()
         if any(c < 1 for c in self.channels.values()):
             raise ValueError(f"channel counts must be positive, got {self.channels}")
         if self.img_channels < 1:
@@ -74,10 +67,6 @@ class DiscriminatorConfig(ChannelTableConfig):
                              f"got {self.mbstd_num_channels}")
         if self.conv_clamp is not None and not (math.isfinite(self.conv_clamp) and self.conv_clamp > 0):
             raise ValueError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
-
-    @property
-    def resolutions(self) -> list[int]:
-        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
 
     @classmethod
     def nvlabs(cls, *, img_resolution: int = 1024, img_channels: int = 3, channel_base: int = 32768,

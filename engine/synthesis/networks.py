@@ -58,10 +58,27 @@ def _check_shape(t: torch.Tensor, shape: list, what: str) -> None:
 
 
 class ChannelTableConfig:
-    """JSON round trip for config dataclasses holding a ``channels`` table {resolution: channels}
-    (JSON object keys are strings; ``__post_init__`` turns them back into ints)."""
+    """Shared by the config dataclasses that hold an ``img_resolution`` and a ``channels`` table
+    {resolution: channels}: the table's checks and the JSON round trip (JSON object keys are
+    strings; :meth:`_check_channel_table` turns them back into ints)."""
 
     _kind = "config"
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+
+    def _check_channel_table(self) -> None:
+        """int keys, a power-of-two resolution, an entry for every resolution 4..img_resolution
+        (extra entries dropped), in ascending order."""
+        self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        res = self.img_resolution
+        if not (isinstance(res, int) and 4 <= res <= 4096 and res & (res - 1) == 0):
+            raise ValueError(f"img_resolution must be a power of two in [4, 4096], got {res!r}")
+        missing = [r for r in self.resolutions if r not in self.channels]
+        if missing:
+            raise ValueError(f"channels has no entry for resolutions {missing}")
+        self.channels = {r: self.channels[r] for r in self.resolutions}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -102,14 +119,7 @@ class GeneratorConfig(ChannelTableConfig):
     truncation_cutoff: Optional[int] = None
 
     def __post_init__(self) -> None:
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
-        res = self.img_resolution
-        if not (isinstance(res, int) and 4 <= res <= 4096 and res & (res - 1) == 0):
-            raise ValueError(f"img_resolution must be a power of two in [4, 4096], got {res!r}")
-        missing = [r for r in self.resolutions if r not in self.channels]
-        if missing:
-            raise ValueError(f"channels has no entry for resolutions {missing}")
-        self.channels = {r: self.channels[r] for r in self.resolutions}
+        self._check_channel_table()
         if self.c_dim != 0:
             raise ValueError("conditional generators (c_dim > 0) are not supported")
         if self.architecture != "skip":
@@ -119,10 +129,6 @@ class GeneratorConfig(ChannelTableConfig):
         for name in ("z_dim", "w_dim", "mapping_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive")
-
-    @property
-    def resolutions(self) -> list[int]:
-        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
 
     @property
     def num_ws(self) -> int:
