@@ -1,0 +1,97 @@
+"""Name a generator's latent directions by what they do to the rendered face (InterFaceGAN-style).
+
+For N random identities the generator's w and image are taken; a measuring function (the demo
+world's probes, :mod:`engine.demo_world.probes`) reads each image's motion values (mouth opening,
+blink, yaw, ...). Per measured attribute a ridge regression ``value ≈ a·(w − mean) + b`` gives
+the W direction that changes it most linearly, ``v = a / ‖a‖``; directions are made orthogonal
+in priority order (head pose first, then mouth and eyes), so moving the mouth does not turn the
+head. The direction's stdev is the spread of the data along it (one x unit = one standard
+deviation of w along v, like a global PCA basis), and ``r2`` says how well w predicts the
+attribute linearly. The result is a :class:`~engine.latent.directions.DirectionSet` with the
+motion roles' names, which every driver uses.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from engine.latent.directions import Direction, DirectionSet
+
+__all__ = ["fit_directions", "sample_measurements", "ROLE_OF", "PRIORITY"]
+
+#: probe output → motion role of engine.motion.base.ROLES
+ROLE_OF = {"yaw": "head_yaw", "pitch": "head_pitch", "roll": "head_roll", "mouth_open": "mouth_open",
+           "mouth_width": "jaw", "blink": "blink", "gaze_x": "gaze_x", "gaze_y": "gaze_y"}
+#: orthogonalisation order: earlier attributes keep their direction, later ones are made orthogonal
+PRIORITY = ("yaw", "pitch", "roll", "mouth_open", "blink", "mouth_width", "gaze_x", "gaze_y")
+
+
+@torch.no_grad()
+def sample_measurements(G, measure: Callable[[np.ndarray], Mapping[str, np.ndarray]], n: int, *,
+                        seed: int = 0, batch: int = 64, truncation_psi: float = 1.0) -> tuple[np.ndarray, dict]:
+    """w [n, w_dim] float64 of random z, and ``measure(images uint8 [B, H, W, 3])`` per attribute."""
+    from engine.cli_util import images_to_uint8
+
+    gen = torch.Generator().manual_seed(int(seed))
+    ws, values = [], {}
+    dev = G.mapping.w_avg.device
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        z = torch.randn(b, G.z_dim, generator=gen).to(dev)
+        w = G.mapping(z, truncation_psi=truncation_psi)
+        img = G.synthesis(w, noise_mode="const")
+        for k, v in measure(images_to_uint8(img)).items():
+            values.setdefault(k, []).append(np.asarray(v, dtype=np.float64).reshape(-1))
+        ws.append(w[:, 0].double().cpu().numpy())
+    return np.concatenate(ws), {k: np.concatenate(v) for k, v in values.items()}
+
+
+def fit_directions(w: np.ndarray, values: Mapping[str, np.ndarray], *, ridge: float = 1e-3,
+                   attributes: Optional[Sequence[str]] = None, checkpoint_hash: Optional[str] = None,
+                   layers: Optional[Mapping[str, tuple[int, int]]] = None) -> tuple[DirectionSet, dict]:
+    """A DirectionSet with one direction per attribute (named by :data:`ROLE_OF`) and a report
+    ``{attribute: {"role", "r2", "stdev", "cos_before_orth"}}``.
+
+    ``w`` [N, w_dim]; ``values[attr]`` [N]. ``ridge`` is relative to the mean eigenvalue of the
+    w covariance. ``layers``: optional layer range per role.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] < w.shape[1] + 2:
+        raise ValueError(f"need w [N, w_dim] with N > w_dim + 1 samples, got {w.shape}")
+    attrs = [a for a in PRIORITY if a in values] if attributes is None else list(attributes)
+    for a in attrs:
+        if a not in ROLE_OF:
+            raise ValueError(f"no motion role for attribute {a!r} (known: {', '.join(ROLE_OF)})")
+        if a not in values:
+            raise ValueError(f"no measurements of {a!r}")
+    mean = w.mean(axis=0)
+    wc = w - mean
+    cov = wc.T @ wc / (len(w) - 1)
+    reg = cov + ridge * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    ds, report, kept = DirectionSet(), {}, []
+    for a in attrs:
+        y = np.asarray(values[a], dtype=np.float64)
+        yc = y - y.mean()
+        coef = np.linalg.solve(reg, wc.T @ yc / (len(w) - 1))
+        pred = wc @ coef
+        r2 = 1.0 - float(np.sum((yc - pred) ** 2) / max(np.sum(yc ** 2), 1e-12))
+        v = coef / max(np.linalg.norm(coef), 1e-12)
+        raw = v.copy()
+        for u in kept:                                   # Gram-Schmidt against higher priorities
+            v = v - (v @ u) * u
+        norm = float(np.linalg.norm(v))
+        if norm < 1e-6:
+            raise ValueError(f"the direction of {a!r} lies in the span of the earlier ones")
+        v = v / norm
+        if (wc @ v) @ yc < 0:                            # + direction increases the attribute
+            v = -v
+        kept.append(v)
+        stdev = float(np.std(wc @ v, ddof=1))
+        role = ROLE_OF[a]
+        ds.add(Direction(role, v, stdev=stdev, layers=(layers or {}).get(role), origin="probe-regression",
+                         source=f"ridge regression of the {a} probe on w (R² {r2:.3f})"),
+               checkpoint_hash=checkpoint_hash)
+        report[a] = {"role": role, "r2": r2, "stdev": stdev, "cos_before_orth": float(raw @ v * np.sign(raw @ v))}
+    return ds, report
