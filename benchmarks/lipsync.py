@@ -1,0 +1,189 @@
+"""Lip-sync, identity drift and jitter of a driver, measured with the demo world's ground truth.
+
+For each held-out utterance (``engine.demo_world.talking``: espeak-ng audio + the mouth track
+from espeak-ng's own phoneme timing) the audio is pushed through an ``AvatarSession`` exactly as
+live audio is; every rendered frame is read by the mouth probe (``engine.demo_world.probes``).
+Reported per driver:
+
+* ``corr``: Pearson correlation of the probe's mouth opening with the ground-truth track, at lag 0;
+* ``best_lag`` / ``best_corr``: the lag (frames, positive = the video is late) in ±``max_lag``
+  with the highest correlation;
+* controls: the ``idle`` baseline driver, and ``shuffled`` (the driver fed another utterance's
+  audio, scored against this utterance's track);
+* ``drift``: identity-probe values over a long stream of concatenated speech (default 1 hour):
+  the slope per hour of each identity value relative to its spread — no growth means no drift;
+* ``jitter``: mean absolute frame-to-frame change of the probe outputs over silent stretches.
+
+    python -m benchmarks.lipsync --data talking/holdout --probes probes.safetensors \\
+        --driver lstm:motion.safetensors --directions directions.json [--generator demo] [--drift-minutes 60]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def lagged_corr(pred: np.ndarray, truth: np.ndarray, max_lag: int = 5) -> dict[int, float]:
+    """Correlation of pred[t] with truth[t − lag] for lag in −max_lag..max_lag (lag > 0: pred late)."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    n = min(pred.size, truth.size)
+    out = {}
+    for lag in range(-max_lag, max_lag + 1):
+        a = pred[max(lag, 0):n + min(lag, 0)]
+        b = truth[max(-lag, 0):n - max(lag, 0)]
+        out[lag] = float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 1e-9 and b.std() > 1e-9 else 0.0
+    return out
+
+
+def best_lag(pred: np.ndarray, truth: np.ndarray, max_lag: int = 5) -> tuple[int, float]:
+    c = lagged_corr(pred, truth, max_lag)
+    lag = max(c, key=lambda k: (c[k], -abs(k)))
+    return lag, c[lag]
+
+
+def jitter(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |v[t] − v[t−1]| over consecutive frames that are both in ``mask`` (e.g. silence)."""
+    v = np.asarray(values, np.float64)
+    m = np.asarray(mask, bool)
+    both = m[1:] & m[:-1]
+    return float(np.abs(np.diff(v))[both].mean()) if both.any() else 0.0
+
+
+def drift(values: np.ndarray, fps: float) -> dict[str, float]:
+    """Linear trend of a value over time: slope per hour ÷ its standard deviation, and the ratio of
+    the last tenth's mean to the first tenth's (relative to the spread)."""
+    v = np.asarray(values, np.float64)
+    t_h = np.arange(v.size) / fps / 3600.0
+    sd = float(v.std()) or 1.0
+    slope = float(np.polyfit(t_h, v, 1)[0]) if v.size > 2 else 0.0
+    k = max(1, v.size // 10)
+    return {"slope_per_hour_over_sd": slope / sd, "last_minus_first_over_sd": float(v[-k:].mean() - v[:k].mean()) / sd}
+
+
+# -- running a driver ------------------------------------------------------------------------------
+def read_utterances(folder: Path) -> list[dict]:
+    """[{name, samples int16, rate, track, fps}] of a talking-data folder (sorted by name)."""
+    import wave
+    out = []
+    for js in sorted(Path(folder).glob("utt*.json")):
+        rec = json.loads(js.read_text())
+        stem = js.with_suffix("")
+        with wave.open(f"{stem}.wav") as f:
+            pcm = np.frombuffer(f.readframes(f.getnframes()), np.int16)
+            rate = f.getframerate()
+        out.append({"name": stem.name, "samples": pcm, "rate": rate, "track": np.load(f"{stem}.mouth.npy"),
+                    "fps": float(rec["fps"])})
+    if not out:
+        raise SystemExit(f"{folder}: no utterances (uttNNNNN.json/.wav/.mouth.npy); make them with "
+                         "python -m engine.demo_world.talking")
+    return out
+
+
+def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float,
+                   measure: Callable[[np.ndarray], Mapping[str, np.ndarray]], identity: int = 0,
+                   batch: int = 64) -> dict[str, np.ndarray]:
+    """Push ``audio`` through a fresh session (20 ms chunks, then enough silence to flush the
+    lookahead), measure every frame; returns attribute → [frames]."""
+    from engine.session import AvatarSession
+
+    s = AvatarSession(engine, fps=fps, identity=identity, driver=driver)
+    frames, values = [], {}
+
+    def flush():
+        if frames:
+            for k, v in measure(np.stack(frames)).items():
+                values.setdefault(k, []).append(np.asarray(v, np.float64))
+            frames.clear()
+    chunk = rate // 50
+    n_frames = int(np.ceil(audio.size / rate * fps - 1e-9))
+    got, i = 0, 0
+    limit = audio.size + rate                            # at most 1 s of trailing silence
+    while got < n_frames and i < limit:
+        piece = audio[i:i + chunk]
+        if piece.size < chunk:                           # trailing silence releases the lookahead frames
+            piece = np.concatenate([piece, np.zeros(chunk - piece.size, np.int16)])
+        s.push_audio(piece, rate)
+        i += chunk
+        while got < n_frames and (f := s.next_frame()) is not None:
+            frames.append(f.image)
+            got += 1
+            if len(frames) >= batch:
+                flush()
+    flush()
+    s.close()
+    return {k: np.concatenate(v)[:n_frames] for k, v in values.items()}
+
+
+def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *, max_lag: int = 5) -> dict:
+    """Per driver: lag-0 and best-lag correlation of the mouth probe with the ground truth, pooled
+    over utterances, plus the shuffled-audio control of the first driver."""
+    out: dict = {}
+    mouth: dict[str, list] = {}
+    for d in drivers:
+        mouth[d] = [render_measure(engine, d, u["samples"], u["rate"], u["fps"], measure)["mouth_open"]
+                    for u in utterances]
+    truth = [u["track"][:m.size] for u, m in zip(utterances, mouth[drivers[0]])]
+    controls = {d: mouth[d] for d in drivers}
+    # shuffled: utterance i's rendering scored against utterance i+1's track (cut to the shorter)
+    shuffled = [m for m in mouth[drivers[0]]]
+    shuffled_truth = [utterances[(i + 1) % len(utterances)]["track"] for i in range(len(utterances))]
+    for name, preds, truths in [*((d, controls[d], truth) for d in drivers),
+                                ("shuffled", shuffled, shuffled_truth)]:
+        n = [min(p.size, t.size) for p, t in zip(preds, truths)]
+        p = np.concatenate([a[:k] for a, k in zip(preds, n)])
+        t = np.concatenate([b[:k] for b, k in zip(truths, n)])
+        lag, c = best_lag(p, t, max_lag)
+        out[name] = {"corr": lagged_corr(p, t, 0)[0], "best_lag": lag, "best_corr": c, "frames": int(p.size)}
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.lipsync", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="talking-data folder of held-out utterances")
+    p.add_argument("--probes", type=Path, required=True, help="probes file (python -m engine.demo_world.probes)")
+    p.add_argument("--driver", default="idle", help="driver under test (lstm:PATH ...); idle is the baseline")
+    p.add_argument("--directions", type=Path, default=None, help="direction set of the generator")
+    p.add_argument("--generator", default="demo")
+    p.add_argument("--limit", type=int, default=None, help="at most this many utterances")
+    p.add_argument("--drift-minutes", type=float, default=60.0, help="length of the drift stream (0: skip)")
+    p.add_argument("--max-lag", type=int, default=5)
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    args = p.parse_args(argv)
+    from engine.demo_world.probes import load_probes
+    from engine.session import AvatarEngine
+
+    probes = load_probes(args.probes)
+    engine = AvatarEngine(args.generator, directions=args.directions)
+    utts = read_utterances(args.data)[: args.limit]
+    drivers = [args.driver] + (["idle"] if args.driver != "idle" else [])
+    report = {"lipsync": evaluate(engine, drivers, utts, probes.predict, max_lag=args.max_lag)}
+    fps = utts[0]["fps"]
+    if args.drift_minutes > 0:
+        need = int(args.drift_minutes * 60 * utts[0]["rate"])
+        stream = np.concatenate([u["samples"] for u in utts])
+        stream = np.tile(stream, need // stream.size + 1)[:need]
+        vals = render_measure(engine, args.driver, stream, utts[0]["rate"], fps, probes.predict)
+        ident = {k: drift(v, fps) for k, v in vals.items() if k not in ("mouth_open", "blink", "mouth_width", "smile")}
+        report["drift"] = {"minutes": args.drift_minutes, "per_value": ident,
+                           "max_abs_slope_per_hour_over_sd": max(abs(d["slope_per_hour_over_sd"]) for d in ident.values())}
+    silent = render_measure(engine, args.driver, np.zeros(int(10 * utts[0]["rate"]), np.int16), utts[0]["rate"], fps,
+                            probes.predict)
+    report["jitter_silence"] = {k: jitter(v, np.ones(v.size, bool)) for k, v in silent.items()}
+    for name, r in report["lipsync"].items():
+        print(f"{name:>24}: corr {r['corr']:+.3f}, best lag {r['best_lag']:+d} frames (corr {r['best_corr']:+.3f}), "
+              f"{r['frames']} frames")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "lipsync.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
