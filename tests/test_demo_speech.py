@@ -32,6 +32,16 @@ def test_audio_is_what_the_espeak_ng_command_says(utt, tmp_path):
     np.testing.assert_array_equal(cli[:utt.samples.size], utt.samples)
 
 
+def test_an_utterance_does_not_depend_on_what_was_spoken_before(utt):
+    # a voice variant changes libespeak-ng's global state for good; synthesis runs in a fresh
+    # process each time, so the same arguments give the same samples after any other voice
+    for v in ("en+f2", "en-us+m7"):
+        speech.synthesize("one two", voice=v, rate_wpm=200, pitch=30)
+        again = speech.synthesize(TEXT, voice="en")
+        np.testing.assert_array_equal(again.samples, utt.samples)
+        assert again.phonemes == utt.phonemes
+
+
 def test_phoneme_timeline_partitions_the_speech(utt):
     ph = utt.phonemes
     assert len(ph) > 30

@@ -10,7 +10,11 @@ timeline into a per-video-frame mouth opening in [0, 1] from articulation classe
 wide, close vowels and approximants half, labials and pauses closed) with a short coarticulation
 smoothing, sampled at the frame rate.
 
-The library keeps global state, so calls are serialised by a lock. Everything fails with a clear
+The library keeps global state that a voice variant (``+f2``, ...) changes for good: in one
+process, "en" spoken after "en+f2" is not the "en" of a fresh process, and even
+``espeak_Terminate`` + ``espeak_Initialize`` do not undo it. So every synthesis runs in a forked
+child process that initialises the library from scratch (a few ms): an utterance depends only
+on its own arguments, whatever was spoken before. Everything fails with a clear
 :class:`SpeechError` when libespeak-ng is not installed (Debian: ``espeak-ng``).
 """
 from __future__ import annotations
@@ -54,15 +58,21 @@ _lib = None
 _rate = 0
 
 
+def _load():
+    """The library, loaded but not initialised (no synthesis state touched)."""
+    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        raise SpeechError("libespeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)") from None
+
+
 def _library():
+    """Load and initialise the library (only ever inside the synthesis child process)."""
     global _lib, _rate
     if _lib is not None:
         return _lib
-    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
-        raise SpeechError("libespeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)") from None
+    lib = _load()
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
@@ -80,8 +90,7 @@ def _library():
 def available() -> bool:
     """Whether libespeak-ng can be loaded here."""
     try:
-        with _lock:
-            _library()
+        _load()
         return True
     except SpeechError:
         return False
@@ -113,7 +122,8 @@ def synthesize(text: str, *, voice: str = "en", rate_wpm: int = 175, pitch: int 
     """Speak ``text`` with espeak-ng; returns the audio and its phoneme timeline.
 
     ``voice``: an espeak-ng voice name, optionally with a variant (``"en-us"``, ``"en+f3"``);
-    ``rate_wpm``: 80..450 words per minute; ``pitch``: 0..100.
+    ``rate_wpm``: 80..450 words per minute; ``pitch``: 0..100. Runs in a fresh forked process
+    (see the module docstring), so the result depends only on these arguments.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
@@ -121,6 +131,40 @@ def synthesize(text: str, *, voice: str = "en", rate_wpm: int = 175, pitch: int 
         raise ValueError(f"rate_wpm must be in 80..450, got {rate_wpm}")
     if not 0 <= int(pitch) <= 100:
         raise ValueError(f"pitch must be in 0..100, got {pitch}")
+    _load()                                          # a missing library is reported here, in the caller
+    import os
+    import pickle
+
+    with _lock:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                 # child: fresh library state, one synthesis, exit
+            code = 0
+            try:
+                os.close(r)
+                try:
+                    result = ("ok", _synthesize_here(text, voice, int(rate_wpm), int(pitch)))
+                except BaseException as exc:  # sent to the parent, re-raised there
+                    result, code = ("error", f"{type(exc).__name__}: {exc}"), 1
+                with os.fdopen(w, "wb") as f:
+                    f.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+    if not data:
+        raise SpeechError("the espeak-ng synthesis process died")
+    kind, value = pickle.loads(data)                 # our own child's reply
+    if kind == "error":
+        if value.startswith("SpeechError: "):
+            raise SpeechError(value[len("SpeechError: "):])
+        raise SpeechError(value)
+    return value
+
+
+def _synthesize_here(text: str, voice: str, rate_wpm: int, pitch: int) -> Utterance:
     chunks: list[np.ndarray] = []
     events: list[tuple[str, int]] = []
     n_out = [0]
@@ -140,17 +184,16 @@ def synthesize(text: str, *, voice: str = "en", rate_wpm: int = 175, pitch: int 
 
     cb = _CALLBACK(on_synth)
     data = text.encode("utf-8") + b"\0"
-    with _lock:
-        lib = _library()
-        lib.espeak_SetSynthCallback(cb)
-        if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
-            raise SpeechError(f"espeak-ng has no voice {voice!r}")
-        lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
-        lib.espeak_SetParameter(_ESPEAK_PITCH, int(pitch), 0)
-        err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-        if err != 0:
-            raise SpeechError(f"espeak_Synth failed with code {err}")
-        rate = _rate
+    lib = _library()
+    lib.espeak_SetSynthCallback(cb)
+    if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0:
+        raise SpeechError(f"espeak-ng has no voice {voice!r}")
+    lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
+    lib.espeak_SetParameter(_ESPEAK_PITCH, int(pitch), 0)
+    err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+    if err != 0:
+        raise SpeechError(f"espeak_Synth failed with code {err}")
+    rate = _rate
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     total = samples.size
     # audio_position is in ms from the start of the message; convert to samples and make the
