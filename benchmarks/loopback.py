@@ -70,13 +70,26 @@ def serve(args) -> None:
     web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
 
 
+def _drain(track, sink) -> "asyncio.Task":
+    """A task that receives ``track``'s frames until it ends, calling ``sink(frame)`` for each."""
+    from aiortc.mediastreams import MediaStreamError
+
+    async def consume():
+        while True:
+            try:
+                f = await track.recv()
+            except MediaStreamError:
+                return
+            sink(f)
+    return asyncio.ensure_future(consume())
+
+
 # -- audio receive hold ---------------------------------------------------------------------------
 
 async def audio_hold(seconds: float) -> dict[str, Any]:
     """p50/p95 ms from handing a 20 ms packet to the sender to the receiver's decoded frame,
     aiortc's stock audio jitter buffer vs ``NoWaitAudioJitterBuffer``."""
     from aiortc import RTCConfiguration, RTCPeerConnection
-    from aiortc.mediastreams import MediaStreamError
 
     from streaming.tracks import PcmTrack, install_no_wait_audio
 
@@ -95,15 +108,7 @@ async def audio_hold(seconds: float) -> dict[str, Any]:
                 for tr in receiver.getTransceivers():
                     if tr.receiver.track is track:
                         install_no_wait_audio(tr.receiver)
-
-            async def consume():
-                while True:
-                    try:
-                        f = await track.recv()
-                    except MediaStreamError:
-                        return
-                    got.append((int(f.pts), time.monotonic()))
-            tasks.append(asyncio.ensure_future(consume()))
+            tasks.append(_drain(track, lambda f: got.append((int(f.pts), time.monotonic()))))
 
         await sender.setLocalDescription(await sender.createOffer())
         await receiver.setRemoteDescription(sender.localDescription)
@@ -140,7 +145,6 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
     click's onset in the received audio) and arrival offset (wall clock at the viewer, whose audio
     jitter buffer is bypassed; aiortc's video receiver holds each frame one interval)."""
     from aiortc import RTCConfiguration, RTCPeerConnection
-    from aiortc.mediastreams import MediaStreamError
 
     from engine.motion.base import MotionDriver
     from engine.session import AvatarEngine
@@ -189,15 +193,7 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
             for tr in viewer.getTransceivers():
                 if tr.receiver.track is track:
                     install_no_wait_audio(tr.receiver)
-
-        async def consume():
-            while True:
-                try:
-                    f = await track.recv()
-                except MediaStreamError:
-                    return
-                got[track.kind].append((time.monotonic(), f))
-        tasks.append(asyncio.ensure_future(consume()))
+        tasks.append(_drain(track, lambda f, kind=track.kind: got[kind].append((time.monotonic(), f))))
 
     await bot.setLocalDescription(await bot.createOffer())
     await viewer.setRemoteDescription(bot.localDescription)
@@ -279,7 +275,6 @@ async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any
     """Send ``pcm`` as the mic, receive video; returns arrival times, decoded frames, stats."""
     import aiohttp
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
 
     from streaming.tracks import PcmTrack
 
@@ -301,15 +296,10 @@ async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any
 
     @pc.on("track")
     def on_track(track):
-        async def consume():
-            while True:
-                try:
-                    f = await track.recv()
-                except MediaStreamError:
-                    return
-                times.append(time.monotonic())
-                frames.append(f)
-        tasks.append(asyncio.ensure_future(consume()))
+        def keep(f):
+            times.append(time.monotonic())
+            frames.append(f)
+        tasks.append(_drain(track, keep))
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
