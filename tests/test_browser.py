@@ -284,9 +284,18 @@ def test_live_video_identity_and_connection_lost(engine, start_server, open_page
     page.wait_for_function("() => window.stylecast.identity && window.stylecast.identity.seed === 1234",
                            timeout=TIMEOUT_MS)
     assert "1234" in page.locator("#identity-ack").inner_text()
-    _wait_more_frames(page, 10)
-    after = _video_frame(page)
-    assert _distance(after, new_face) < _distance(after, old_face)
+    # Frames already encoded or in the browser's jitter buffer still show the old face, and on a
+    # busy machine that can be many of them: look again every few frames, within the time bound.
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    start_frames = _frames_decoded(page)
+    while True:
+        _wait_more_frames(page, 5)
+        after = _video_frame(page)
+        to_new, to_old = _distance(after, new_face), _distance(after, old_face)
+        if to_new < to_old or time.monotonic() > deadline:
+            break
+    assert to_new < to_old, (f"still the old face {_frames_decoded(page) - start_frames} frames after the "
+                             f"acknowledgement: distance {to_new:.1f} to the new face, {to_old:.1f} to the old")
 
     # The truncation slider sends the same message with the new psi.
     page.fill("#truncation", "0.5")
