@@ -68,6 +68,9 @@ EXPORT_FILE = "demo_generator.safetensors"
 LOG_FILE = "train_log.jsonl"
 MAX_EXPORT_BYTES = 8_000_000        # the shipped float16 weights must stay under 8 MB
 STATE_VERSION = 1
+OBJECTIVES = ("gan", "recon")
+RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 and 4
+RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 
 
 class DataError(ValueError):
@@ -166,7 +169,40 @@ def load_images(root: os.PathLike | str, *, progress: bool = False) -> ImageData
     return ImageData([stack], [p.name for p in pngs], root, "png")
 
 
+class RenderedFaces:
+    """Training images made on the fly for ``--objective recon``: for z ~ N(0, I) of the demo world's
+    code (:mod:`engine.demo_world.latent`), the render of ``params_from_z(z)``."""
+
+    kind = "rendered"
+
+    def __init__(self, resolution: int = 128, supersample: int = 4):
+        if resolution < 8 or resolution & (resolution - 1):
+            raise DataError(f"rendered faces need a power-of-two size >= 8, got {resolution}")
+        self.resolution, self.supersample = int(resolution), int(supersample)
+
+    def __len__(self) -> int:
+        return 0          # unbounded: every step renders new faces
+
+    def render(self, z: np.ndarray) -> np.ndarray:
+        from engine.demo_world.latent import render_z
+        return render_z(np.asarray(z, np.float64), self.resolution, supersample=self.supersample)
+
+    def fingerprint(self) -> dict:
+        from engine.demo_world.dataset import RENDERER_VERSION
+        from engine.demo_world.latent import LATENT_VERSION
+        return {"kind": self.kind, "count": 0, "resolution": self.resolution,
+                "digest": f"latent {LATENT_VERSION}, renderer {RENDERER_VERSION}, supersample {self.supersample}"}
+
+
 # -- configurations ------------------------------------------------------------------------------
+def recon_config(base: Optional[GeneratorConfig] = None) -> GeneratorConfig:
+    """The generator shape for ``--objective recon``: ``base`` (default the demo shape) with z the
+    demo world's code (``Z_DIM`` wide, not normalised) and a mapping network at full learning rate."""
+    from engine.demo_world.latent import Z_DIM, rest_pairs
+    return dataclasses.replace(base or demo_config(), z_dim=Z_DIM, normalize_z=False, mapping_lr_multiplier=1.0,
+                               z_rest=rest_pairs())
+
+
 def parse_generator_config(spec: str, *, z_dim: int = 128, w_dim: int = 128, mapping_layers: int = 4) -> GeneratorConfig:
     """``demo`` (the 128 px demo generator's shape, :func:`~engine.synthesis.networks.demo_config`)
     or a channel list from 4 px up, ``"128,128,64,32"`` (here 32 px) or ``"4:128,8:128,16:64,32:32"``.
@@ -216,6 +252,7 @@ class TrainDemoConfig:
     w_avg_beta: float = 0.995
     snap_kimg: float = 4.0               # grid + state + export every this many kimg
     grid: int = 4                        # samples grid is grid x grid images
+    objective: str = "gan"               # "gan" (StyleGAN2's) or "recon" (decoder of the demo world's code)
 
     # settings a resumed run may change
     MUTABLE = ("kimg", "snap_kimg", "grid")
@@ -242,6 +279,8 @@ class TrainDemoConfig:
             raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 1 <= self.grid <= 16:
             raise ValueError(f"grid must be 1..16, got {self.grid}")
 
@@ -337,8 +376,17 @@ class DemoTrainer:
                                  f"({saved_data['count']} {saved_data['kind']} images at {saved_data['resolution']} px "
                                  f"then, {len(data)} at {data.resolution} px now, or other files)")
             seed = int(state["seed"])
+        recon = config.objective == "recon"
+        if recon != isinstance(data, RenderedFaces):
+            raise ValueError("the recon objective trains on RenderedFaces (faces rendered from z), the gan objective "
+                             "on images; got " + ("images" if recon else "RenderedFaces"))
         if gen_config is None:
-            gen_config = demo_config()
+            gen_config = recon_config() if recon else demo_config()
+        if recon:
+            from engine.demo_world.latent import Z_DIM
+            if gen_config.z_dim != Z_DIM or gen_config.normalize_z:
+                raise ValueError(f"the recon objective needs z_dim {Z_DIM} (the demo world's code) without z "
+                                 f"normalisation; got z_dim {gen_config.z_dim}, normalize_z {gen_config.normalize_z}")
         if gen_config.img_resolution != data.resolution or gen_config.img_channels != 3:
             raise ValueError(f"the images are {data.resolution} px but the generator makes "
                              f"{gen_config.img_resolution} px images (choose a --config with "
@@ -347,16 +395,23 @@ class DemoTrainer:
         dev = self.device
         torch.manual_seed(self.seed)
         self.G = Generator(gen_config).to(dev).train().requires_grad_(True)
-        self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"])) if state is not None
-                         else DiscriminatorConfig.matching(gen_config, mbstd_group_size=config.mbstd_group,
-                                                        conv_clamp=None))
-        self.D = Discriminator(self.D_config).to(dev).train().requires_grad_(True)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.gamma = config.gamma(data.resolution)
-        betas = (0.0, 0.99)
-        self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=1e-8)
-        c = config.r1_interval / (config.r1_interval + 1) if self.gamma > 0 else 1.0
-        self.D_opt = torch.optim.Adam(self.D.parameters(), lr=config.lr * c, betas=tuple(b**c for b in betas), eps=1e-8)
+        if recon:     # a regression: no D; Adam with momentum
+            self.D_config = self.D = self.D_opt = None
+            self.gamma = 0.0
+            self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
+        else:
+            self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"]))
+                             if state is not None else
+                             DiscriminatorConfig.matching(gen_config, mbstd_group_size=config.mbstd_group,
+                                                          conv_clamp=None))
+            self.D = Discriminator(self.D_config).to(dev).train().requires_grad_(True)
+            self.gamma = config.gamma(data.resolution)
+            betas = (0.0, 0.99)
+            self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=1e-8)
+            c = config.r1_interval / (config.r1_interval + 1) if self.gamma > 0 else 1.0
+            self.D_opt = torch.optim.Adam(self.D.parameters(), lr=config.lr * c, betas=tuple(b**c for b in betas),
+                                          eps=1e-8)
         self.rng = np.random.default_rng(self.seed)            # which reals
         self.gen = torch.Generator().manual_seed(self.seed)    # z, style-mixing draws
         self.step = 0
@@ -364,10 +419,11 @@ class DemoTrainer:
         self.train_seconds = 0.0
         if state is not None:
             self.G.load_state_dict(state["G"])
-            self.D.load_state_dict(state["D"])
             self.G_ema.load_state_dict(state["G_ema"])
             self.G_opt.load_state_dict(state["G_opt"])
-            self.D_opt.load_state_dict(state["D_opt"])
+            if self.D is not None:
+                self.D.load_state_dict(state["D"])
+                self.D_opt.load_state_dict(state["D_opt"])
             self.rng.bit_generator.state = json.loads(state["numpy_rng"])
             self.gen.set_state(state["torch_rng"])
             torch.set_rng_state(state["torch_global_rng"])   # random noise inputs of the synthesis
@@ -405,12 +461,34 @@ class DemoTrainer:
             ws = torch.cat([ws[:, :cutoff], w2.unsqueeze(1).expand(-1, G.num_ws - cutoff, -1)], dim=1)
         return G.synthesis(ws, noise_mode="random")
 
+    def _recon_step(self, rec: dict) -> None:
+        """Decoder step: fresh z, its renders as targets, L1 over RECON_SCALES (G's ``loss_G``)."""
+        G, B = self.G, self.config.batch
+        z = torch.randn(B, G.z_dim, generator=self.gen)
+        target = torch.from_numpy(self.data.render(z.numpy())).to(self.device)
+        target = target.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+        w = G.mapping.forward_w(z.to(self.device))
+        with torch.no_grad():
+            G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
+        img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="random")
+        loss = sum(F.l1_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
+                   for s in RECON_SCALES) / len(RECON_SCALES)
+        self.G_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.G_opt.step()
+        rec["loss_G"] = float(loss.detach())
+
     def train_step(self) -> dict:
-        """One step: G (non-saturating), D (logistic), lazy R1 when step % r1_interval == 0, EMA."""
+        """One step: G (non-saturating), D (logistic), lazy R1 when step % r1_interval == 0, EMA
+        (objective "gan"); or a decoder step on rendered faces and EMA (objective "recon")."""
         cfg, B = self.config, self.config.batch
         t0 = time.perf_counter()
-        reals = self._reals()
         rec: dict = {"step": self.step + 1}
+        if cfg.objective == "recon":
+            self._recon_step(rec)
+            self._finish_step(rec, t0)
+            return rec
+        reals = self._reals()
 
         # G: maximise D's logits of generated images.
         self.D.requires_grad_(False)
@@ -444,8 +522,12 @@ class DemoTrainer:
             loss_r1.backward()
             self.D_opt.step()
             rec["r1_penalty"] = float(penalty.detach().mean())
+        self._finish_step(rec, t0)
+        return rec
 
-        # G_ema.
+    def _finish_step(self, rec: dict, t0: float) -> None:
+        """Count the step, update G_ema, time and record it."""
+        cfg, B = self.config, self.config.batch
         self.step += 1
         ema_nimg = self.config.ema_half_life_kimg() * 1000
         if cfg.ema_rampup is not None:
@@ -460,7 +542,6 @@ class DemoTrainer:
         rec["sec"] = time.perf_counter() - t0
         self.train_seconds += rec["sec"]
         self.history.append(rec)
-        return rec
 
     # -- outputs -----------------------------------------------------------------------------
     def save_state(self) -> Path:
@@ -473,17 +554,17 @@ class DemoTrainer:
             "nimg": self.nimg,
             "seed": self.seed,
             "G": cpu(self.G.state_dict()),
-            "D": cpu(self.D.state_dict()),
+            "D": cpu(self.D.state_dict()) if self.D is not None else None,
             "G_ema": cpu(self.G_ema.state_dict()),
             "G_opt": self.G_opt.state_dict(),
-            "D_opt": self.D_opt.state_dict(),
+            "D_opt": self.D_opt.state_dict() if self.D_opt is not None else None,
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "torch_rng": self.gen.get_state(),
             "torch_global_rng": torch.get_rng_state(),
             "torch_cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "train_config": json.dumps(self.config.to_dict()),
             "generator_config": json.dumps(self.G.config.to_dict()),
-            "discriminator_config": json.dumps(self.D_config.to_dict()),
+            "discriminator_config": json.dumps(self.D_config.to_dict() if self.D_config is not None else None),
             "data": json.dumps(self.data.fingerprint()),
             "history": json.dumps(self.history),
             "train_seconds": self.train_seconds,
@@ -494,8 +575,17 @@ class DemoTrainer:
         """G_ema as float16 safetensors + JSON config in ``out_dir`` (``load_generator`` reads it)."""
         from engine.synthesis.checkpoints import save_generator
         G = copy.deepcopy(self.G_ema).to("cpu")
+        if G.config.z_rest:
+            # w_avg, the face truncation pulls toward, is the mean face at rest (random z with the
+            # rest coordinates fixed), not the mean over random mouths, eyes and poses
+            from engine.latent.identity import rest_z
+            gen = torch.Generator().manual_seed(self.seed)
+            with torch.no_grad():
+                w = G.mapping.forward_w(rest_z(G, torch.randn(4096, G.z_dim, generator=gen)))
+                G.mapping.w_avg.copy_(w.mean(dim=0))
         return save_generator(G, self.out_dir / EXPORT_FILE, dtype=torch.float16,
-                              source=f"engine.train_demo: {self.nimg / 1000:.3f} kimg, seed {self.seed}")
+                              source=f"engine.train_demo ({self.config.objective}): {self.nimg / 1000:.3f} kimg, "
+                                     f"seed {self.seed}")
 
     @torch.no_grad()
     def write_samples(self) -> Path:
@@ -510,9 +600,15 @@ class DemoTrainer:
         return path
 
     def write_reals(self) -> Path:
+        """A grid of training images; for the recon objective the renders of the samples grid's z."""
+        path = self.out_dir / "reals.png"
+        if isinstance(self.data, RenderedFaces):
+            n = self.config.grid ** 2
+            z = np.concatenate([seed_to_z(s, self.G.z_dim) for s in range(n)])
+            _save_png(_image_grid(self.data.render(z), self.config.grid), path)
+            return path
         n = min(self.config.grid ** 2, len(self.data))
         idx = np.random.default_rng(self.seed).choice(len(self.data), size=n, replace=False)
-        path = self.out_dir / "reals.png"
         _save_png(_image_grid(self.data.batch(np.sort(idx)), self.config.grid), path)
         return path
 
@@ -553,8 +649,8 @@ class DemoTrainer:
                     log(rec)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(kimg=f"{rec['kimg']:.2f}", G=f"{rec['loss_G']:.3f}", D=f"{rec['loss_D']:.3f}",
-                                    refresh=False)
+                    bar.set_postfix(kimg=f"{rec['kimg']:.2f}", G=f"{rec['loss_G']:.3f}",
+                                    **({"D": f"{rec['loss_D']:.3f}"} if "loss_D" in rec else {}), refresh=False)
                 if self.nimg // snap_nimg > before // snap_nimg and self.step < total:
                     paths = self.snapshot()
         finally:
@@ -584,8 +680,12 @@ engine.synthesis.checkpoints.load_generator and works as --generator RUN/demo_ge
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True,
-                   help="folder of shard-*.npz (images uint8 [N,H,W,3]) or of .png images")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of shard-*.npz (images uint8 [N,H,W,3]) or of .png images (objective gan)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=argparse.SUPPRESS,
+                   help="gan: StyleGAN2's adversarial training on --data; recon: train G as the decoder of the demo "
+                        "world's code z (faces rendered on the fly, L1 loss; no --data). Default: gan with --data, "
+                        "recon without; a resumed run keeps its own")
     p.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
     p.add_argument("--kimg", type=finite_float, default=argparse.SUPPRESS,
                    help="total length in thousands of real images (a resumed run continues to this; default 100, "
@@ -598,7 +698,8 @@ def build_parser() -> ArgumentParser:
                         "per resolution from 4 px up, e.g. 128,128,64,32 for 32 px")
     p.add_argument("--z-dim", type=int, default=128, help="z and w width for a channel-list --config (default 128)")
     p.add_argument("--mapping-layers", type=int, default=4, help="mapping layers for a channel-list --config (default 4)")
-    p.add_argument("--lr", type=finite_float, default=argparse.SUPPRESS, help="Adam learning rate of G and D (default 0.0025)")
+    p.add_argument("--lr", type=finite_float, default=argparse.SUPPRESS,
+                   help="Adam learning rate of G and D (default 0.0025; objective recon: 0.008)")
     p.add_argument("--gamma", type=finite_float, default=argparse.SUPPRESS,
                    help="R1 weight gamma (default 0.0002 * resolution^2 / batch; 0 turns R1 off)")
     p.add_argument("--r1-interval", type=int, default=argparse.SUPPRESS, help="lazy R1 every this many steps (default 16)")
@@ -624,7 +725,7 @@ def build_parser() -> ArgumentParser:
 # option name → TrainDemoConfig field; options left out take the saved run's value on --resume
 _TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gamma", "r1_interval": "r1_interval",
                   "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
-                  "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid"}
+                  "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective"}
 
 
 def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> TrainDemoConfig:
@@ -639,6 +740,8 @@ def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> Train
     for opt, name in _TRAIN_OPTIONS.items():
         if hasattr(args, opt):
             values[name] = getattr(args, opt)
+    if state_path is None and values["objective"] == "recon" and not hasattr(args, "lr"):
+        values["lr"] = RECON_LR
     if values["ema_rampup"] == 0:
         values["ema_rampup"] = None
     return TrainDemoConfig(**values)
@@ -663,17 +766,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
+        if not hasattr(args, "objective") and not state_exists:
+            args.objective = "gan" if args.data is not None else "recon"
         cfg = _train_config(args, args.out / STATE_FILE if state_exists else None)
         cfg.validate()
+        recon = cfg.objective == "recon"
+        if recon and args.data is not None:
+            raise UsageError("--objective recon renders its faces; leave --data out")
+        if not recon and args.data is None:
+            raise UsageError("--objective gan needs --data (a folder of images)")
         gen_config = None
         if args.config is not None or not state_exists:
             gen_config = parse_generator_config(args.config or "demo", z_dim=args.z_dim, w_dim=args.z_dim,
                                                 mapping_layers=args.mapping_layers)
+            if recon:
+                gen_config = recon_config(gen_config)
             size = export_bytes(gen_config)
             if size > MAX_EXPORT_BYTES:
                 raise UsageError(f"this generator's float16 weights take {size / 1e6:.1f} MB; the demo generator "
                                  f"must stay under {MAX_EXPORT_BYTES / 1e6:.0f} MB (narrow the --config)")
-        data = load_images(args.data, progress=not args.quiet)
+        if recon:
+            size = gen_config.img_resolution if gen_config is not None else json.loads(
+                torch.load(args.out / STATE_FILE, map_location="cpu", weights_only=True)["data"])["resolution"]
+            data = RenderedFaces(size)
+        else:
+            data = load_images(args.data, progress=not args.quiet)
         trainer = DemoTrainer(cfg, data, args.out, gen_config=gen_config, seed=args.seed, resume=args.resume,
                               device=device)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -694,10 +811,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         old_handler = None
     G = trainer.G
     n_g = sum(p.numel() for p in G.parameters())
-    n_d = sum(p.numel() for p in trainer.D.parameters())
-    print(f"{PROG}: {len(data)} images at {data.resolution} px; G {n_g / 1e6:.2f}M parameters, "
-          f"D {n_d / 1e6:.2f}M; batch {cfg.batch}, R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps, "
-          f"G_ema half-life {cfg.ema_half_life_kimg():g} kimg; "
+    if trainer.D is not None:
+        n_d = sum(p.numel() for p in trainer.D.parameters())
+        what = (f"{len(data)} images at {data.resolution} px; G {n_g / 1e6:.2f}M parameters, D {n_d / 1e6:.2f}M; "
+                f"batch {cfg.batch}, R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps")
+    else:
+        what = (f"decoder of the demo world's code, faces rendered at {data.resolution} px; "
+                f"G {n_g / 1e6:.2f}M parameters; batch {cfg.batch}, L1 at scales {RECON_SCALES}")
+    print(f"{PROG}: {what}, G_ema half-life {cfg.ema_half_life_kimg():g} kimg; "
           f"{'resuming at' if trainer.resumed else 'starting at'} {trainer.nimg / 1000:.3f} of {cfg.kimg:g} kimg",
           file=sys.stderr)
     log_path = args.out / LOG_FILE
@@ -719,7 +840,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = export.stat().st_size
     last = trainer.history[-1] if trainer.history else None
     msg = (f"wrote {os.fspath(export)} ({size / 1e6:.2f} MB float16, {trainer.nimg / 1000:.3f} kimg"
-           + (f"; step {last['step']}: loss G {last['loss_G']:.3f}, D {last['loss_D']:.3f}" if last else "")
+           + (f"; step {last['step']}: loss G {last['loss_G']:.3f}"
+              + (f", D {last['loss_D']:.3f}" if "loss_D" in last else "") if last else "")
            + f"; samples {result['last']['samples'].name})")
     print(msg)
     if size > MAX_EXPORT_BYTES:

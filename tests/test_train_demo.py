@@ -14,10 +14,13 @@ from engine.synthesis.checkpoints import load_generator
 from engine.synthesis.discriminator import (Discriminator, DiscriminatorConfig, MinibatchStdLayer,
                                             downsample2d)
 from engine.synthesis.networks import GeneratorConfig
+from engine.demo_world.latent import Z_DIM
 from engine.train_demo import (EXPORT_FILE, LOG_FILE, MAX_EXPORT_BYTES, STATE_FILE, DataError, DemoTrainer,
-                               TrainDemoConfig, export_bytes, load_images, main, parse_generator_config)
+                               RenderedFaces, TrainDemoConfig, export_bytes, load_images, main,
+                               parse_generator_config, recon_config)
 
 TINY = "32,32,16"          # 4, 8, 16 px
+RECON_STEPS = 400
 
 
 @pytest.fixture(autouse=True)
@@ -302,3 +305,79 @@ def test_early_stop_saves_a_resumable_state(shards, tmp_path):
     assert state["step"] == 2 and state["nimg"] == 16
     again = DemoTrainer(tiny_config(), data, tmp_path / "run", resume=True)
     assert again.step == 2 and again.run(progress=False, max_seconds=0)["stopped"] and again.step == 2
+
+
+# -- the recon objective (decoder of the demo world's code) -----------------------------------------
+def tiny_recon_gen() -> GeneratorConfig:
+    return recon_config(parse_generator_config(TINY, z_dim=16, w_dim=32, mapping_layers=2))
+
+
+def recon_config_for_test(**kw) -> TrainDemoConfig:
+    return tiny_config(objective="recon", **kw)
+
+
+def test_recon_objective_steps_resume_and_export(tmp_path):
+    data = RenderedFaces(16)
+    one = DemoTrainer(recon_config_for_test(), data, tmp_path / "one", gen_config=tiny_recon_gen(), seed=2)
+    assert one.D is None and one.G.z_dim == Z_DIM and not one.G.mapping.normalize_z
+    assert one.run(progress=False)["steps"] == 6
+    assert all(set(r) >= {"loss_G", "kimg", "sec"} and "loss_D" not in r for r in one.history)
+    part = DemoTrainer(recon_config_for_test(kimg=3 * 8 / 1000), data, tmp_path / "two", gen_config=tiny_recon_gen(),
+                       seed=2)
+    part.run(progress=False)
+    with pytest.raises(ValueError, match="resume: objective"):
+        DemoTrainer(tiny_config(), data, tmp_path / "two", resume=True)
+    rest = DemoTrainer(recon_config_for_test(), data, tmp_path / "two", resume=True)
+    assert rest.step == 3 and rest.run(progress=False)["steps"] == 3
+    for net in ("G", "G_ema"):
+        for k, v in getattr(one, net).state_dict().items():
+            assert torch.equal(v, getattr(rest, net).state_dict()[k]), (net, k)
+    assert [r["loss_G"] for r in one.history] == [r["loss_G"] for r in rest.history]
+    G = load_generator(tmp_path / "one" / EXPORT_FILE)
+    assert G.z_dim == Z_DIM and not G.config.normalize_z
+    # reals.png holds the renders of the samples grid's z: the targets of samples-*.png
+    from PIL import Image
+    from engine.demo_world.latent import render_z
+    from engine.synthesis.networks import seed_to_z
+    with Image.open(tmp_path / "one" / "reals.png") as im:
+        reals = np.asarray(im.convert("RGB"))
+    assert np.array_equal(reals[:16, 16:32], render_z(seed_to_z(1, Z_DIM)[0], 16))
+    with pytest.raises(ValueError, match="recon objective trains on RenderedFaces"):
+        DemoTrainer(recon_config_for_test(), np.zeros(1), tmp_path / "x", gen_config=tiny_recon_gen())
+    with pytest.raises(ValueError, match="z_dim"):
+        DemoTrainer(recon_config_for_test(), data, tmp_path / "y", gen_config=tiny_gen())
+
+
+def test_recon_objective_learns_the_code(tmp_path):
+    """After a short run G(z) is nearer the render of its own z than the renders of other z:
+    the generator has learned to decode the demo world's parameters, not an average face."""
+    torch.manual_seed(0)
+    data = RenderedFaces(16)
+    tr = DemoTrainer(recon_config_for_test(kimg=RECON_STEPS * 16 / 1000, batch=16, lr=0.005, snap_kimg=100.0),
+                     data, tmp_path / "run", gen_config=tiny_recon_gen(), seed=0)
+    tr.run(progress=False)
+    losses = [r["loss_G"] for r in tr.history]
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-20:])
+    z = np.random.default_rng(123).standard_normal((12, Z_DIM))
+    target = data.render(z).astype(np.float64)
+    with torch.no_grad():
+        out = (tr.G_ema(torch.from_numpy(z).float()).clamp(-1, 1) + 1) * 127.5
+    out = out.permute(0, 2, 3, 1).numpy()
+    dist = np.abs(out[:, None] - target[None]).mean(axis=(2, 3, 4))    # [generated, render]
+    own = np.diag(dist)
+    others = (dist.sum(axis=1) - own) / (len(z) - 1)
+    assert np.mean(own < others) >= 0.9, (own, others)
+    assert own.mean() < 0.7 * others.mean(), (own.mean(), others.mean())
+
+
+def test_cli_recon_objective(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "--objective", "recon", "--out", out, "--config", TINY, "--z-dim", 32,
+                                "--mapping-layers", 2, "--batch", 8, "--kimg", 0.016, "--grid", 2, "--quiet")
+    assert code == 0 and "demo_generator.safetensors" in stdout and "decoder of the demo world" in err
+    code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.024, "--resume", "--quiet")   # the saved objective
+    assert code == 0 and len((out / LOG_FILE).read_text().splitlines()) == 3
+    code, _, err = run_cli(capsys, "--objective", "recon", "--data", tmp_path, "--out", tmp_path / "b", "--quiet")
+    assert code == 2 and "leave --data out" in one_line_error(err)
+    code, _, err = run_cli(capsys, "--objective", "gan", "--out", tmp_path / "c", "--quiet")
+    assert code == 2 and "needs --data" in one_line_error(err)

@@ -14,7 +14,7 @@ import torch
 
 from engine.synthesis.networks import seed_to_z
 
-__all__ = ["z_from_seed", "w_from_seed", "load_ws_array", "ws_from_npy", "mean_ws", "truncate", "interpolate",
+__all__ = ["z_from_seed", "rest_z", "w_from_seed", "load_ws_array", "ws_from_npy", "mean_ws", "truncate", "interpolate",
            "INTERPOLATION_MODES"]
 
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -29,11 +29,25 @@ def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(seed_to_z(seed, int(z_dim))).to(torch.float32)
 
 
+def rest_z(G, z: torch.Tensor) -> torch.Tensor:
+    """z [B, z_dim] with the generator's ``z_rest`` coordinates fixed (a copy; z itself when the
+    generator has none). Codes with meaningful coordinates (the demo world's) use it so that an
+    identity's seed gives a face at rest: mouth closed, eyes open, head straight."""
+    rest = getattr(getattr(G, "config", None), "z_rest", None)
+    if not rest:
+        return z
+    z = z.clone()
+    for i, v in rest:
+        z[:, int(i)] = float(v)
+    return z
+
+
 def w_from_seed(G, seed: int, *, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None) -> torch.Tensor:
-    """ws [1, num_ws, w_dim] float32 of ``seed``; cutoff defaults to the checkpoint's setting."""
+    """ws [1, num_ws, w_dim] float32 of ``seed`` (its z at rest, :func:`rest_z`); cutoff defaults
+    to the checkpoint's setting."""
     cutoff = truncation_cutoff if truncation_cutoff is not None else getattr(G.config, "truncation_cutoff", None)
     with torch.inference_mode():
-        z = z_from_seed(seed, G.z_dim).to(_device(G))
+        z = rest_z(G, z_from_seed(seed, G.z_dim)).to(_device(G))
         return G.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=cutoff).clone()
 
 

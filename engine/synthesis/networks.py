@@ -117,6 +117,11 @@ class GeneratorConfig(ChannelTableConfig):
     use_noise: bool = True
     architecture: str = "skip"
     truncation_cutoff: Optional[int] = None
+    normalize_z: bool = True      # StyleGAN2 normalises z's 2nd moment; a decoder whose z is the
+                                  # data's own parameters (engine.train_demo --objective recon) must not
+    z_rest: Optional[list] = None  # [[index, value], ...]: z coordinates an identity's seed gets fixed to
+                                   # (a code whose coordinates mean something: the demo world's mouth
+                                   # closed, eyes open, head straight), so a seed's face is at rest
 
     def __post_init__(self) -> None:
         self._check_channel_table()
@@ -129,6 +134,23 @@ class GeneratorConfig(ChannelTableConfig):
         for name in ("z_dim", "w_dim", "mapping_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.z_rest is not None:
+            try:
+                self.z_rest = [[int(i), float(v)] for i, v in self.z_rest]
+            except (TypeError, ValueError):
+                raise ValueError("z_rest must be a list of [index, value] pairs") from None
+            if any(not 0 <= i < self.z_dim or not math.isfinite(v) for i, v in self.z_rest):
+                raise ValueError(f"z_rest indices must be in 0..{self.z_dim - 1} with finite values")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        # fields added later are written only when set, so that older configs (and the hashes of
+        # their generators) stay as they were
+        if d.get("normalize_z") is True:
+            del d["normalize_z"]
+        if d.get("z_rest") is None:
+            d.pop("z_rest", None)
+        return d
 
     @property
     def num_ws(self) -> int:
@@ -382,9 +404,11 @@ class SynthesisBlock(nn.Module):
 class MappingNetwork(nn.Module):
     """z → w: normalise z (2nd moment), ``num_layers`` equalised FC + lrelu, broadcast, truncate."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_multiplier: float = 0.01):
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_multiplier: float = 0.01,
+                 normalize_z: bool = True):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
+        self.normalize_z = bool(normalize_z)
         features = [z_dim] + [w_dim] * num_layers
         for i in range(num_layers):
             setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
@@ -395,7 +419,8 @@ class MappingNetwork(nn.Module):
         """z [B, z_dim] → w [B, w_dim] (no broadcast, no truncation)."""
         _check_shape(z, [None, self.z_dim], "mapping input z")
         x = z.to(_acc_dtype(self.w_avg.dtype))
-        x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        if self.normalize_z:
+            x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         return x
@@ -471,7 +496,7 @@ class Generator(nn.Module):
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, self.num_ws, config.mapping_layers,
-                                      config.mapping_lr_multiplier)
+                                      config.mapping_lr_multiplier, normalize_z=config.normalize_z)
         self.eval().requires_grad_(False)
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
