@@ -65,6 +65,7 @@ __all__ = ["DataError", "ImageData", "load_images", "TrainDemoConfig", "DemoTrai
 PROG = "python -m engine.train_demo"
 STATE_FILE = "trainer_state.pt"
 EXPORT_FILE = "demo_generator.safetensors"
+DIRECTIONS_FILE = "demo_directions.json"
 LOG_FILE = "train_log.jsonl"
 MAX_EXPORT_BYTES = 8_000_000        # the shipped float16 weights must stay under 8 MB
 STATE_VERSION = 1
@@ -253,6 +254,7 @@ class TrainDemoConfig:
     snap_kimg: float = 4.0               # grid + state + export every this many kimg
     grid: int = 4                        # samples grid is grid x grid images
     objective: str = "gan"               # "gan" (StyleGAN2's) or "recon" (decoder of the demo world's code)
+    linear_motion: float = 0.5           # recon: share of each batch whose motion enters w linearly
 
     # settings a resumed run may change
     MUTABLE = ("kimg", "snap_kimg", "grid")
@@ -279,6 +281,8 @@ class TrainDemoConfig:
             raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
+        if not 0 <= self.linear_motion <= 1:
+            raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 1 <= self.grid <= 16:
@@ -396,10 +400,15 @@ class DemoTrainer:
         torch.manual_seed(self.seed)
         self.G = Generator(gen_config).to(dev).train().requires_grad_(True)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        if recon:     # a regression: no D; Adam with momentum
+        self.motion_dirs = self.motion_dirs_ema = None
+        if recon:     # a regression: no D; Adam with momentum; the motion directions learned with G
+            from engine.demo_world.latent import MOTION_Z
             self.D_config = self.D = self.D_opt = None
             self.gamma = 0.0
-            self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-8)
+            self.motion_dirs = torch.nn.Parameter(0.01 * torch.randn(len(MOTION_Z), gen_config.w_dim).to(dev))
+            self.motion_dirs_ema = self.motion_dirs.detach().clone()
+            self.G_opt = torch.optim.Adam([*self.G.parameters(), self.motion_dirs], lr=config.lr, betas=(0.9, 0.99),
+                                          eps=1e-8)
         else:
             self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"]))
                              if state is not None else
@@ -424,6 +433,10 @@ class DemoTrainer:
             if self.D is not None:
                 self.D.load_state_dict(state["D"])
                 self.D_opt.load_state_dict(state["D_opt"])
+            if self.motion_dirs is not None:
+                with torch.no_grad():
+                    self.motion_dirs.copy_(state["motion_dirs"])
+                    self.motion_dirs_ema.copy_(state["motion_dirs_ema"])
             self.rng.bit_generator.state = json.loads(state["numpy_rng"])
             self.gen.set_state(state["torch_rng"])
             torch.set_rng_state(state["torch_global_rng"])   # random noise inputs of the synthesis
@@ -462,14 +475,27 @@ class DemoTrainer:
         return G.synthesis(ws, noise_mode="random")
 
     def _recon_step(self, rec: dict) -> None:
-        """Decoder step: fresh z, its renders as targets, L1 over RECON_SCALES (G's ``loss_G``)."""
+        """Decoder step: fresh z, its renders as targets, L1 over RECON_SCALES (G's ``loss_G``).
+
+        The first ``linear_motion`` share of the batch takes w = mapping(z at rest) + Σ_k
+        (m_k − rest_k) / scale_k · a_k, with m the code's motion fields, so that the synthesis
+        network learns to render each motion as a fixed W direction a_k (``motion_dirs``, the
+        exported direction set); the rest takes w = mapping(z), the generator's own path."""
+        from engine.demo_world.latent import MOTION_SCALE, MOTION_Z, motion_params, rest_motion
+        from engine.latent.identity import rest_z
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
         target = torch.from_numpy(self.data.render(z.numpy())).to(self.device)
         target = target.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+        h = int(round(B * self.config.linear_motion))
         w = G.mapping.forward_w(z.to(self.device))
         with torch.no_grad():
             G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
+        if h > 0:
+            scale = np.array([MOTION_SCALE[n] for n in MOTION_Z])
+            x = torch.from_numpy((motion_params(z[:h].numpy()) - rest_motion()) / scale).to(self.device, torch.float32)
+            w_lin = G.mapping.forward_w(rest_z(G, z[:h]).to(self.device)) + x @ self.motion_dirs
+            w = torch.cat([w_lin, w[h:]])
         img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="random")
         loss = sum(F.l1_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
                    for s in RECON_SCALES) / len(RECON_SCALES)
@@ -536,6 +562,8 @@ class DemoTrainer:
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 p_ema.copy_(p.lerp(p_ema, beta))
+            if self.motion_dirs is not None:
+                self.motion_dirs_ema.copy_(self.motion_dirs.detach().lerp(self.motion_dirs_ema, beta))
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
         rec["kimg"] = self.nimg / 1000
@@ -555,6 +583,8 @@ class DemoTrainer:
             "seed": self.seed,
             "G": cpu(self.G.state_dict()),
             "D": cpu(self.D.state_dict()) if self.D is not None else None,
+            "motion_dirs": self.motion_dirs.detach().cpu().clone() if self.motion_dirs is not None else None,
+            "motion_dirs_ema": self.motion_dirs_ema.cpu().clone() if self.motion_dirs is not None else None,
             "G_ema": cpu(self.G_ema.state_dict()),
             "G_opt": self.G_opt.state_dict(),
             "D_opt": self.D_opt.state_dict() if self.D_opt is not None else None,
@@ -583,9 +613,35 @@ class DemoTrainer:
             with torch.no_grad():
                 w = G.mapping.forward_w(rest_z(G, torch.randn(4096, G.z_dim, generator=gen)))
                 G.mapping.w_avg.copy_(w.mean(dim=0))
-        return save_generator(G, self.out_dir / EXPORT_FILE, dtype=torch.float16,
+        path = save_generator(G, self.out_dir / EXPORT_FILE, dtype=torch.float16,
                               source=f"engine.train_demo ({self.config.objective}): {self.nimg / 1000:.3f} kimg, "
                                      f"seed {self.seed}")
+        if self.motion_dirs is not None:
+            self.export_directions(path)
+        return path
+
+    def export_directions(self, generator_path: Path) -> Path:
+        """The learned motion directions (G_ema's) as a DirectionSet JSON beside the export
+        (``DIRECTIONS_FILE``), tied to the exported generator's hash: one direction per motion
+        role (:data:`engine.demo_world.name_directions.ROLE_OF`), x in standard deviations of the
+        motion field over random faces (``MOTION_SCALE``), so x = (value − rest) / scale."""
+        from engine.demo_world.latent import MOTION_SCALE, MOTION_Z
+        from engine.demo_world.name_directions import ROLE_OF
+        from engine.latent.basis import generator_hash
+        from engine.latent.directions import Direction, DirectionSet
+        from engine.synthesis.checkpoints import load_generator
+
+        h = generator_hash(load_generator(generator_path))
+        ds = DirectionSet()
+        A = self.motion_dirs_ema.detach().cpu().double().numpy()
+        for k, name in enumerate(MOTION_Z):
+            if name not in ROLE_OF:
+                continue
+            norm = float(np.linalg.norm(A[k]))
+            ds.add(Direction(ROLE_OF[name], A[k], stdev=max(norm, 1e-12), origin="learned",
+                             source=f"engine.train_demo: learned with the generator; x = ({name} - rest) / "
+                                    f"{MOTION_SCALE[name]:.4f}"), checkpoint_hash=h)
+        return ds.save(self.out_dir / DIRECTIONS_FILE)
 
     @torch.no_grad()
     def write_samples(self) -> Path:

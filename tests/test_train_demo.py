@@ -333,8 +333,20 @@ def test_recon_objective_steps_resume_and_export(tmp_path):
         for k, v in getattr(one, net).state_dict().items():
             assert torch.equal(v, getattr(rest, net).state_dict()[k]), (net, k)
     assert [r["loss_G"] for r in one.history] == [r["loss_G"] for r in rest.history]
+    assert torch.equal(one.motion_dirs, rest.motion_dirs) and torch.equal(one.motion_dirs_ema, rest.motion_dirs_ema)
     G = load_generator(tmp_path / "one" / EXPORT_FILE)
-    assert G.z_dim == Z_DIM and not G.config.normalize_z
+    assert G.z_dim == Z_DIM and not G.config.normalize_z and G.config.z_rest
+    # the learned motion directions are exported beside it, tied to the exported weights
+    from engine.latent.basis import generator_hash
+    from engine.latent.directions import DirectionSet
+    ds = DirectionSet.load(tmp_path / "one" / "demo_directions.json", num_ws=G.num_ws, w_dim=G.w_dim,
+                           checkpoint_hash=generator_hash(G))
+    assert ds.names == ["mouth_open", "jaw", "blink", "head_yaw", "head_pitch", "head_roll", "gaze_x", "gaze_y"]
+    A = one.motion_dirs_ema.double().numpy()
+    d = ds["mouth_open"]
+    np.testing.assert_allclose(d.vector * d.stdev, A[0], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError):
+        DirectionSet.load(tmp_path / "one" / "demo_directions.json", checkpoint_hash=generator_hash(one.G))
     # reals.png holds the renders of the samples grid's z: the targets of samples-*.png
     from PIL import Image
     from engine.demo_world.latent import render_z
@@ -355,7 +367,9 @@ def test_recon_objective_learns_the_code(tmp_path):
     data = RenderedFaces(16)
     tr = DemoTrainer(recon_config_for_test(kimg=RECON_STEPS * 16 / 1000, batch=16, lr=0.005, snap_kimg=100.0),
                      data, tmp_path / "run", gen_config=tiny_recon_gen(), seed=0)
+    init = tr.motion_dirs.detach().clone()
     tr.run(progress=False)
+    assert (tr.motion_dirs.detach() - init).abs().max() > 3 * init.abs().max()   # the directions learn
     losses = [r["loss_G"] for r in tr.history]
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5]), (losses[:5], losses[-20:])
     z = np.random.default_rng(123).standard_normal((12, Z_DIM))

@@ -26,7 +26,7 @@ import numpy as np
 from .faces import (_EYE_COLOURS, _HAIR_COLOURS, _HAIR_P, _SKIN_TONES, HAIR_STYLES, Identity, Motion, _rgb,
                     render_face)
 
-__all__ = ["REST", "rest_pairs", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
+__all__ = ["REST", "rest_pairs", "motion_params", "rest_motion", "MOTION_SCALE", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
            "mouth_from_z", "z_for_mouth", "normal_cdf", "normal_ppf"]
 
 LATENT_VERSION = 1            # bump when params_from_z changes
@@ -147,3 +147,38 @@ REST = {
 def rest_pairs() -> list:
     """``[[index, value], ...]`` of :data:`REST` for ``GeneratorConfig.z_rest``."""
     return [[_I[name], value] for name, value in REST.items()]
+
+
+def motion_params(z) -> np.ndarray:
+    """The motion fields of codes ``z`` [..., Z_DIM] in the renderer's units, [..., 9] float64 in
+    :data:`MOTION_Z` order (mouth opening 0..1, blink 0..1, head angles ±1, ...)."""
+    z = np.asarray(z, np.float64)
+    flat = z.reshape(-1, Z_DIM)
+    out = np.array([params_from_z(row)[1].to_vector() for row in flat], np.float64)
+    return out.reshape(*z.shape[:-1], len(MOTION_Z))
+
+
+def rest_motion() -> np.ndarray:
+    """[9] motion fields of a face at rest (:data:`REST`)."""
+    z = np.zeros(Z_DIM)
+    for i, v in rest_pairs():
+        z[i] = v
+    return motion_params(z)
+
+
+def _motion_scale() -> dict:
+    """Standard deviation of each motion field over random codes (a fixed sample of 20,000)."""
+    z = np.random.default_rng(20240).standard_normal((20000, len(MOTION_Z)))
+    u = normal_cdf(z)
+    cols = {
+        "mouth_open": mouth_from_z(z[:, 0]), "mouth_width": u[:, 1], "smile": 2 * u[:, 2] - 1,
+        "blink": np.clip((u[:, 3] - BLINK_OPEN_U) / (BLINK_CLOSED_U - BLINK_OPEN_U), 0, 1),
+    }
+    for j, name in enumerate(MOTION_Z[4:], start=4):
+        cols[name] = np.clip(HEAD_SCALE * z[:, j], -1, 1)
+    return {name: float(np.std(cols[name])) for name in MOTION_Z}
+
+
+#: per motion field, its standard deviation over random faces: one x unit of the demo generator's
+#: direction of that field (x = (value − rest) / scale, as PCA units are standard deviations)
+MOTION_SCALE = _motion_scale()

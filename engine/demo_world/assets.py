@@ -1,0 +1,134 @@
+"""Talking data → latent trajectories of the demo generator: the motion model's training pairs.
+
+    python -m engine.demo_world.assets targets --talking TALK_DIR --out PAIRS_DIR \\
+        [--generator demo --directions engine/assets/demo_directions.json]
+
+Works on a generator trained with ``engine.train_demo --objective recon``: its z is the demo
+world's code (:mod:`engine.demo_world.latent`) and its run folder holds the motion directions it
+learned (``demo_directions.json``, one W direction per motion role, rendered linearly by
+construction; the shipped demo generator's are ``engine/assets/demo_directions.json``).
+
+Each utterance of a talking data set (``engine.demo_world.talking``) becomes a latent trajectory
+of one identity: the identity as the engine shows it (its seed's code at rest, truncated with
+``--truncation-psi``) is the anchor, and its mouth follows the utterance's ground-truth mouth
+track through the named ``mouth_open`` direction,
+``w_t = anchor + v·stdev·(m_t − rest) / scale`` (``MOTION_SCALE``). Written as ``NAME.wav``
+(copied), ``NAME.npy`` (w_t [T, w_dim] float32) and ``NAME.json`` ({"fps", "anchor", "seed"}),
+the form ``python -m engine.train_motion --directions DIRS --names mouth_open`` trains on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from engine.cli_util import ArgumentParser, UsageError, fail
+
+from .latent import MOTION_SCALE, MOTION_Z, Z_DIM, rest_motion
+
+__all__ = ["mouth_x", "utterance_trajectory", "write_targets", "main"]
+
+PROG = "python -m engine.demo_world.assets"
+
+
+def _check_code_generator(G) -> None:
+    if G.z_dim != Z_DIM or getattr(G.config, "normalize_z", True) or not getattr(G.config, "z_rest", None):
+        raise UsageError(f"this generator's z is not the demo world's code (z_dim {G.z_dim}, want {Z_DIM}, "
+                         "unnormalised, with z_rest): train it with python -m engine.train_demo --objective recon")
+
+
+def mouth_x(mouth: np.ndarray) -> np.ndarray:
+    """x on the demo generator's ``mouth_open`` direction for mouth openings (0..1)."""
+    return (np.asarray(mouth, np.float64) - rest_motion()[MOTION_Z.index("mouth_open")]) / MOTION_SCALE["mouth_open"]
+
+
+@torch.no_grad()
+def utterance_trajectory(G, directions, seed: int, mouth: np.ndarray,
+                         truncation_psi: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """(w_t [T, w_dim], anchor [w_dim]) float32 of identity ``seed`` speaking with ``mouth`` [T]."""
+    from engine.latent.identity import w_from_seed
+
+    _check_code_generator(G)
+    if "mouth_open" not in directions:
+        raise UsageError("the direction set has no mouth_open direction")
+    d = directions["mouth_open"]
+    anchor = w_from_seed(G, int(seed), truncation_psi=float(truncation_psi))[0, 0].double().cpu().numpy()
+    x = mouth_x(np.asarray(mouth, np.float64).reshape(-1))
+    w_t = anchor[None] + x[:, None] * (d.stdev * d.vector.astype(np.float64))[None]
+    return w_t.astype(np.float32), anchor.astype(np.float32)
+
+
+def write_targets(talking: Path, G, directions, out: Path, *, truncation_psi: float = 0.7, first_seed: int = 1000,
+                  progress: bool = False) -> int:
+    """One (wav, w_t, json) triple per utterance of ``talking`` (and of ``talking/holdout`` into
+    ``out/holdout``); utterance i of a folder speaks with identity ``first_seed + i``. Returns the count."""
+    talking, out = Path(talking), Path(out)
+    folders = [(talking, out)] + ([(talking / "holdout", out / "holdout")] if (talking / "holdout").is_dir() else [])
+    count = 0
+    for src, dst in folders:
+        tracks = sorted(src.glob("*.mouth.npy"))
+        if src == talking and not tracks:
+            raise UsageError(f"{talking}: no NAME.mouth.npy tracks (make them with python -m engine.demo_world.talking)")
+        dst.mkdir(parents=True, exist_ok=True)
+        it = tracks
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(tracks, desc=f"targets {dst.name}", unit="utt", dynamic_ncols=True, leave=False)
+        for i, track in enumerate(it):
+            name = track.name[: -len(".mouth.npy")]
+            wav, meta_path = src / f"{name}.wav", src / f"{name}.json"
+            if not wav.is_file():
+                raise UsageError(f"{track}: no {wav.name} beside it")
+            fps = float(json.loads(meta_path.read_text()).get("fps", 25.0)) if meta_path.is_file() else 25.0
+            mouth = np.load(track, allow_pickle=False)
+            seed = first_seed + i
+            w_t, anchor = utterance_trajectory(G, directions, seed, mouth, truncation_psi)
+            shutil.copyfile(wav, dst / f"{name}.wav")
+            np.save(dst / f"{name}.npy", w_t)
+            (dst / f"{name}.json").write_text(json.dumps({"fps": fps, "anchor": anchor.tolist(), "seed": seed,
+                                                          "truncation_psi": truncation_psi}))
+            count += 1
+    return count
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("targets", help="latent trajectories of a talking data set")
+    t.add_argument("--talking", type=Path, required=True, help="folder written by python -m engine.demo_world.talking")
+    t.add_argument("--generator", default="demo", help="demo (default) or a recon-trained generator's .safetensors")
+    t.add_argument("--directions", type=Path, default=None,
+                   help="its direction set (default: the shipped one for demo, else demo_directions.json beside "
+                        "the generator)")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--truncation-psi", type=float, default=0.7, help="the identities' truncation (the engine's default 0.7)")
+    t.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    from engine.latent.basis import generator_hash
+    from engine.latent.directions import DirectionSet
+    from engine.session import DEMO_DIRECTIONS
+    from engine.synthesis.checkpoints import CheckpointError, load_generator
+    try:
+        G = load_generator(args.generator)
+        _check_code_generator(G)
+        path = args.directions
+        if path is None:
+            path = DEMO_DIRECTIONS if args.generator == "demo" else Path(args.generator).with_name("demo_directions.json")
+        ds = DirectionSet.load(path, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=generator_hash(G))
+        n = write_targets(args.talking, G, ds, args.out, truncation_psi=args.truncation_psi,
+                          progress=not args.no_progress)
+        print(f"wrote {n} (wav, w_t, json) triples to {args.out}")
+    except (UsageError, CheckpointError, ValueError, OSError) as exc:
+        fail(PROG, str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
