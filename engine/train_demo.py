@@ -255,9 +255,12 @@ class TrainDemoConfig:
     grid: int = 4                        # samples grid is grid x grid images
     objective: str = "gan"               # "gan" (StyleGAN2's) or "recon" (decoder of the demo world's code)
     linear_motion: float = 0.5           # recon: share of each batch whose motion enters w linearly
+    grad_weight: float = 0.0             # recon: weight of the L1 between image gradients (edges: eyes, mouth)
+    l2_weight: float = 0.0               # recon: weight of a squared error next to the L1 (features a median hides)
+    frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
 
     # settings a resumed run may change
-    MUTABLE = ("kimg", "snap_kimg", "grid")
+    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -271,7 +274,7 @@ class TrainDemoConfig:
             raise ValueError(f"batch {self.batch} must be a multiple of the minibatch-stddev group size {g}")
         if self.r1_interval < 1:
             raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
-        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg"):
+        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg", "grad_weight", "l2_weight"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -281,6 +284,11 @@ class TrainDemoConfig:
             raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
+        from engine.demo_world.latent import MOTION_Z
+        self.frozen = tuple(self.frozen)
+        bad = [f for f in self.frozen if f not in MOTION_Z]
+        if bad:
+            raise ValueError(f"frozen: unknown motion fields {bad} (known: {', '.join(MOTION_Z)})")
         if not 0 <= self.linear_motion <= 1:
             raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
         if self.objective not in OBJECTIVES:
@@ -485,10 +493,16 @@ class DemoTrainer:
         from engine.latent.identity import rest_z
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
+        z_in = z
+        if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
+            from engine.demo_world.latent import REST, Z_FIELDS
+            z = z.clone()
+            for name in self.config.frozen:
+                z[:, Z_FIELDS.index(name)] = REST[name]
         target = torch.from_numpy(self.data.render(z.numpy())).to(self.device)
         target = target.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
         h = int(round(B * self.config.linear_motion))
-        w = G.mapping.forward_w(z.to(self.device))
+        w = G.mapping.forward_w(z_in.to(self.device))
         with torch.no_grad():
             G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
         if h > 0:
@@ -499,6 +513,17 @@ class DemoTrainer:
         img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="random")
         loss = sum(F.l1_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
                    for s in RECON_SCALES) / len(RECON_SCALES)
+        if self.config.l2_weight > 0:      # a squared error pulls on rare, uncertain features an L1 (a median) drops
+            sq = sum(F.mse_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
+                     for s in RECON_SCALES) / len(RECON_SCALES)
+            rec["loss_l2"] = float(sq.detach())
+            loss = loss + self.config.l2_weight * sq
+        if self.config.grad_weight > 0:    # edges: the small high-contrast features a plain L1 learns last
+            dx = lambda t: t[..., :, 1:] - t[..., :, :-1]                     # noqa: E731
+            dy = lambda t: t[..., 1:, :] - t[..., :-1, :]                     # noqa: E731
+            edge = F.l1_loss(dx(img), dx(target)) + F.l1_loss(dy(img), dy(target))
+            rec["loss_edge"] = float(edge.detach())
+            loss = loss + self.config.grad_weight * edge
         self.G_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.G_opt.step()
@@ -635,7 +660,7 @@ class DemoTrainer:
         ds = DirectionSet()
         A = self.motion_dirs_ema.detach().cpu().double().numpy()
         for k, name in enumerate(MOTION_Z):
-            if name not in ROLE_OF:
+            if name not in ROLE_OF or name in self.config.frozen:
                 continue
             norm = float(np.linalg.norm(A[k]))
             ds.add(Direction(ROLE_OF[name], A[k], stdev=max(norm, 1e-12), origin="learned",
@@ -763,6 +788,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ema-rampup", type=finite_float, default=argparse.SUPPRESS,
                    help="G_ema half-life ramp-up as a fraction of images seen, 0 = none (default 0.05)")
     p.add_argument("--style-mixing", type=finite_float, default=argparse.SUPPRESS, help="style-mixing probability (default 0.9)")
+    p.add_argument("--grad-weight", type=finite_float, default=argparse.SUPPRESS,
+                   help="objective recon: weight of an L1 between the image gradients of output and render "
+                        "(sharpens small features; may change on --resume; default 0)")
+    p.add_argument("--l2-weight", type=finite_float, default=argparse.SUPPRESS,
+                   help="objective recon: weight of a squared-error term next to the L1 (may change on --resume; "
+                        "default 0)")
+    p.add_argument("--freeze", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
+                   default=argparse.SUPPRESS,
+                   help="objective recon: motion fields held at rest in the rendered targets, comma-separated "
+                        "(e.g. yaw,pitch,roll,gaze_x,gaze_y: a world without head motion; G learns to ignore "
+                        "their z coordinates and exports no direction for them; may change on --resume)")
     p.add_argument("--mbstd-group", type=int, default=argparse.SUPPRESS, help="minibatch-stddev group size (default 4)")
     p.add_argument("--snap", type=finite_float, default=argparse.SUPPRESS,
                    help="write samples grid, state and export every this many kimg (default 4)")
@@ -781,7 +817,8 @@ def build_parser() -> ArgumentParser:
 # option name → TrainDemoConfig field; options left out take the saved run's value on --resume
 _TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gamma", "r1_interval": "r1_interval",
                   "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
-                  "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective"}
+                  "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective",
+                  "grad_weight": "grad_weight", "l2_weight": "l2_weight", "freeze": "frozen"}
 
 
 def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> TrainDemoConfig:

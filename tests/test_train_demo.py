@@ -391,6 +391,17 @@ def test_cli_recon_objective(tmp_path, capsys):
     assert code == 0 and "demo_generator.safetensors" in stdout and "decoder of the demo world" in err
     code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.024, "--resume", "--quiet")   # the saved objective
     assert code == 0 and len((out / LOG_FILE).read_text().splitlines()) == 3
+    # loss weights and frozen fields may change on resume; frozen fields export no direction
+    from engine.latent.directions import DirectionSet
+    assert "head_yaw" in DirectionSet.load(out / "demo_directions.json").names
+    code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.04, "--resume", "--quiet", "--l2-weight", 4,
+                         "--grad-weight", 2, "--freeze", "yaw,pitch,roll,gaze_x,gaze_y")
+    assert code == 0
+    log = [json.loads(ln) for ln in (out / LOG_FILE).read_text().splitlines()]
+    assert "loss_l2" in log[-1] and "loss_edge" in log[-1] and "loss_l2" not in log[2]
+    assert DirectionSet.load(out / "demo_directions.json").names == ["mouth_open", "jaw", "blink"]
+    code, _, err = run_cli(capsys, "--out", out, "--resume", "--quiet", "--freeze", "nose")
+    assert code == 2 and "unknown motion fields" in one_line_error(err)
     code, _, err = run_cli(capsys, "--objective", "recon", "--data", tmp_path, "--out", tmp_path / "b", "--quiet")
     assert code == 2 and "leave --data out" in one_line_error(err)
     code, _, err = run_cli(capsys, "--objective", "gan", "--out", tmp_path / "c", "--quiet")
