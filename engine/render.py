@@ -47,12 +47,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--audio", type=Path, required=True, help="input audio file (wav, flac, mp3, ... anything FFmpeg reads)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4 (H.264 + AAC)")
     p.add_argument("--identity", default="0", help="face: a seed (default 0) or a .npy with w / ws")
-    p.add_argument("--driver", default="idle",
-                   help="motion: idle (default, analytic), lstm:PATH.safetensors, trajectory:PATH.npy")
+    p.add_argument("--driver", default="default",
+                   help="motion: default (the demo generator's trained audio LSTM; idle for other generators), "
+                        "idle (analytic), lstm:PATH.safetensors, trajectory:PATH.npy")
     p.add_argument("--generator", default="demo",
-                   help="demo (default, built in), a preset (ffhq256/512/1024) or a checkpoint path")
+                   help="demo (default: the shipped demo generator), random (untrained), a preset "
+                        "(ffhq256/512/1024) or a checkpoint path")
     p.add_argument("--directions", type=Path, default=None,
-                   help="direction-set JSON (python -m engine.basis name); default: a placeholder PCA set")
+                   help="direction-set JSON (python -m engine.basis name); default: the demo generator's shipped "
+                        "directions, a placeholder PCA set for other generators")
     p.add_argument("--fps", type=finite_float, default=25.0, help="video frames per second (default 25)")
     p.add_argument("--resolution", type=int, default=None, help="output size in pixels (default: the generator's)")
     p.add_argument("--truncation", type=finite_float, default=0.7, help="truncation psi for seed faces (default 0.7)")

@@ -39,7 +39,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent clients (default 4); more get HTTP 503")
     p.add_argument("--identity", type=int, default=0, help="face seed for new sessions (default 0)")
     p.add_argument("--truncation", type=finite_float, default=0.7, help="truncation psi (default 0.7)")
-    p.add_argument("--driver", default="idle", help="motion driver: idle (default), lstm:PATH.safetensors, trajectory:PATH.npy")
+    p.add_argument("--driver", default="default",
+                   help="motion driver: default (the demo generator's trained audio LSTM; idle for other generators), "
+                        "idle, lstm:PATH.safetensors, trajectory:PATH.npy")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="synthesis dtype (default float32)")
     p.add_argument("--backend", default=None, choices=("auto", "torch", "onnx", "trt"),

@@ -82,6 +82,13 @@ def _round_half_up(x: float) -> int:
 # ---------------------------------------------------------------------------------------------
 # shared engine
 
+#: shipped with the demo generator (engine/assets): its named motion directions and its trained
+#: audio LSTM (python -m engine.demo_world.assets / engine.train_motion; see the README)
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_DIRECTIONS = ASSETS / "demo_directions.json"
+DEMO_MOTION = ASSETS / "demo_motion.safetensors"
+
+
 def default_directions(G, *, cache_dir=None, n_samples: int = DEFAULT_BASIS_SAMPLES) -> DirectionSet:
     """A placeholder DirectionSet for any generator: the 8 motion roles of
     :data:`engine.motion.base.ROLES` on the top 8 components of the global PCA basis
@@ -119,8 +126,9 @@ class AvatarEngine:
         device: torch device for synthesis ("cpu", "cuda", "cuda:0", ...).
         dtype: synthesis compute dtype, "float32" (default), "float16" or "bfloat16" (the
             mapping network stays float32).
-        directions: a DirectionSet, a path to a direction-set JSON, or None for
-            :func:`default_directions`.
+        directions: a DirectionSet, a path to a direction-set JSON, or None: the demo generator's
+            shipped named directions (``engine/assets/demo_directions.json``) for ``"demo"``,
+            :func:`default_directions` (placeholder PCA roles) for any other generator.
         resolution: side of the square output image; None keeps the generator's. Resizing
             (antialiased bilinear) happens once, at the sink (:meth:`to_uint8` / :meth:`resize`).
         truncation_psi: default truncation for identities given as seeds.
@@ -189,6 +197,14 @@ class AvatarEngine:
                 raise ValueError(f"resolution must be an integer in [8, 4096], got {resolution!r}")
             self.resolution = int(resolution)
 
+        is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
+        if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
+            directions = DEMO_DIRECTIONS
+        #: the driver a session gets by default ("default"): the demo generator's trained LSTM
+        #: with its shipped directions, otherwise the idle driver
+        self.default_driver = ("lstm+idle:" + os.fspath(DEMO_MOTION)
+                               if is_demo and directions == DEMO_DIRECTIONS and DEMO_MOTION.is_file() else "idle")
+        self._log = log
         if directions is None:
             directions = default_directions(G)
         elif isinstance(directions, (str, os.PathLike)):
@@ -261,6 +277,23 @@ class AvatarEngine:
         from engine.cli_util import images_to_uint8
 
         return images_to_uint8(self.resize(img))
+
+    def default_driver_for(self, fps: float) -> str:
+        """:attr:`default_driver`, or ``"idle"`` when it is a model trained at another frame rate
+        (the demo LSTM runs at 25 fps; a session at 30 fps then gets the idle driver, said once
+        through ``log``)."""
+        spec = self.default_driver
+        if spec.startswith(("lstm:", "lstm+idle:")):
+            from engine.motion.lstm import load_motion_model
+            if getattr(self, "_default_model_fps", None) is None:
+                self._default_model_fps = float(load_motion_model(spec.partition(":")[2]).config.fps)
+            if abs(self._default_model_fps - float(fps)) > 1e-9:
+                if self._log is not None and not getattr(self, "_fps_warned", False):
+                    self._fps_warned = True
+                    self._log(f"the demo motion model runs at {self._default_model_fps:g} fps; sessions at "
+                              f"{float(fps):g} fps use the idle driver")
+                return "idle"
+        return spec
 
     def identity_ws(self, identity, truncation_psi: Optional[float] = None) -> torch.Tensor:
         """ws [num_ws, w_dim] float32 on the device for an identity: an int seed (NVlabs z, mapped
@@ -362,7 +395,7 @@ class AvatarSession:
         max_pending_s: most seconds of ready frames kept for ``next_frame``.
     """
 
-    def __init__(self, engine: Optional[AvatarEngine] = None, *, fps: float = 25.0, identity=0, driver="idle",
+    def __init__(self, engine: Optional[AvatarEngine] = None, *, fps: float = 25.0, identity=0, driver="default",
                  seed: int = 0, lookahead_ms: Optional[float] = None, output: str = "uint8",
                  audio_out: bool = False, audio_out_rate: int = 48000, max_pending_s: float = 30.0):
         fps = float(fps)
@@ -468,11 +501,13 @@ class AvatarSession:
         if isinstance(spec, MotionDriver):
             drv = spec
         elif isinstance(spec, str):
+            if spec == "default":
+                spec = self.engine.default_driver_for(self.fps)
             kind, _, arg = spec.partition(":")
             if kind == "idle" and not arg:
                 from engine.motion.idle import IdleDriver
                 drv = IdleDriver(ds, fps=self.fps, seed=self.seed)
-            elif kind == "lstm" and arg:
+            elif kind in ("lstm", "lstm+idle") and arg:
                 from engine.motion.lstm import AudioLSTMDriver, load_motion_model
                 model = load_motion_model(arg, device=self.engine.device)   # MotionModelError is a ValueError
                 k = model.config.k
@@ -487,11 +522,16 @@ class AvatarSession:
                 else:
                     names = ds.names[:k]
                 drv = AudioLSTMDriver(model, names, seed=self.seed, device=self.engine.device)
+                if kind == "lstm+idle":       # the model's directions over the idle driver's blinks and sway
+                    from engine.motion.idle import IdleDriver
+                    from engine.motion.layered import LayeredDriver
+                    drv = LayeredDriver(drv, IdleDriver(ds, fps=self.fps, seed=self.seed))
             elif kind == "trajectory" and arg:
                 from engine.motion.trajectory import TrajectoryDriver
                 drv = TrajectoryDriver.load(arg, names=ds, directions=ds, fps=self.fps, num_ws=self.engine.num_ws)
             else:
-                raise ValueError(f"unknown driver {spec!r} (idle, lstm:PATH.safetensors, trajectory:PATH.npy "
+                raise ValueError(f"unknown driver {spec!r} (default, idle, lstm:PATH.safetensors, "
+                                 "lstm+idle:PATH.safetensors, trajectory:PATH.npy "
                                  "or a MotionDriver)")
         else:
             raise ValueError(f"driver must be a string or a MotionDriver, got {type(spec).__name__}")
@@ -775,7 +815,10 @@ class AvatarSession:
             self._driver.reset(ws)
 
     def set_driver(self, driver) -> None:
-        """``"idle"``, ``"lstm:PATH.safetensors"``, ``"trajectory:PATH.npy"`` or a MotionDriver
+        """``"default"`` (the engine's :attr:`AvatarEngine.default_driver`: the trained LSTM of the
+        demo generator over the idle driver's blinks, else idle), ``"idle"``, ``"lstm:PATH.safetensors"``,
+        ``"lstm+idle:PATH.safetensors"`` (the model's directions, the idle driver's for the rest),
+        ``"trajectory:PATH.npy"`` or a MotionDriver
         (its ``fps`` must be the session's, its ``names`` in the engine's direction set). A driver
         trained with another feature lookahead/window can only be set before any audio (or right
         after :meth:`interrupt`), because the feature stream is rebuilt then."""

@@ -49,7 +49,7 @@ class ServerConfig:
     max_sessions: int = 4
     identity: int = 0
     truncation: float = 0.7
-    driver: str = "idle"
+    driver: str = "default"
     web_root: Path = WEB_ROOT
     engine: Any = None
     synthesize: Optional[Callable] = None    # AvatarEngine(synthesize=...) hook (overload tests)

@@ -538,7 +538,7 @@ def test_missing_file_directory_and_unknown_name(tmp_path):
         load_generator(tmp_path / "nope.pkl")
     with pytest.raises(CheckpointError, match="is a directory"):
         load_generator(tmp_path)
-    with pytest.raises(CheckpointError, match=r"ffhq64: no such file .*presets: demo, ffhq256, ffhq512, ffhq1024"):
+    with pytest.raises(CheckpointError, match=r"ffhq64: no such file .*presets: demo, random, ffhq256, ffhq512, ffhq1024"):
         load_generator("ffhq64")
 
 
@@ -722,12 +722,21 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_preset_needs_no_download(preset_env, monkeypatch):
+def test_demo_and_random_presets_need_no_download(preset_env, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", None)
-    G = load_generator("demo")
+    # "random": the untrained seeded StyleGAN2 of the demo shape, made in memory
+    G = load_generator("random")
     ref = demo_generator()
     for k, v in ref.state_dict().items():
         assert torch.equal(G.state_dict()[k], v)
+    # "demo": the trained demo generator shipped in engine/assets (the demo world's code as z)
+    from engine.demo_world.latent import Z_DIM
+    from engine.synthesis.checkpoints import DEMO_ASSET
+    demo = load_generator("demo")
+    assert DEMO_ASSET.stat().st_size < 8_000_000
+    assert demo.z_dim == Z_DIM and demo.img_resolution == 128 and not demo.config.normalize_z and demo.config.z_rest
+    for k, v in read_checkpoint(DEMO_ASSET).build("cpu").state_dict().items():
+        assert torch.equal(demo.state_dict()[k], v)
 
 
 def test_offline_fails_at_once_without_trying(preset_env, monkeypatch):
@@ -824,7 +833,7 @@ def test_corrupt_cached_preset_says_how_to_refetch(preset_env):
 
 
 def test_preset_table_points_at_official_nvlabs_pickles():
-    assert presets.PRESET_NAMES == ("demo", "ffhq256", "ffhq512", "ffhq1024")
+    assert presets.PRESET_NAMES == ("demo", "random", "ffhq256", "ffhq512", "ffhq1024")
     for name, p in presets.PRESETS.items():
         assert p.url.startswith("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/")
         assert p.url.endswith("/" + p.filename)

@@ -25,7 +25,7 @@ RATE = 48000
 @pytest.fixture(scope="module")
 def engine():
     from engine.session import AvatarEngine
-    return AvatarEngine("demo")
+    return AvatarEngine("random")   # streaming mechanics; big PCA-placeholder motions are easy to see
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from engine.cli_util import images_to_uint8
-from engine.synthesis.networks import demo_generator, seed_to_z
+from engine.synthesis.checkpoints import load_generator
+from engine.synthesis.networks import seed_to_z
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def run_cli(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def demo():
-    return demo_generator()
+    return load_generator("demo")
 
 
 def test_seeds_raw_and_png_match_the_generator(tmp_path, demo):

@@ -171,7 +171,7 @@ def test_render_with_latent_identity_and_trajectory_driver(tmp_path, capsys):
     from engine.motion.base import ROLES
     from engine.synthesis.checkpoints import load_generator
 
-    G = load_generator("demo")
+    G = load_generator("random")     # its placeholder PCA directions have all eight roles (the demo world: three)
     np.save(tmp_path / "face.npy", w_from_seed(G, 9, truncation_psi=0.7).numpy())
     rec = np.zeros((10, len(ROLES)), np.float32)
     rec[:, ROLES.index("head_yaw")] = np.linspace(-2, 2, 10)            # a head turn over 10 frames
@@ -179,7 +179,7 @@ def test_render_with_latent_identity_and_trajectory_driver(tmp_path, capsys):
     _write_wav(tmp_path / "s.wav", np.zeros(int(0.4 * RATE)), RATE)
     out = tmp_path / "turn.mp4"
     rc, _ = _run(["--audio", str(tmp_path / "s.wav"), "--out", str(out), "--identity", str(tmp_path / "face.npy"),
-                  "--driver", f"trajectory:{tmp_path / 'turn.npy'}", "--threads", "1"], capsys)
+                  "--driver", f"trajectory:{tmp_path / 'turn.npy'}", "--generator", "random", "--threads", "1"], capsys)
     assert rc == 0
     p = _probe(out)
     assert p["n_frames"] == 10

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def engine():
     from engine.session import AvatarEngine
-    return AvatarEngine("demo")
+    return AvatarEngine("random")   # streaming mechanics; big PCA-placeholder motions are easy to see
 
 
 @pytest.fixture

@@ -99,12 +99,17 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------
 # Public API
 
+#: the trained demo generator (float16 safetensors + JSON sidecar), ``load_generator("demo")``
+DEMO_ASSET = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.safetensors"
+
 
 def load_generator(source: str | os.PathLike, *, device: str | torch.device = "cpu") -> Generator:
     """Load a :class:`Generator` from a checkpoint file or a preset name.
 
     ``source`` is a path (NVlabs ``.pkl``, rosinality ``.pt`` or StyleCast ``.safetensors``,
-    told apart by content), or one of the preset names ``"demo"`` (built in, no download),
+    told apart by content), or one of the preset names ``"demo"`` (the trained demo generator
+    shipped in ``engine/assets``: 128 px faces of the demo world, see ``engine.train_demo``),
+    ``"random"`` (an untrained StyleGAN2 of the same shape from a fixed seed, made in memory),
     ``"ffhq256"``, ``"ffhq512"``, ``"ffhq1024"`` (official NVlabs pickles, downloaded once into
     ``$STYLECAST_CACHE`` or ``~/.cache/stylecast``). An existing path wins over a preset name.
     The generator comes back in eval mode with gradients off, on ``device``.
@@ -116,6 +121,10 @@ def load_generator(source: str | os.PathLike, *, device: str | torch.device = "c
     name = str(source)
     if not path.exists():
         if name == "demo":
+            if not DEMO_ASSET.is_file():
+                raise CheckpointError(f"the demo generator's weights are missing from this install ({DEMO_ASSET})")
+            return read_checkpoint(DEMO_ASSET).build(device)
+        if name == "random":
             return demo_generator().to(device).eval().requires_grad_(False)
         if name in presets.PRESETS:
             path = presets.fetch_preset(name)

@@ -64,7 +64,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 #: Every name ``load_generator`` accepts instead of a path.
-PRESET_NAMES = ("demo", *PRESETS)
+#: "demo" is the trained demo generator shipped in engine/assets; "random" the untrained,
+#: seeded StyleGAN2 of the demo shape (made in memory; for tests and timing)
+PRESET_NAMES = ("demo", "random", *PRESETS)
 
 
 def cache_dir() -> Path:
