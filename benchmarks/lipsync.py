@@ -5,7 +5,10 @@ from espeak-ng's own phoneme timing) the audio is pushed through an ``AvatarSess
 live audio is; every rendered frame is read by the mouth probe (``engine.demo_world.probes``).
 Reported per driver:
 
-* ``corr``: Pearson correlation of the probe's mouth opening with the ground-truth track, at lag 0;
+* ``corr``: Pearson correlation of the probe's mouth opening with the ground-truth track, at lag 0,
+  over all frames with each utterance centred on its own mean (utterance i is spoken by identity
+  ``100 + i``; a face's resting mouth reads differently on the probe, which is not lip-sync);
+  ``corr_raw`` without the centring, ``corr_median_utterance`` the median per utterance;
 * ``best_lag`` / ``best_corr``: the lag (frames, positive = the video is late) in ±``max_lag``
   with the highest correlation;
 * controls: the ``idle`` baseline driver, and ``shuffled`` (the driver fed another utterance's
@@ -14,8 +17,15 @@ Reported per driver:
   the slope per hour of each identity value relative to its spread — no growth means no drift;
 * ``jitter``: mean absolute frame-to-frame change of the probe outputs over silent stretches.
 
-    python -m benchmarks.lipsync --data talking/holdout --probes probes.safetensors \\
-        --driver lstm:motion.safetensors --directions directions.json [--generator demo] [--drift-minutes 60]
+    # the shipped demo generator, its trained LSTM vs the idle baseline, the shipped probes
+    python -m engine.demo_world.talking --out talking --n 300
+    python -m benchmarks.lipsync --data talking/holdout [--drift-minutes 60]
+
+    # another driver / generator
+    python -m benchmarks.lipsync --data talking/holdout --driver lstm:motion.safetensors \\
+        --generator G.safetensors --directions directions.json --probes probes.safetensors
+
+Writes benchmarks/results/lipsync.json and lipsync.png (``--out-dir``).
 """
 from __future__ import annotations
 
@@ -122,14 +132,24 @@ def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float
     return {k: np.concatenate(v)[:n_frames] for k, v in values.items()}
 
 
-def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *, max_lag: int = 5) -> dict:
+def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *, max_lag: int = 5,
+             first_identity: int = 100, traces: Optional[dict] = None) -> dict:
     """Per driver: lag-0 and best-lag correlation of the mouth probe with the ground truth, pooled
-    over utterances, plus the shuffled-audio control of the first driver."""
+    over utterances, plus the shuffled-audio control of the first driver. Utterance i is spoken by
+    identity seed ``first_identity + i``. ``traces``, when given, receives the first utterance's
+    ground truth and each driver's probe readings."""
     out: dict = {}
     mouth: dict[str, list] = {}
     for d in drivers:
-        mouth[d] = [render_measure(engine, d, u["samples"], u["rate"], u["fps"], measure)["mouth_open"]
-                    for u in utterances]
+        mouth[d] = [render_measure(engine, d, u["samples"], u["rate"], u["fps"], measure,
+                                   identity=first_identity + i)["mouth_open"]
+                    for i, u in enumerate(utterances)]
+    if traces is not None and utterances:
+        traces["truth"] = utterances[0]["track"]
+        traces["fps"] = utterances[0]["fps"]
+        traces["name"] = utterances[0]["name"]
+        for d in drivers:
+            traces[d] = mouth[d][0]
     truth = [u["track"][:m.size] for u, m in zip(utterances, mouth[drivers[0]])]
     controls = {d: mouth[d] for d in drivers}
     # shuffled: utterance i's rendering scored against utterance i+1's track (cut to the shorter)
@@ -138,20 +158,62 @@ def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *,
     for name, preds, truths in [*((d, controls[d], truth) for d in drivers),
                                 ("shuffled", shuffled, shuffled_truth)]:
         n = [min(p.size, t.size) for p, t in zip(preds, truths)]
-        p = np.concatenate([a[:k] for a, k in zip(preds, n)])
-        t = np.concatenate([b[:k] for b, k in zip(truths, n)])
+        # each utterance centred on its own mean: a face's resting mouth reads differently on the probe,
+        # and that offset between identities is not lip-sync (corr_raw keeps it)
+        p = np.concatenate([a[:k] - a[:k].mean() for a, k in zip(preds, n)])
+        t = np.concatenate([b[:k] - b[:k].mean() for b, k in zip(truths, n)])
+        p_raw = np.concatenate([a[:k] for a, k in zip(preds, n)])
+        t_raw = np.concatenate([b[:k] for b, k in zip(truths, n)])
         lag, c = best_lag(p, t, max_lag)
-        out[name] = {"corr": lagged_corr(p, t, 0)[0], "best_lag": lag, "best_corr": c, "frames": int(p.size)}
+        per_utt = [lagged_corr(a[:k], b[:k], 0)[0] for a, b, k in zip(preds, truths, n)]
+        out[name] = {"corr": lagged_corr(p, t, 0)[0], "best_lag": lag, "best_corr": c, "frames": int(p.size),
+                     "corr_raw": lagged_corr(p_raw, t_raw, 0)[0], "corr_median_utterance": float(np.median(per_utt))}
     return out
 
 
+def plot(report: dict, traces: dict, path: Path) -> None:
+    """Correlations per driver (bars) and the first utterance's tracks, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["lipsync"]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2.6]})
+    names = list(rows)
+    ax0.bar(range(len(names)), [rows[n]["corr"] for n in names], color=["C0", "C1", "C7", "C2"][:len(names)])
+    ax0.axhline(0.8, color="k", lw=0.8, ls="--")
+    ax0.set_xticks(range(len(names)), [n.split(":")[0].replace("lstm", "trained LSTM") for n in names])
+    ax0.set_ylabel("corr(mouth probe, ground truth)")
+    ax0.set_ylim(min(-0.1, *(rows[n]["corr"] for n in names)), 1.0)
+    ax0.set_title("held-out voice, lag 0")
+    t = np.arange(traces["truth"].size) / traces["fps"]
+    z = lambda v: (v - v.mean()) / (v.std() + 1e-9)            # noqa: E731
+    ax1.plot(t, z(traces["truth"]), "k", lw=2, label="ground truth (espeak-ng phoneme timing)")
+    for i, d in enumerate(n for n in traces if n not in ("truth", "fps", "name")):
+        ax1.plot(t[:traces[d].size], z(traces[d][:t.size]), color=f"C{i}", lw=1.2,
+                 label=f"probe on frames: {d.split(':')[0].replace('lstm', 'trained LSTM')}")
+    ax1.set_xlabel("seconds")
+    ax1.set_ylabel("mouth opening (z-scored)")
+    ax1.set_title(f"utterance {traces['name']}")
+    ax1.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> dict:
+    from engine.session import ASSETS
     p = argparse.ArgumentParser(prog="python -m benchmarks.lipsync", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="talking-data folder of held-out utterances")
-    p.add_argument("--probes", type=Path, required=True, help="probes file (python -m engine.demo_world.probes)")
-    p.add_argument("--driver", default="idle", help="driver under test (lstm:PATH ...); idle is the baseline")
-    p.add_argument("--directions", type=Path, default=None, help="direction set of the generator")
+    p.add_argument("--probes", type=Path, default=ASSETS / "demo_probes.safetensors",
+                   help="probes file (python -m engine.demo_world.probes; default: the shipped demo probes)")
+    p.add_argument("--driver", default="default",
+                   help="driver under test (default: the demo generator's trained LSTM; lstm:PATH ...); "
+                        "idle is the baseline")
+    p.add_argument("--directions", type=Path, default=None,
+                   help="direction set of the generator (default: the engine's, for demo the shipped one)")
     p.add_argument("--generator", default="demo")
+    p.add_argument("--no-plot", action="store_true", help="skip lipsync.png")
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances")
     p.add_argument("--drift-minutes", type=float, default=60.0, help="length of the drift stream (0: skip)")
     p.add_argument("--max-lag", type=int, default=5)
@@ -163,25 +225,36 @@ def main(argv=None) -> dict:
     probes = load_probes(args.probes)
     engine = AvatarEngine(args.generator, directions=args.directions)
     utts = read_utterances(args.data)[: args.limit]
-    drivers = [args.driver] + (["idle"] if args.driver != "idle" else [])
-    report = {"lipsync": evaluate(engine, drivers, utts, probes.predict, max_lag=args.max_lag)}
+    driver = engine.default_driver if args.driver == "default" else args.driver
+    drivers = [driver] + (["idle"] if driver != "idle" else [])
+    traces: dict = {}
+    report = {"generator": args.generator, "driver": driver, "utterances": len(utts),
+              "lipsync": evaluate(engine, drivers, utts, probes.predict, max_lag=args.max_lag, traces=traces)}
     fps = utts[0]["fps"]
     if args.drift_minutes > 0:
         need = int(args.drift_minutes * 60 * utts[0]["rate"])
         stream = np.concatenate([u["samples"] for u in utts])
         stream = np.tile(stream, need // stream.size + 1)[:need]
-        vals = render_measure(engine, args.driver, stream, utts[0]["rate"], fps, probes.predict)
+        vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, probes.predict)
         ident = {k: drift(v, fps) for k, v in vals.items() if k not in ("mouth_open", "blink", "mouth_width", "smile")}
         report["drift"] = {"minutes": args.drift_minutes, "per_value": ident,
                            "max_abs_slope_per_hour_over_sd": max(abs(d["slope_per_hour_over_sd"]) for d in ident.values())}
-    silent = render_measure(engine, args.driver, np.zeros(int(10 * utts[0]["rate"]), np.int16), utts[0]["rate"], fps,
+    silent = render_measure(engine, driver, np.zeros(int(10 * utts[0]["rate"]), np.int16), utts[0]["rate"], fps,
                             probes.predict)
     report["jitter_silence"] = {k: jitter(v, np.ones(v.size, bool)) for k, v in silent.items()}
     for name, r in report["lipsync"].items():
         print(f"{name:>24}: corr {r['corr']:+.3f}, best lag {r['best_lag']:+d} frames (corr {r['best_corr']:+.3f}), "
               f"{r['frames']} frames")
+    if "drift" in report:
+        print(f"drift over {args.drift_minutes:g} min: max |slope| {report['drift']['max_abs_slope_per_hour_over_sd']:.3f} "
+              "identity-probe standard deviations per hour")
+    print("jitter in silence (mean |frame-to-frame change|): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in report["jitter_silence"].items() if k in ("mouth_open", "blink", "yaw")))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "lipsync.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not args.no_plot:
+        plot(report, traces, args.out_dir / "lipsync.png")
+        print(f"wrote {args.out_dir / 'lipsync.json'} and lipsync.png")
     return report
 
 
