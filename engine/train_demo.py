@@ -532,7 +532,7 @@ class DemoTrainer:
     def train_step(self) -> dict:
         """One step: G (non-saturating), D (logistic), lazy R1 when step % r1_interval == 0, EMA
         (objective "gan"); or a decoder step on rendered faces and EMA (objective "recon")."""
-        cfg, B = self.config, self.config.batch
+        cfg = self.config
         t0 = time.perf_counter()
         rec: dict = {"step": self.step + 1}
         if cfg.objective == "recon":
