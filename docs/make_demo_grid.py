@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli_util import images_to_uint8  # noqa: E402
-from engine.demo_world.latent import REST, Z_FIELDS, render_z  # noqa: E402
+from engine.demo_world.latent import at_rest, render_z  # noqa: E402
 from engine.latent.identity import w_from_seed  # noqa: E402
 from engine.session import AvatarEngine  # noqa: E402
 from engine.synthesis.networks import seed_to_z  # noqa: E402
@@ -35,9 +35,7 @@ def main() -> None:
     engine = AvatarEngine(args.generator)
     G, ds = engine.G, engine.directions
     z = np.concatenate([seed_to_z(s, G.z_dim) for s in range(args.seeds)])
-    zr = z.copy()
-    for name in filter(None, args.frozen.split(",")):
-        zr[:, Z_FIELDS.index(name)] = REST[name]
+    zr = at_rest(z, [n for n in args.frozen.split(",") if n])
     rows = [render_z(zr, G.img_resolution)]
     with torch.no_grad():
         rows.append(images_to_uint8(G(torch.from_numpy(z).float(), noise_mode="const")))

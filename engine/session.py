@@ -62,6 +62,7 @@ from engine.audio.input import SAMPLE_RATE, AudioInput
 from engine.latent.directions import DirectionSet
 from engine.latent.path import LatentPath
 from engine.motion.base import ROLES, MotionDriver
+from engine.synthesis.checkpoints import DEMO_ASSET
 
 __all__ = ["AvatarEngine", "AvatarSession", "Frame", "default_directions", "STAGES",
            "DEFAULT_LOOKAHEAD_MS", "DEFAULT_BASIS_SAMPLES"]
@@ -84,7 +85,7 @@ def _round_half_up(x: float) -> int:
 
 #: shipped with the demo generator (engine/assets): its named motion directions and its trained
 #: audio LSTM (python -m engine.demo_world.assets / engine.train_motion; see the README)
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = DEMO_ASSET.parent
 DEMO_DIRECTIONS = ASSETS / "demo_directions.json"
 DEMO_MOTION = ASSETS / "demo_motion.safetensors"
 

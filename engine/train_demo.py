@@ -489,16 +489,14 @@ class DemoTrainer:
         (m_k − rest_k) / scale_k · a_k, with m the code's motion fields, so that the synthesis
         network learns to render each motion as a fixed W direction a_k (``motion_dirs``, the
         exported direction set); the rest takes w = mapping(z), the generator's own path."""
-        from engine.demo_world.latent import MOTION_SCALE, MOTION_Z, motion_params, rest_motion
+        from engine.demo_world.latent import motion_params, motion_x
         from engine.latent.identity import rest_z
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
         z_in = z
         if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
-            from engine.demo_world.latent import REST, Z_FIELDS
-            z = z.clone()
-            for name in self.config.frozen:
-                z[:, Z_FIELDS.index(name)] = REST[name]
+            from engine.demo_world.latent import at_rest
+            z = at_rest(z, self.config.frozen)
         target = torch.from_numpy(self.data.render(z.numpy())).to(self.device)
         target = target.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
         h = int(round(B * self.config.linear_motion))
@@ -506,8 +504,7 @@ class DemoTrainer:
         with torch.no_grad():
             G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
         if h > 0:
-            scale = np.array([MOTION_SCALE[n] for n in MOTION_Z])
-            x = torch.from_numpy((motion_params(z[:h].numpy()) - rest_motion()) / scale).to(self.device, torch.float32)
+            x = torch.from_numpy(motion_x(motion_params(z[:h].numpy()))).to(self.device, torch.float32)
             w_lin = G.mapping.forward_w(rest_z(G, z[:h]).to(self.device)) + x @ self.motion_dirs
             w = torch.cat([w_lin, w[h:]])
         img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="random")

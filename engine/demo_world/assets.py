@@ -30,7 +30,7 @@ import torch
 
 from engine.cli_util import ArgumentParser, UsageError, fail
 
-from .latent import MOTION_SCALE, MOTION_Z, Z_DIM, rest_motion
+from .latent import Z_DIM, motion_x
 
 __all__ = ["mouth_x", "utterance_trajectory", "write_targets", "main"]
 
@@ -45,7 +45,7 @@ def _check_code_generator(G) -> None:
 
 def mouth_x(mouth: np.ndarray) -> np.ndarray:
     """x on the demo generator's ``mouth_open`` direction for mouth openings (0..1)."""
-    return (np.asarray(mouth, np.float64) - rest_motion()[MOTION_Z.index("mouth_open")]) / MOTION_SCALE["mouth_open"]
+    return motion_x(np.asarray(mouth, np.float64)[..., None], ("mouth_open",))[..., 0]
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ import numpy as np
 from .faces import (_EYE_COLOURS, _HAIR_COLOURS, _HAIR_P, _SKIN_TONES, HAIR_STYLES, Identity, Motion, _rgb,
                     render_face)
 
-__all__ = ["REST", "rest_pairs", "motion_params", "rest_motion", "MOTION_SCALE", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
+__all__ = ["REST", "rest_pairs", "at_rest", "motion_params", "rest_motion", "motion_x", "MOTION_SCALE", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
            "mouth_from_z", "z_for_mouth", "normal_cdf", "normal_ppf"]
 
 LATENT_VERSION = 1            # bump when params_from_z changes
@@ -149,6 +149,14 @@ def rest_pairs() -> list:
     return [[_I[name], value] for name, value in REST.items()]
 
 
+def at_rest(z, names):
+    """A copy of codes ``z`` [N, Z_DIM] (numpy or torch) with the motion fields ``names`` at rest."""
+    z = z.clone() if hasattr(z, "clone") else np.array(z, copy=True)
+    for name in names:
+        z[:, _I[name]] = REST[name]
+    return z
+
+
 def motion_params(z) -> np.ndarray:
     """The motion fields of codes ``z`` [..., Z_DIM] in the renderer's units, [..., 9] float64 in
     :data:`MOTION_Z` order (mouth opening 0..1, blink 0..1, head angles ±1, ...)."""
@@ -182,3 +190,10 @@ def _motion_scale() -> dict:
 #: per motion field, its standard deviation over random faces: one x unit of the demo generator's
 #: direction of that field (x = (value − rest) / scale, as PCA units are standard deviations)
 MOTION_SCALE = _motion_scale()
+
+
+def motion_x(values, fields: Sequence[str] = MOTION_Z) -> np.ndarray:
+    """Motion values [..., len(fields)] (renderer units) → x on the demo generator's directions:
+    (value − rest) / :data:`MOTION_SCALE`, float64."""
+    idx = [MOTION_Z.index(f) for f in fields]
+    return (np.asarray(values, np.float64) - rest_motion()[idx]) / np.array([MOTION_SCALE[f] for f in fields])
