@@ -71,6 +71,7 @@ MAX_EXPORT_BYTES = 8_000_000        # the shipped float16 weights must stay unde
 STATE_VERSION = 1
 OBJECTIVES = ("gan", "recon")
 RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 and 4
+MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
 RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 
 
@@ -195,6 +196,13 @@ class RenderedFaces:
                 "digest": f"latent {LATENT_VERSION}, renderer {RENDERER_VERSION}, supersample {self.supersample}"}
 
 
+def motion_mask(target: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W] 0/1 mask of the pixels where images ``target`` differ from ``rest`` (both
+    [B, C, H, W] in −1..1) by more than MOTION_MASK_THRESHOLD in any channel, dilated by one pixel."""
+    mask = ((target - rest).abs().amax(dim=1, keepdim=True) > MOTION_MASK_THRESHOLD).to(target.dtype)
+    return F.max_pool2d(mask, 3, stride=1, padding=1)
+
+
 # -- configurations ------------------------------------------------------------------------------
 def recon_config(base: Optional[GeneratorConfig] = None) -> GeneratorConfig:
     """The generator shape for ``--objective recon``: ``base`` (default the demo shape) with z the
@@ -258,9 +266,10 @@ class TrainDemoConfig:
     grad_weight: float = 0.0             # recon: weight of the L1 between image gradients (edges: eyes, mouth)
     l2_weight: float = 0.0               # recon: weight of a squared error next to the L1 (features a median hides)
     frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
+    motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
 
     # settings a resumed run may change
-    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen")
+    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -274,7 +283,8 @@ class TrainDemoConfig:
             raise ValueError(f"batch {self.batch} must be a multiple of the minibatch-stddev group size {g}")
         if self.r1_interval < 1:
             raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
-        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg", "grad_weight", "l2_weight"):
+        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg", "grad_weight", "l2_weight",
+                     "motion_weight"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -497,8 +507,8 @@ class DemoTrainer:
         if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
             from engine.demo_world.latent import at_rest
             z = at_rest(z, self.config.frozen)
-        target = torch.from_numpy(self.data.render(z.numpy())).to(self.device)
-        target = target.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+        as_image = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1  # noqa: E731
+        target = as_image(self.data.render(z.numpy()))
         h = int(round(B * self.config.linear_motion))
         w = G.mapping.forward_w(z_in.to(self.device))
         with torch.no_grad():
@@ -521,6 +531,15 @@ class DemoTrainer:
             edge = F.l1_loss(dx(img), dx(target)) + F.l1_loss(dy(img), dy(target))
             rec["loss_edge"] = float(edge.detach())
             loss = loss + self.config.grad_weight * edge
+        if self.config.motion_weight > 0:
+            # The motion (a mouth, eyelids) covers ~1% of the image, so the whole-image L1 barely sees
+            # it, least on dark faces where the mouth is low in contrast. This term is the L1 averaged
+            # over only the pixels where the face differs from the same face at rest (3x3 dilated):
+            # each face's motion counts as much as the whole image, whatever its size or contrast.
+            mask = motion_mask(target, as_image(self.data.render(rest_z(G, z).numpy())))
+            moved = (mask * (img - target).abs()).sum() / (mask.sum() * img.shape[1]).clamp_min(1.0)
+            rec["loss_motion"] = float(moved.detach())
+            loss = loss + self.config.motion_weight * moved
         self.G_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.G_opt.step()
@@ -791,6 +810,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--l2-weight", type=finite_float, default=argparse.SUPPRESS,
                    help="objective recon: weight of a squared-error term next to the L1 (may change on --resume; "
                         "default 0)")
+    p.add_argument("--motion-weight", type=finite_float, default=argparse.SUPPRESS,
+                   help="objective recon: weight of an L1 averaged over only the pixels the motion changes "
+                        "(render vs the same face at rest): mouths and eyelids learned as well on dark faces as "
+                        "on light ones (may change on --resume; default 0)")
     p.add_argument("--freeze", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
                    default=argparse.SUPPRESS,
                    help="objective recon: motion fields held at rest in the rendered targets, comma-separated "
@@ -815,7 +838,8 @@ def build_parser() -> ArgumentParser:
 _TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gamma", "r1_interval": "r1_interval",
                   "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
                   "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective",
-                  "grad_weight": "grad_weight", "l2_weight": "l2_weight", "freeze": "frozen"}
+                  "grad_weight": "grad_weight", "l2_weight": "l2_weight", "freeze": "frozen",
+                  "motion_weight": "motion_weight"}
 
 
 def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> TrainDemoConfig:

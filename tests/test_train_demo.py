@@ -384,6 +384,29 @@ def test_recon_objective_learns_the_code(tmp_path):
     assert own.mean() < 0.7 * others.mean(), (own.mean(), others.mean())
 
 
+def test_motion_mask_covers_what_moves_and_nothing_at_rest():
+    """--motion-weight's mask: the pixels a face's motion changes against the same face at rest.
+    An open mouth marks the mouth (lower middle of the face) and nothing else; a face at rest
+    marks nothing; it works on a dark face as on a light one."""
+    from engine.demo_world.latent import REST, _I
+    from engine.train_demo import motion_mask
+    as_image = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1   # noqa: E731
+    rest = np.zeros((2, Z_DIM))
+    for name, v in REST.items():
+        rest[:, _I[name]] = v
+    rest[:, _I["skin_tone"]] = [-2.0, 2.0]                      # a light and a dark face
+    talking = rest.copy()
+    talking[:, _I["mouth_open"]] = 2.0                          # mouth wide open
+    data = RenderedFaces(64)
+    mask = motion_mask(as_image(data.render(talking)), as_image(data.render(rest)))[:, 0].numpy()
+    assert not motion_mask(as_image(data.render(rest)), as_image(data.render(rest))).any()
+    for m in mask:
+        ys, xs = np.nonzero(m)
+        assert 20 < m.sum() < 0.08 * m.size, m.sum()           # a mouth, not the face
+        assert ys.min() > 32 and 16 < xs.mean() < 48, (ys.min(), xs.mean())
+    assert 0.5 < mask[1].sum() / mask[0].sum() < 2.0            # the dark face's mouth is marked as fully
+
+
 def test_cli_recon_objective(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, "--objective", "recon", "--out", out, "--config", TINY, "--z-dim", 32,
@@ -395,10 +418,11 @@ def test_cli_recon_objective(tmp_path, capsys):
     from engine.latent.directions import DirectionSet
     assert "head_yaw" in DirectionSet.load(out / "demo_directions.json").names
     code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.04, "--resume", "--quiet", "--l2-weight", 4,
-                         "--grad-weight", 2, "--freeze", "yaw,pitch,roll,gaze_x,gaze_y")
+                         "--grad-weight", 2, "--freeze", "yaw,pitch,roll,gaze_x,gaze_y", "--motion-weight", 1)
     assert code == 0
     log = [json.loads(ln) for ln in (out / LOG_FILE).read_text().splitlines()]
-    assert "loss_l2" in log[-1] and "loss_edge" in log[-1] and "loss_l2" not in log[2]
+    assert all(k in log[-1] for k in ("loss_l2", "loss_edge", "loss_motion"))
+    assert "loss_l2" not in log[2] and "loss_motion" not in log[2]
     assert DirectionSet.load(out / "demo_directions.json").names == ["mouth_open", "jaw", "blink"]
     code, _, err = run_cli(capsys, "--out", out, "--resume", "--quiet", "--freeze", "nose")
     assert code == 2 and "unknown motion fields" in one_line_error(err)
