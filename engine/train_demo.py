@@ -72,7 +72,31 @@ STATE_VERSION = 1
 OBJECTIVES = ("gan", "recon")
 RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 and 4
 MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
-RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
+RECON_LR = 0.008
+#: the fields a schedule sets, and their values before its first phase
+SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
+#: ``--schedule demo``, the shipped demo generator's curriculum: from each kimg on, these settings
+#: (cumulative). Plain L1 first (layout and colour); then squared error and edges (small features);
+#: then the head held still (eyes and mouths did not form while the head also turned); then the
+#: L1 over moving pixels (mouths on every skin tone). 258 kimg: ~2 h on the 2-core VM.
+DEMO_SCHEDULE = ((0.0, {}),
+                 (35.0, {"l2_weight": 4.0, "grad_weight": 2.0}),
+                 (58.0, {"frozen": ("yaw", "pitch", "roll", "gaze_x", "gaze_y")}),
+                 (200.0, {"motion_weight": 3.0}))
+DEMO_SCHEDULE_KIMG = 258.0
+SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE}
+
+
+def scheduled_settings(schedule: str, kimg: float) -> dict:
+    """The SCHEDULED fields' values at ``kimg`` of schedule ``schedule`` ({} for "none")."""
+    phases = SCHEDULES[schedule]
+    if not phases:
+        return {}
+    out = dict(SCHEDULED)
+    for start, settings in phases:
+        if kimg + 1e-9 >= start:
+            out.update(settings)
+    return out                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 
 
 class DataError(ValueError):
@@ -267,9 +291,10 @@ class TrainDemoConfig:
     l2_weight: float = 0.0               # recon: weight of a squared error next to the L1 (features a median hides)
     frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
     motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
+    schedule: str = "none"               # recon: "demo" sets the four fields above by kimg (DEMO_SCHEDULE)
 
     # settings a resumed run may change
-    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight")
+    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -299,6 +324,10 @@ class TrainDemoConfig:
         bad = [f for f in self.frozen if f not in MOTION_Z]
         if bad:
             raise ValueError(f"frozen: unknown motion fields {bad} (known: {', '.join(MOTION_Z)})")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule != "none" and self.objective != "recon":
+            raise ValueError("a schedule sets the recon objective's loss terms; the gan objective has none")
         if not 0 <= self.linear_motion <= 1:
             raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
         if self.objective not in OBJECTIVES:
@@ -501,6 +530,7 @@ class DemoTrainer:
         exported direction set); the rest takes w = mapping(z), the generator's own path."""
         from engine.demo_world.latent import motion_params, motion_x
         from engine.latent.identity import rest_z
+        self.apply_schedule()
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
         z_in = z
@@ -544,6 +574,11 @@ class DemoTrainer:
         loss.backward()
         self.G_opt.step()
         rec["loss_G"] = float(loss.detach())
+
+    def apply_schedule(self) -> None:
+        """Set the scheduled loss settings for the images seen so far (``config.schedule``)."""
+        for name, value in scheduled_settings(self.config.schedule, self.nimg / 1000).items():
+            setattr(self.config, name, value)
 
     def train_step(self) -> dict:
         """One step: G (non-saturating), D (logistic), lazy R1 when step % r1_interval == 0, EMA
@@ -786,7 +821,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
     p.add_argument("--kimg", type=finite_float, default=argparse.SUPPRESS,
                    help="total length in thousands of real images (a resumed run continues to this; default 100, "
-                        "resumed: the saved run's)")
+                        f"{DEMO_SCHEDULE_KIMG:g} for the recon objective's demo schedule; resumed: the saved run's)")
     p.add_argument("--batch", type=int, default=argparse.SUPPRESS, help="images per step (default 16)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (otherwise --out must not hold one)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, z, reals order and noise (default 0)")
@@ -814,6 +849,11 @@ def build_parser() -> ArgumentParser:
                    help="objective recon: weight of an L1 averaged over only the pixels the motion changes "
                         "(render vs the same face at rest): mouths and eyelids learned as well on dark faces as "
                         "on light ones (may change on --resume; default 0)")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default=argparse.SUPPRESS,
+                   help="objective recon: 'demo' (the default for a new run that sets none of --l2-weight, "
+                        "--grad-weight, --freeze, --motion-weight) sets those four by kimg as the shipped "
+                        f"generator was trained, for {DEMO_SCHEDULE_KIMG:g} kimg unless --kimg says otherwise; "
+                        "'none' leaves them to the options")
     p.add_argument("--freeze", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
                    default=argparse.SUPPRESS,
                    help="objective recon: motion fields held at rest in the rendered targets, comma-separated "
@@ -839,7 +879,8 @@ _TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gam
                   "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
                   "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective",
                   "grad_weight": "grad_weight", "l2_weight": "l2_weight", "freeze": "frozen",
-                  "motion_weight": "motion_weight"}
+                  "motion_weight": "motion_weight", "schedule": "schedule"}
+_SCHEDULED_OPTIONS = ("grad_weight", "l2_weight", "freeze", "motion_weight")
 
 
 def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> TrainDemoConfig:
@@ -854,6 +895,16 @@ def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> Train
     for opt, name in _TRAIN_OPTIONS.items():
         if hasattr(args, opt):
             values[name] = getattr(args, opt)
+    explicit = [f"--{o.replace('_', '-')}" for o in _SCHEDULED_OPTIONS if hasattr(args, o)]
+    if explicit:          # options that a schedule would overwrite: the schedule is off
+        if getattr(args, "schedule", "none") != "none":
+            raise UsageError(f"--schedule {args.schedule} sets {', '.join(explicit)} itself; "
+                             "give --schedule none to set them by hand")
+        values["schedule"] = "none"
+    elif state_path is None and values["objective"] == "recon" and not hasattr(args, "schedule"):
+        values["schedule"] = "demo"
+    if state_path is None and values["schedule"] == "demo" and not hasattr(args, "kimg"):
+        values["kimg"] = DEMO_SCHEDULE_KIMG
     if state_path is None and values["objective"] == "recon" and not hasattr(args, "lr"):
         values["lr"] = RECON_LR
     if values["ema_rampup"] == 0:
@@ -931,7 +982,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"batch {cfg.batch}, R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps")
     else:
         what = (f"decoder of the demo world's code, faces rendered at {data.resolution} px; "
-                f"G {n_g / 1e6:.2f}M parameters; batch {cfg.batch}, L1 at scales {RECON_SCALES}")
+                f"G {n_g / 1e6:.2f}M parameters; batch {cfg.batch}, L1 at scales {RECON_SCALES}, "
+                f"schedule {cfg.schedule}")
     print(f"{PROG}: {what}, G_ema half-life {cfg.ema_half_life_kimg():g} kimg; "
           f"{'resuming at' if trainer.resumed else 'starting at'} {trainer.nimg / 1000:.3f} of {cfg.kimg:g} kimg",
           file=sys.stderr)

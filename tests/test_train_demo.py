@@ -430,3 +430,58 @@ def test_cli_recon_objective(tmp_path, capsys):
     assert code == 2 and "leave --data out" in one_line_error(err)
     code, _, err = run_cli(capsys, "--objective", "gan", "--out", tmp_path / "c", "--quiet")
     assert code == 2 and "needs --data" in one_line_error(err)
+
+
+def test_demo_schedule_settings_by_kimg():
+    """--schedule demo: the shipped generator's curriculum, cumulative, by images seen."""
+    from engine.train_demo import scheduled_settings
+    head = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
+    assert scheduled_settings("none", 100.0) == {}
+    assert scheduled_settings("demo", 0.0) == {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
+    assert scheduled_settings("demo", 34.99) == scheduled_settings("demo", 0.0)
+    assert scheduled_settings("demo", 35.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": (), "motion_weight": 0.0}
+    assert scheduled_settings("demo", 100.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": head,
+                                                 "motion_weight": 0.0}
+    assert scheduled_settings("demo", 257.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": head,
+                                                 "motion_weight": 3.0}
+
+
+def test_a_schedule_switches_loss_terms_mid_run_and_resumes_exactly(tmp_path, monkeypatch):
+    import engine.train_demo as td
+    monkeypatch.setitem(td.SCHEDULES, "tiny", ((0.0, {}), (0.024, {"l2_weight": 1.0, "motion_weight": 1.0}),
+                                               (0.04, {"frozen": ("yaw",)})))
+    data = RenderedFaces(16)
+    cfg = lambda **kw: recon_config_for_test(schedule="tiny", **kw)     # noqa: E731  (batch 8: 3 steps = 0.024)
+    one = DemoTrainer(cfg(), data, tmp_path / "one", gen_config=tiny_recon_gen(), seed=4)
+    one.run(progress=False)
+    terms = [("loss_l2" in r, "loss_motion" in r) for r in one.history]
+    assert terms == [(False, False)] * 3 + [(True, True)] * 3, terms
+    assert one.config.frozen == ("yaw",) and one.config.l2_weight == 1.0
+    part = DemoTrainer(cfg(kimg=4 * 8 / 1000), data, tmp_path / "two", gen_config=tiny_recon_gen(), seed=4)
+    part.run(progress=False)
+    rest = DemoTrainer(cfg(), data, tmp_path / "two", resume=True)
+    rest.run(progress=False)
+    assert [r["loss_G"] for r in one.history] == [r["loss_G"] for r in rest.history]
+    for k, v in one.G_ema.state_dict().items():
+        assert torch.equal(v, rest.G_ema.state_dict()[k]), k
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        DemoTrainer(recon_config_for_test(schedule="fast"), data, tmp_path / "x", gen_config=tiny_recon_gen())
+
+
+def test_cli_a_new_recon_run_follows_the_demo_schedule(tmp_path, capsys):
+    from engine.train_demo import DEMO_SCHEDULE_KIMG, _train_config, build_parser
+    cfg = _train_config(build_parser().parse_args(["--out", str(tmp_path / "a"), "--objective", "recon"]), None)
+    assert cfg.schedule == "demo" and cfg.kimg == DEMO_SCHEDULE_KIMG
+    cfg = _train_config(build_parser().parse_args(["--out", str(tmp_path / "a"), "--objective", "recon",
+                                                   "--l2-weight", "1"]), None)
+    assert cfg.schedule == "none" and cfg.kimg == TrainDemoConfig().kimg and cfg.l2_weight == 1.0
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "--out", out, "--config", TINY, "--z-dim", 32, "--mapping-layers", 2,
+                           "--batch", 8, "--kimg", 0.016, "--grid", 2, "--quiet")
+    assert code == 0 and "schedule demo" in err
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    assert json.loads(state["train_config"])["schedule"] == "demo"
+    code, _, err = run_cli(capsys, "--out", out, "--resume", "--quiet", "--schedule", "demo", "--motion-weight", 1)
+    assert code == 2 and "--schedule none" in one_line_error(err)
+    code, _, err = run_cli(capsys, "--out", out, "--resume", "--quiet", "--kimg", 0.024, "--motion-weight", 1)
+    assert code == 0 and "schedule none" in err
