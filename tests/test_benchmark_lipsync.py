@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import lipsync
 
-LIPSYNC_MIN_CORR = 0.6      # on 3-4 short sentences; the benchmark's full held-out set is in the README
+LIPSYNC_MIN_CORR = 0.8      # the goal, on 4 short sentences (0.96 here); the full held-out set is in the README
 
 
 def test_best_lag_finds_a_planted_delay():
@@ -76,4 +76,4 @@ def test_the_demo_face_talks_with_unheard_speech(tmp_path):
     trained, idle, shuffled = rep[engine.default_driver], rep["idle"], rep["shuffled"]
     assert trained["corr"] > LIPSYNC_MIN_CORR, rep
     assert abs(trained["best_lag"]) <= 1, rep
-    assert trained["corr"] > idle["corr"] + 0.1 and abs(shuffled["corr"]) < 0.35, rep
+    assert trained["corr"] > idle["corr"] + 0.2 and abs(shuffled["corr"]) < 0.35, rep
