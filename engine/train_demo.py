@@ -75,14 +75,17 @@ MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when
 RECON_LR = 0.008
 #: the fields a schedule sets, and their values before its first phase
 SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
-#: ``--schedule demo``, the shipped demo generator's curriculum: from each kimg on, these settings
-#: (cumulative). Plain L1 first (layout and colour); then squared error and edges (small features);
-#: then the head held still (eyes and mouths did not form while the head also turned); then the
-#: L1 over moving pixels (mouths on every skin tone). 258 kimg: ~2 h on the 2-core VM.
+#: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
+#: on, these settings (cumulative). Plain L1 first (layout and colour); then edges and squared
+#: error (small features); then the head held still (eyes and mouths did not form while the head
+#: also turned); then the L1 over moving pixels (mouths on every skin tone). 258 kimg: ~2 h on the
+#: 2-core VM.
 DEMO_SCHEDULE = ((0.0, {}),
-                 (35.0, {"l2_weight": 4.0, "grad_weight": 2.0}),
+                 (35.0, {"grad_weight": 2.0}),
+                 (45.5, {"l2_weight": 4.0}),
                  (58.0, {"frozen": ("yaw", "pitch", "roll", "gaze_x", "gaze_y")}),
-                 (200.0, {"motion_weight": 3.0}))
+                 (200.0, {"motion_weight": 1.0}),
+                 (209.0, {"motion_weight": 3.0}))
 DEMO_SCHEDULE_KIMG = 258.0
 SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE}
 

@@ -439,9 +439,11 @@ def test_demo_schedule_settings_by_kimg():
     assert scheduled_settings("none", 100.0) == {}
     assert scheduled_settings("demo", 0.0) == {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
     assert scheduled_settings("demo", 34.99) == scheduled_settings("demo", 0.0)
-    assert scheduled_settings("demo", 35.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": (), "motion_weight": 0.0}
+    assert scheduled_settings("demo", 35.0) == {"l2_weight": 0.0, "grad_weight": 2.0, "frozen": (), "motion_weight": 0.0}
+    assert scheduled_settings("demo", 50.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": (), "motion_weight": 0.0}
     assert scheduled_settings("demo", 100.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": head,
                                                  "motion_weight": 0.0}
+    assert scheduled_settings("demo", 205.0)["motion_weight"] == 1.0
     assert scheduled_settings("demo", 257.0) == {"l2_weight": 4.0, "grad_weight": 2.0, "frozen": head,
                                                  "motion_weight": 3.0}
 
