@@ -72,7 +72,7 @@ STATE_VERSION = 1
 OBJECTIVES = ("gan", "recon")
 RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 and 4
 MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
-RECON_LR = 0.008
+RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 #: the fields a schedule sets, and their values before its first phase
 SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
 #: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
@@ -99,7 +99,7 @@ def scheduled_settings(schedule: str, kimg: float) -> dict:
     for start, settings in phases:
         if kimg + 1e-9 >= start:
             out.update(settings)
-    return out                    # the recon objective's default Adam lr (a regression takes more than a GAN)
+    return out
 
 
 class DataError(ValueError):
@@ -551,11 +551,11 @@ class DemoTrainer:
             w_lin = G.mapping.forward_w(rest_z(G, z[:h]).to(self.device)) + x @ self.motion_dirs
             w = torch.cat([w_lin, w[h:]])
         img = G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode="random")
-        loss = sum(F.l1_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
-                   for s in RECON_SCALES) / len(RECON_SCALES)
+        pool = lambda t, s: F.avg_pool2d(t, s) if s > 1 else t                 # noqa: E731
+        scales = [(pool(img, s), pool(target, s)) for s in RECON_SCALES]
+        loss = sum(F.l1_loss(a, b) for a, b in scales) / len(scales)
         if self.config.l2_weight > 0:      # a squared error pulls on rare, uncertain features an L1 (a median) drops
-            sq = sum(F.mse_loss(F.avg_pool2d(img, s) if s > 1 else img, F.avg_pool2d(target, s) if s > 1 else target)
-                     for s in RECON_SCALES) / len(RECON_SCALES)
+            sq = sum(F.mse_loss(a, b) for a, b in scales) / len(scales)
             rec["loss_l2"] = float(sq.detach())
             loss = loss + self.config.l2_weight * sq
         if self.config.grad_weight > 0:    # edges: the small high-contrast features a plain L1 learns last
