@@ -206,6 +206,8 @@ class AvatarEngine:
         self.default_driver = ("lstm+idle:" + os.fspath(DEMO_MOTION)
                                if is_demo and directions == DEMO_DIRECTIONS and DEMO_MOTION.is_file() else "idle")
         self._log = log
+        self._default_model_fps: Optional[float] = None     # read once from the default model, when asked
+        self._fps_warned = False
         if directions is None:
             directions = default_directions(G)
         elif isinstance(directions, (str, os.PathLike)):
@@ -286,10 +288,10 @@ class AvatarEngine:
         spec = self.default_driver
         if spec.startswith(("lstm:", "lstm+idle:")):
             from engine.motion.lstm import load_motion_model
-            if getattr(self, "_default_model_fps", None) is None:
+            if self._default_model_fps is None:
                 self._default_model_fps = float(load_motion_model(spec.partition(":")[2]).config.fps)
             if abs(self._default_model_fps - float(fps)) > 1e-9:
-                if self._log is not None and not getattr(self, "_fps_warned", False):
+                if self._log is not None and not self._fps_warned:
                     self._fps_warned = True
                     self._log(f"the demo motion model runs at {self._default_model_fps:g} fps; sessions at "
                               f"{float(fps):g} fps use the idle driver")
