@@ -69,6 +69,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--window-frames", type=int, default=32, help="log-mel frames (10 ms) per window (default 32)")
     p.add_argument("--w-dim", type=int, default=None,
                    help="anchor width when no JSON gives an anchor (default: from the anchors, else 512)")
+    p.add_argument("--identity", choices=("none", "w"), default="none",
+                   help="none (default): the LSTM starts from a learned state and reads audio only, so the "
+                        "model drives the named directions of any generator; w: its state is encoded from "
+                        "the identity's w (MoCoGAN-HD), tying the model to generators of this w_dim")
     p.add_argument("--hidden", type=int, default=256, help="LSTM width (default 256)")
     p.add_argument("--audio-dim", type=int, default=128, help="audio embedding width (default 128)")
     p.add_argument("--noise-dim", type=int, default=0, help="motion noise inputs per frame (default 0)")
@@ -139,7 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   file=sys.stderr)
         model_config = None
         if not state_exists:
-            model_config = AudioLSTMConfig(window_frames=window_frames, w_dim=dataset.w_dim, k=dataset.k,
+            model_config = AudioLSTMConfig(window_frames=window_frames,
+                                           w_dim=dataset.w_dim if args.identity == "w" else 0, k=dataset.k,
                                            hidden=args.hidden, audio_dim=args.audio_dim,
                                            noise_dim=args.noise_dim, fps=dataset.fps, names=dataset.names,
                                            lookahead_ms=dataset.lookahead_ms)

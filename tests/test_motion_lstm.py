@@ -96,6 +96,39 @@ def test_identity_enters_through_the_initial_state():
     assert not torch.allclose(a, b)
 
 
+def test_audio_only_model_ignores_the_identity_and_drives_any_generator(tmp_path):
+    """w_dim = 0: a learned initial state, no identity input; the same file drives anchors of any
+    width (a 128-wide demo w, a 512-wide FFHQ ws) and gives the same x for the same audio."""
+    model = perturb(make_model(w_dim=0, noise_dim=0))
+    assert not model.uses_identity and not any(k.startswith("id_encoder") for k in model.state_dict())
+    mel = random_mel((2, 20, 32, 80))
+    with torch.no_grad():
+        x = model(mel)                                   # no anchor needed
+        assert torch.equal(x, model(mel, torch.randn(2, 7)))   # an anchor, if given, is not read
+        state = model.init_state(batch=2)
+        steps = []
+        for t in range(20):
+            xt, state = model.step(mel[:, t], state)
+            steps.append(xt)
+    assert torch.allclose(torch.stack(steps, 1), x, atol=1e-5, rtol=0)
+    assert float(x.std()) > 0.3                          # a real, audio-dependent output
+    loaded = load_motion_model(save_motion_model(model, tmp_path / "m.safetensors"))
+    assert loaded.config.w_dim == 0
+    outs = []
+    for anchor in (np.zeros(128, np.float32), np.ones((12, 128), np.float32), np.full((16, 512), 3.0, np.float32)):
+        d = AudioLSTMDriver(loaded, NAMES)
+        d.reset(anchor)
+        outs.append(np.stack([d.step(feat(t, mel[0, t].numpy())) for t in range(20)]))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert np.allclose(outs[0], x[0].numpy(), atol=1e-5)
+
+
+def test_identity_model_on_another_generator_says_what_it_expected():
+    d = AudioLSTMDriver(make_model(), NAMES)
+    with pytest.raises(ValueError, match=r"w_dim 64 .*got \[16, 512\].*--identity none"):
+        d.reset(np.zeros((16, 512), np.float32))
+
+
 def test_bad_shapes_raise():
     model = make_model()
     with pytest.raises(ValueError, match="w_anchor"):

@@ -336,8 +336,12 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
     assert rc == 0, err
     assert "wrote" in out and "step 4" in out
     full = load_motion_model(tmp_path / "full" / "motion.safetensors")
-    assert full.config.k == 2 and full.config.w_dim == 4 and full.config.window_frames == 8
+    # audio only by default (w_dim 0: the anchors are not read, any generator); --identity w reads them
+    assert full.config.k == 2 and full.config.w_dim == 0 and full.config.window_frames == 8
+    assert "state0" in _weights(full) and not any(k.startswith("id_encoder") for k in _weights(full))
     assert len((tmp_path / "full" / "train_log.jsonl").read_text().splitlines()) == 4
+    assert _cli(base + ["--out", tmp_path / "idw", "--steps", 1, "--identity", "w"], capsys)[0] == 0
+    assert load_motion_model(tmp_path / "idw" / "motion.safetensors").config.w_dim == 4
     assert _cli(base + ["--out", tmp_path / "half", "--steps", 2], capsys)[0] == 0
     rc, _, err = _cli(base + ["--out", tmp_path / "half", "--steps", 4], capsys)
     assert rc == 2 and "pass --resume" in err and err.count("\n") == 1

@@ -164,7 +164,7 @@ def test_cli_latent_targets_store_names_for_the_driver(tmp_path, capsys):
     out = tmp_path / "run"
     rc, stdout, err = _cli(["--data", root, "--out", out, "--steps", 3, "--batch-size", 2, "--crop", "4-8",
                             "--window-frames", 8, "--hidden", 16, "--audio-dim", 8, "--directions", ds_path,
-                            "--names", "blink,jaw", "--adv-weight", 0.05, "--quiet"], capsys)
+                            "--names", "blink,jaw", "--adv-weight", 0.05, "--identity", "w", "--quiet"], capsys)
     assert rc == 0, err
     model = load_motion_model(out / MODEL_FILE)
     assert model.config.names == ["blink", "jaw"] and model.config.k == 2 and model.config.w_dim == W_DIM

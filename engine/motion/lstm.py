@@ -2,8 +2,12 @@
 
 Model (:class:`AudioMotionModel`), per video frame t of a stream with identity anchor w:
 
-* **identity encoder** (MoCoGAN-HD): ``(h_0, c_0) = init_state(w)``, an MLP of w; the identity
-  enters only through the initial LSTM state.
+* **identity** (optional): with ``w_dim > 0`` (MoCoGAN-HD) ``(h_0, c_0) = init_state(w)``, an MLP
+  of the identity's w, so the identity enters only through the initial LSTM state and the model
+  works only on generators whose w has ``w_dim`` entries. With ``w_dim = 0`` (the default of new
+  models, ``engine.train_motion --identity none``) the initial state is learned and the anchor is
+  not read: the model's inputs are audio only and its outputs are in stdev units of named
+  directions, so one model drives the directions of *any* generator.
 * **audio encoder**: the frame's log-mel window ``mel_t [window_frames, n_mels]`` (what
   :class:`engine.audio.features.FeatureStream` emits) is normalised with fixed constants,
   ``(mel - mel_mean) / mel_std`` (config; defaults fit the log floor at -23 and speech around
@@ -85,13 +89,14 @@ class AudioLSTMConfig:
     for reference (e.g. the identity-drift bound ``clamp_sigma·sqrt(Σ stdev²)``); the model's
     output is in stdev units and does not use it. ``names`` (optional, len k): the direction names
     the outputs drive, in order (the trainer stores the DirectionSet's names, so a driver can be
-    built from the file alone). ``fps`` and ``lookahead_ms`` are the feature
+    built from the file alone). ``w_dim``: width of the identity w the state encoder reads, or 0
+    (no identity input: a generator-independent model). ``fps`` and ``lookahead_ms`` are the feature
     settings the model was trained with: the live ``FeatureStream`` must use the same
     (``FeatureStream(fps=driver.fps, lookahead_ms=driver.lookahead_ms)``).
     """
     n_mels: int = N_MELS
     window_frames: int = 32
-    w_dim: int = 512
+    w_dim: int = 0
     k: int = 8
     hidden: int = 256
     audio_dim: int = 128
@@ -107,14 +112,16 @@ class AudioLSTMConfig:
     mel_std: float = LOG_STD
 
     def __post_init__(self) -> None:
-        for name in ("n_mels", "window_frames", "w_dim", "k", "hidden", "audio_dim", "conv_channels"):
+        for name in ("n_mels", "window_frames", "k", "hidden", "audio_dim", "conv_channels"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"AudioLSTMConfig.{name} must be a positive integer, got {v!r}")
             setattr(self, name, int(v))
-        if isinstance(self.noise_dim, bool) or not isinstance(self.noise_dim, (int, np.integer)) or self.noise_dim < 0:
-            raise ValueError(f"AudioLSTMConfig.noise_dim must be a non-negative integer, got {self.noise_dim!r}")
-        self.noise_dim = int(self.noise_dim)
+        for name in ("noise_dim", "w_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"AudioLSTMConfig.{name} must be a non-negative integer, got {v!r}")
+            setattr(self, name, int(v))
         for name in ("fps", "clamp_sigma", "cell_clip", "mel_std"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v > 0):
@@ -153,7 +160,8 @@ class AudioLSTMConfig:
 
 
 class AudioMotionModel(nn.Module):
-    """Identity encoder → LSTM initial state; audio window encoder + noise → LSTM → bounded x."""
+    """Identity encoder (or a learned state) → LSTM initial state; audio window encoder + noise →
+    LSTM → bounded x."""
 
     def __init__(self, config: AudioLSTMConfig):
         super().__init__()
@@ -162,9 +170,11 @@ class AudioMotionModel(nn.Module):
         self.config = config
         c = config
         ch = c.conv_channels
-        # identity encoder: w -> (h0, c0)
-        self.id_encoder = nn.Sequential(nn.Linear(c.w_dim, c.hidden), nn.LeakyReLU(0.2),
-                                        nn.Linear(c.hidden, 2 * c.hidden))
+        if c.w_dim:       # identity encoder: w -> (h0, c0)
+            self.id_encoder = nn.Sequential(nn.Linear(c.w_dim, c.hidden), nn.LeakyReLU(0.2),
+                                            nn.Linear(c.hidden, 2 * c.hidden))
+        else:             # no identity input: one learned initial state (pre-activation h0, c0)
+            self.state0 = nn.Parameter(torch.zeros(2 * c.hidden))
         # audio encoder over the [window_frames, n_mels] window (mel bands as channels)
         self.audio_conv = nn.Sequential(
             nn.Conv1d(c.n_mels, ch, kernel_size=5, stride=2, padding=2), nn.LeakyReLU(0.2),
@@ -181,12 +191,27 @@ class AudioMotionModel(nn.Module):
             self.w_ih.bias[c.hidden:2 * c.hidden].fill_(1.0)
 
     # -- pieces ----------------------------------------------------------------------------------
-    def init_state(self, w_anchor: torch.Tensor) -> State:
-        """(h0, c0), each [B, hidden], from identity latents w_anchor [B, w_dim]."""
-        w = torch.as_tensor(w_anchor, dtype=torch.float32, device=self.head.weight.device)
-        if w.ndim != 2 or w.shape[1] != self.config.w_dim:
-            raise ValueError(f"w_anchor must be [B, {self.config.w_dim}], got {list(w.shape)}")
-        hc = self.id_encoder(w)
+    @property
+    def uses_identity(self) -> bool:
+        """Whether the initial state is read from the identity's w (``w_dim > 0``)."""
+        return self.config.w_dim > 0
+
+    def init_state(self, w_anchor: Optional[torch.Tensor] = None, batch: Optional[int] = None) -> State:
+        """(h0, c0), each [B, hidden]: from identity latents w_anchor [B, w_dim] when the model
+        reads the identity; else the learned state, for ``batch`` streams (default: the anchor's
+        batch size, else 1; the anchor's values are not read)."""
+        dev = self.head.weight.device
+        if not self.uses_identity:
+            if batch is None:
+                batch = 1 if w_anchor is None else int(torch.as_tensor(w_anchor).shape[0])
+            hc = self.state0[None].expand(int(batch), -1)
+        else:
+            if w_anchor is None:
+                raise ValueError(f"this model reads the identity: init_state needs w_anchor [B, {self.config.w_dim}]")
+            w = torch.as_tensor(w_anchor, dtype=torch.float32, device=dev)
+            if w.ndim != 2 or w.shape[1] != self.config.w_dim:
+                raise ValueError(f"w_anchor must be [B, {self.config.w_dim}], got {list(w.shape)}")
+            hc = self.id_encoder(w)
         h0, c0 = hc.chunk(2, dim=1)
         return torch.tanh(h0).contiguous(), c0.clamp(-self.config.cell_clip, self.config.cell_clip).contiguous()
 
@@ -250,15 +275,17 @@ class AudioMotionModel(nn.Module):
         x, state = self.unroll(a[:, None], state, noise)
         return x[:, 0], state
 
-    def forward(self, mel_seq: torch.Tensor, w_anchor: torch.Tensor, noise: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
-        """Training forward: mel_seq [B, T, window_frames, n_mels], w_anchor [B, w_dim], noise
-        [B, T, noise_dim] or None → x [B, T, k] (== ``step`` unrolled from ``init_state``)."""
+    def forward(self, mel_seq: torch.Tensor, w_anchor: Optional[torch.Tensor] = None,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Training forward: mel_seq [B, T, window_frames, n_mels], w_anchor [B, w_dim] (not read,
+        may be None, when ``w_dim = 0``), noise [B, T, noise_dim] or None → x [B, T, k]
+        (== ``step`` unrolled from ``init_state``)."""
         a = self.embed_audio(mel_seq)
         if a.ndim != 3:
             raise ValueError(f"forward takes mel_seq [B, T, {self.config.window_frames}, {self.config.n_mels}], "
                              f"got {list(torch.as_tensor(mel_seq).shape)}")
-        x, _ = self.unroll(a, self.init_state(w_anchor), noise)
+        state = self.init_state(w_anchor) if self.uses_identity else self.init_state(batch=a.shape[0])
+        x, _ = self.unroll(a, state, noise)
         return x
 
 
@@ -370,19 +397,24 @@ class AudioLSTMDriver(MotionDriver):
         self.flush_frames = max(int(flush_frames), 1)
         self.noise_scale = float(noise_scale)
         self._silence = torch.full((1, c.window_frames, c.n_mels), LOG_FLOOR, dtype=torch.float32, device=self.device)
-        self._w = torch.zeros(1, c.w_dim, dtype=torch.float32, device=self.device)
+        self._w = torch.zeros(1, max(c.w_dim, 1), dtype=torch.float32, device=self.device)
         self.reset()
 
     def _anchor_w(self, anchor) -> torch.Tensor:
+        if not self.model.uses_identity:     # audio-only model: the anchor is not read
+            return self._w
         a = torch.as_tensor(np.asarray(anchor, dtype=np.float32) if not torch.is_tensor(anchor) else anchor)
         a = a.detach().to(self.device, torch.float32)
+        given = list(a.shape)
         if a.ndim == 3 and a.shape[0] == 1:
             a = a[0]
         if a.ndim == 2:          # ws [num_ws, w_dim] (or [1, w_dim]): the first layer's w
             a = a[0]
         if a.shape != (self.config.w_dim,):
-            raise ValueError(f"anchor must be w [{self.config.w_dim}] or ws [num_ws, {self.config.w_dim}], "
-                             f"got {list(a.shape)}")
+            raise ValueError(f"anchor: this motion model reads the identity's w from a generator with w_dim "
+                             f"{self.config.w_dim} (expected w [{self.config.w_dim}] or ws [num_ws, "
+                             f"{self.config.w_dim}]), got {given}: use a generator-independent "
+                             "model (engine.train_motion --identity none) on this generator")
         if not bool(torch.isfinite(a).all()):
             raise ValueError("anchor contains NaN or infinity")
         return a[None].clone()

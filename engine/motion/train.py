@@ -523,8 +523,11 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
         torch.manual_seed(seed)
         model = lstm.AudioMotionModel(model_config)
     mc = model.config
-    for what, a, b in (("k", mc.k, dataset.k), ("window_frames", mc.window_frames, dataset.window_frames),
-                       ("n_mels", mc.n_mels, N_MELS), ("w_dim", mc.w_dim, dataset.w_dim)):
+    checks = [("k", mc.k, dataset.k), ("window_frames", mc.window_frames, dataset.window_frames),
+              ("n_mels", mc.n_mels, N_MELS)]
+    if mc.w_dim:                                     # a model that reads the identity's w
+        checks.append(("w_dim", mc.w_dim, dataset.w_dim))
+    for what, a, b in checks:
         if int(a) != int(b):
             raise ValueError(f"model {what}={a} but the dataset has {what}={b}")
     if abs(float(mc.fps) - dataset.fps) > 1e-6:
