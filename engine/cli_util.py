@@ -5,6 +5,7 @@ import argparse
 import math
 import re
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -88,3 +89,17 @@ def images_to_uint8(img: torch.Tensor) -> np.ndarray:
     """NCHW float in [-1, 1] → NHWC uint8 (the one place images are quantised)."""
     x = (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def parse_identity(text: str):
+    """``--identity``: a seed (int) or the path (str) of an existing .npy with w / ws."""
+    text = text.strip()
+    if text.isdigit():
+        seed = int(text)
+        if seed >= 2**32:
+            raise UsageError(f"--identity seed {seed} is out of range (0 .. 2**32-1)")
+        return seed
+    path = Path(text)
+    if not path.is_file():
+        raise UsageError(f"--identity {text!r} is neither a seed nor an existing .npy file")
+    return str(path)

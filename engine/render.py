@@ -22,7 +22,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, resolve_device
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_identity, resolve_device
 from engine.runtime import tune_cpu_allocator
 
 PROG = "python -m engine.render"
@@ -169,19 +169,6 @@ class Mp4Writer:
 
 # -- main ----------------------------------------------------------------------------------------
 
-def _identity(text: str):
-    text = text.strip()
-    if text.isdigit():
-        seed = int(text)
-        if seed >= 2**32:
-            raise UsageError(f"--identity seed {seed} is out of range (0 .. 2**32-1)")
-        return seed
-    path = Path(text)
-    if not path.is_file():
-        raise UsageError(f"--identity {text!r} is neither a seed nor an existing .npy file")
-    return str(path)
-
-
 def render(args: argparse.Namespace) -> dict:
     """Run the render described by parsed ``args``; returns the numbers it prints."""
     from engine.session import AvatarEngine, AvatarSession
@@ -199,7 +186,7 @@ def render(args: argparse.Namespace) -> dict:
         raise UsageError("--out would overwrite the input audio")
     if args.threads is not None and not 1 <= args.threads <= 1024:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    identity = _identity(args.identity)
+    identity = parse_identity(args.identity)
     device = resolve_device(args.device)
     if args.threads is not None:
         import torch
@@ -209,7 +196,8 @@ def render(args: argparse.Namespace) -> dict:
     audio = AudioFile(args.audio)
     try:
         engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
-                              truncation_psi=args.truncation, directions=args.directions)
+                              truncation_psi=args.truncation, directions=args.directions,
+                              log=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True))
         if engine.resolution % 2:
             raise UsageError(f"output size {engine.resolution} px is odd; pass an even --resolution (yuv420p)")
         session = AvatarSession(engine, fps=args.fps, identity=identity, driver=args.driver, seed=args.seed,

@@ -5,9 +5,10 @@ import argparse
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_identity
 
 PROG = "python -m engine.serve"
 EPILOG = """examples:
@@ -37,10 +38,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="output image side in pixels (default: the generator's)")
     p.add_argument("--fps", type=finite_float, default=25.0, help="video frames per second (default 25)")
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent clients (default 4); more get HTTP 503")
-    p.add_argument("--identity", type=int, default=0, help="face seed for new sessions (default 0)")
+    p.add_argument("--identity", default="0",
+                   help="face of new sessions: a seed (default 0) or a .npy with w / ws (an inverted photo)")
+    p.add_argument("--directions", type=Path, default=None,
+                   help="direction-set JSON (python -m engine.directions discover / engine.basis name); default: "
+                        "the demo's shipped set, else the set discovered for this checkpoint (cached), discovery "
+                        "now with the faces extra, or a loudly announced PCA placeholder")
     p.add_argument("--truncation", type=finite_float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--driver", default="default",
-                   help="motion driver: default (the demo generator's trained audio LSTM; idle for other generators), "
+                   help="motion driver: default (the shipped audio LSTM over idle blinks and sway; idle on placeholder "
+                        "directions), "
                         "idle, lstm:PATH.safetensors, trajectory:PATH.npy")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="synthesis dtype (default float32)")
@@ -96,6 +103,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--fps must be in (0, 120]")
         if args.resolution is not None and not 8 <= args.resolution <= 4096:
             raise UsageError("--resolution must be in 8 .. 4096")
+        identity = parse_identity(args.identity)
         device = pick_device(args.gpu)
     except UsageError as exc:
         fail(PROG, str(exc))
@@ -114,11 +122,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
                               truncation_psi=args.truncation, backend=args.backend, batching=args.batching,
-                              log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              directions=args.directions, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, f"could not load the generator: {exc}")
     try:   # a bad --driver / --identity is reported now, not at the first client
-        AvatarSession(engine, fps=args.fps, identity=args.identity, driver=args.driver).close()
+        AvatarSession(engine, fps=args.fps, identity=identity, driver=args.driver).close()
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, f"bad session settings: {exc}")
     try:
@@ -127,7 +135,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc}")
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
                           resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
-                          identity=args.identity, truncation=args.truncation, driver=args.driver, engine=engine,
+                          identity=identity, truncation=args.truncation, driver=args.driver, engine=engine,
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host

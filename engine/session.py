@@ -128,8 +128,12 @@ class AvatarEngine:
         dtype: synthesis compute dtype, "float32" (default), "float16" or "bfloat16" (the
             mapping network stays float32).
         directions: a DirectionSet, a path to a direction-set JSON, or None: the demo generator's
-            shipped named directions (``engine/assets/demo_directions.json``) for ``"demo"``,
-            :func:`default_directions` (placeholder PCA roles) for any other generator.
+            shipped named directions (``engine/assets/demo_directions.json``) for ``"demo"``; for
+            any other generator, in order, the set discovered earlier for this checkpoint (cached
+            by hash), discovery now with the face measure when the ``faces`` extra is installed
+            (``discover=True``; minutes on a CPU, with a progress bar), else
+            :func:`default_directions` (placeholder PCA roles) with a loud one-line warning.
+            Which one is said through ``log`` and kept in :attr:`directions_kind`.
         resolution: side of the square output image; None keeps the generator's. Resizing
             (antialiased bilinear) happens once, at the sink (:meth:`to_uint8` / :meth:`resize`).
         truncation_psi: default truncation for identities given as seeds.
@@ -148,7 +152,8 @@ class AvatarEngine:
                  resolution: Optional[int] = None, truncation_psi: float = 0.7, noise_mode: str = "const",
                  synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  backend: Optional[str] = None, batching: bool = False, max_batch: int = 16,
-                 batch_window_ms: float = 3.0, log: Optional[Callable[[str], None]] = None):
+                 batch_window_ms: float = 3.0, log: Optional[Callable[[str], None]] = None,
+                 discover: bool = True):
         from engine.latent.basis import generator_hash
         from engine.synthesis.networks import NOISE_MODES
 
@@ -201,15 +206,15 @@ class AvatarEngine:
         is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
-        #: the driver a session gets by default ("default"): the demo generator's trained LSTM
-        #: with its shipped directions, otherwise the idle driver
-        self.default_driver = ("lstm+idle:" + os.fspath(DEMO_MOTION)
-                               if is_demo and directions == DEMO_DIRECTIONS and DEMO_MOTION.is_file() else "idle")
         self._log = log
         self._default_model_fps: Optional[float] = None     # read once from the default model, when asked
         self._fps_warned = False
+        #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
+        self.directions_kind = "shipped" if directions == DEMO_DIRECTIONS else "given"
         if directions is None:
-            directions = default_directions(G)
+            from engine.latent.defaults import resolve_directions
+            directions, self.directions_kind = resolve_directions(
+                G, default_directions, checkpoint_hash=generator_hash(G), log=log, discover_now=discover)
         elif isinstance(directions, (str, os.PathLike)):
             directions = DirectionSet.load(directions, num_ws=self.num_ws, w_dim=self.w_dim,
                                            checkpoint_hash=generator_hash(G))
@@ -220,6 +225,18 @@ class AvatarEngine:
         if len(directions) == 0:
             raise ValueError("the direction set is empty")
         self.directions = directions
+        #: the driver a session gets by default ("default"): the shipped audio LSTM (audio only, so
+        #: it drives the mouth_open of any generator) over the idle driver, where the directions
+        #: are real (shipped, given, discovered) and have its names; idle on placeholder directions
+        self.default_driver = "idle"
+        if self.directions_kind == "given" and all("(placeholder)" in (d.source or "") for d in directions):
+            self.directions_kind = "placeholder"           # default_directions(G) passed in explicitly
+        if self.directions_kind != "placeholder" and DEMO_MOTION.is_file():
+            from engine.motion.lstm import load_motion_model
+            model = load_motion_model(DEMO_MOTION)
+            if not model.config.w_dim or (is_demo and model.config.w_dim == self.w_dim):
+                if all(n in directions for n in (model.config.names or ())):
+                    self.default_driver = "lstm+idle:" + os.fspath(DEMO_MOTION)
         self.lock = threading.Lock()
         self.batcher = None
         if batching:

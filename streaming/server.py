@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -47,7 +47,7 @@ class ServerConfig:
     resolution: Optional[int] = None
     fps: float = 25.0
     max_sessions: int = 4
-    identity: int = 0
+    identity: Union[int, str] = 0      # a seed or the path of a .npy latent (w / ws)
     truncation: float = 0.7
     driver: str = "default"
     web_root: Path = WEB_ROOT
@@ -413,7 +413,7 @@ def _new_session(state: ServerState, seed: int, trunc: float):
 
     cfg = state.config
     session = AvatarSession(state.engine, fps=cfg.fps, identity=seed, driver=cfg.driver)
-    if trunc != cfg.truncation:
+    if trunc != cfg.truncation and not isinstance(seed, str):     # a seed; a .npy latent is not truncated
         session.set_identity(seed, truncation_psi=trunc)
     return session
 

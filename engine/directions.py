@@ -1,0 +1,167 @@
+"""Discover a generator's motion directions: ``python -m engine.directions discover ...``.
+
+Samples identities, renders them, reads each image with a face measure (``landmarks``: dlib's
+68 points and head pose, the ``faces`` extra; ``probes``: the demo world's probes), fits one W
+direction per motion role and chooses its layers (:mod:`engine.latent.discover`). Writes the
+direction set (``--out``), a report (``<out>.report.json``: per role R², gain per σ, identity
+distance at ±2σ, leakage into the other roles, layers chosen and every candidate's numbers) and a
+labelled grid (``<out>.grid.png``: rows = roles, columns −2σ…+2σ, the measured value under each
+cell). The set is also cached by checkpoint hash (``$STYLECAST_CACHE/directions/``), where
+``AvatarEngine`` finds it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, resolve_device
+from engine.latent.defaults import MEASURES, cached_path
+from engine.latent.directions import DirectionSet
+
+PROG = "python -m engine.directions"
+EPILOG = """examples:
+  # the demo generator, read by its probes
+  python -m engine.directions discover --measure probes --out demo_discovered.json
+  # your FFHQ checkpoint, read by dlib landmarks (pip install 'stylecast[faces]')
+  python -m engine.directions discover --generator ffhq.pkl --n 1000 --out ffhq_directions.json
+"""
+GRID_SIGMAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def make_measure(name: str, *, probes: Optional[Path] = None, aligned: str = "auto"):
+    if name == "probes":
+        from engine.demo_world.probe_measure import ProbeMeasure
+        return ProbeMeasure(probes)
+    if name == "landmarks":
+        from engine.faces.landmark_measure import LandmarkMeasure
+        return LandmarkMeasure(aligned=aligned)  # FaceModelsMissing (an ImportError) without the extra
+    raise UsageError(f"unknown measure {name!r} (choose {', '.join(MEASURES)})")
+
+
+def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, seed: int = 0) -> Path:
+    """Rows = roles, columns = −2σ…+2σ on one identity (its chosen layers), value printed under each cell."""
+    from PIL import Image, ImageDraw
+
+    from engine.latent.discover import _moved
+
+    w = source.sample_w(1, seed + 12345)
+    ws0 = np.broadcast_to(w[:, None, :], (1, source.num_ws, source.w_dim)).copy()
+    rows = []
+    for d in ds:
+        key = report["roles"][d.name]["key"]
+        imgs = np.concatenate([source.render(_moved(ws0, d, source.num_ws, t, d.layers)) for t in GRID_SIGMAS])
+        vals = np.asarray(measure(imgs)[key], dtype=np.float64)
+        rows.append((d.name, key, imgs, vals))
+    size = min(int(rows[0][2].shape[1]), 256)
+    label_w, text_h = 110, 16
+    grid = Image.new("RGB", (label_w + size * len(GRID_SIGMAS), (size + text_h) * len(rows) + text_h), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, t in enumerate(GRID_SIGMAS):
+        draw.text((label_w + j * size + 4, 2), f"{t:+g} σ", fill="black")
+    for i, (name, key, imgs, vals) in enumerate(rows):
+        y = text_h + i * (size + text_h)
+        draw.text((4, y + size // 2), name, fill="black")
+        for j, img in enumerate(imgs):
+            grid.paste(Image.fromarray(img).resize((size, size), Image.LANCZOS), (label_w + j * size, y))
+            txt = f"{key} {vals[j]:.3f}" if np.isfinite(vals[j]) else f"{key}: no face"
+            draw.text((label_w + j * size + 4, y + size + 2), txt, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("discover", help="discover named motion directions of a generator")
+    d.add_argument("--generator", default="demo", help="checkpoint path or preset (default demo)")
+    d.add_argument("--out", type=Path, required=True, help="direction-set JSON to write")
+    d.add_argument("--n", type=int, default=1000, help="identities sampled (default 1000; more than w_dim)")
+    d.add_argument("--holdout", type=int, default=16, help="held-out identities for the layer choice (default 16)")
+    d.add_argument("--measure", choices=MEASURES, default="landmarks", help="landmarks (default) or probes")
+    d.add_argument("--probes", type=Path, default=None, help="probes file for --measure probes (default: shipped)")
+    d.add_argument("--estimator", choices=("local", "global"), default="local",
+                   help="local (default): the measure's average gradient in W from random ± offsets; "
+                        "global: regression across identities")
+    d.add_argument("--step", type=finite_float, default=0.5, help="local offsets' size in w spreads (default 0.5)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi of the samples (default 1)")
+    d.add_argument("--batch", type=int, default=32)
+    d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
+    d.add_argument("--force", action="store_true", help="discover again even when the cache has this checkpoint")
+    d.add_argument("--no-grid", action="store_true", help="skip the grid image")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run_discover(G, measure_name: str, *, n: int = 1000, holdout: int = 16, seed: int = 0, estimator: str = "local",
+                 step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32, probes: Optional[Path] = None,
+                 progress: bool = True, log=None) -> tuple[DirectionSet, dict, Path]:
+    """Discover with a named measure and cache the result (set + report) by checkpoint hash."""
+    from engine.latent.discover import GeneratorSource, discover
+
+    source = GeneratorSource(G, truncation_psi=truncation_psi, batch=batch)
+    measure = make_measure(measure_name, probes=probes)
+    ds, report = discover(source, measure, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
+                          batch=batch, progress=progress, log=log)
+    cached = cached_path(source.checkpoint_hash, measure_name)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    ds.save(cached)
+    cached.with_name(cached.stem + ".report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return ds, report, cached
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.latent.basis import generator_hash
+    from engine.latent.discover import GeneratorSource, NoFaceError
+    from engine.synthesis.checkpoints import load_generator
+
+    def log(msg: str) -> None:
+        print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        if args.n < 2 or args.holdout < 1 or args.batch < 1:
+            raise UsageError("--n must be >= 2, --holdout and --batch >= 1")
+        G = load_generator(args.generator, device=resolve_device(args.device))
+        ckpt = generator_hash(G)
+        cached = cached_path(ckpt, args.measure)
+        if cached.is_file() and not args.force:
+            log(f"using the cached set {cached} (--force discovers again)")
+            ds = DirectionSet.load(cached, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=ckpt)
+            report = json.loads(cached.with_name(cached.stem + ".report.json").read_text())
+        else:
+            ds, report, cached = run_discover(G, args.measure, n=args.n, holdout=args.holdout, seed=args.seed,
+                                              estimator=args.estimator, step=args.step, truncation_psi=args.trunc,
+                                              batch=args.batch, probes=args.probes, progress=not args.quiet, log=log)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        ds.save(args.out)
+        rep_path = args.out.with_name(args.out.stem + ".report.json")
+        rep_path.write_text(json.dumps(report, indent=1) + "\n")
+        if not args.no_grid:
+            save_grid(GeneratorSource(G, truncation_psi=args.trunc, batch=args.batch),
+                      make_measure(args.measure, probes=args.probes), ds, report,
+                      args.out.with_name(args.out.stem + ".grid.png"), seed=args.seed)
+    except NoFaceError as exc:
+        fail(PROG, str(exc))
+    except ImportError as exc:        # the faces extra is missing
+        fail(PROG, str(exc).splitlines()[0])
+    except (UsageError, ValueError, FileNotFoundError, OSError) as exc:
+        fail(PROG, str(exc))
+    print(f"{'role':<12} {'R²':>6} {'gain/σ':>8} {'id dist':>8} {'layers':>7}")
+    for role, r in report["roles"].items():
+        print(f"{role:<12} {r['r2']:6.3f} {r['gain_per_sigma_scaled']:8.3f} {r['identity_distance_2sigma']:8.3f} "
+              f"{r['layers'][0]:>3}-{r['layers'][1]:<3}")
+    if report.get("left_out"):
+        print(f"left out (not rendered by this generator): {', '.join(report['left_out'])}")
+    print(f"wrote {os.fspath(args.out)} (+ report, grid; cached as {cached})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

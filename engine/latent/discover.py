@@ -1,0 +1,398 @@
+"""Discover a generator's named motion directions with any face measure (InterFaceGAN-style
+regression + a measured choice of layers).
+
+For ``n`` random identities the generator's w and image are taken and a **measure** reads each
+image's motion values. A measure is any callable::
+
+    measure(images uint8 [B, H, W, 3]) -> {key: float array [B]}     # NaN where no face was found
+    measure.roles   = {key: motion role}        # e.g. {"mouth_open": "mouth_open", "yaw": "head_yaw"}
+    measure.name    = "landmarks" | "probes" | ...
+    measure.embed(images) -> [B, D]             # optional: an identity embedding
+    measure.identity_scale                      # optional: the embedding distance of "another person"
+    measure.detected(images) -> bool [B]        # optional: found by a detector (not only read in a box)
+    measure.scales  = {key: amplitude}          # optional: the size of a full motion (gains are per it)
+
+(:class:`engine.faces.FaceMeasure` reads dlib landmarks, :class:`engine.demo_world.probe_measure.
+ProbeMeasure` the demo world's probes). Per role a ridge regression ``value ≈ a·(w − mean) + b``
+gives the W direction ``v = a/‖a‖`` that changes it most linearly; directions are made orthogonal
+in priority order (head pose first, then mouth and eyes) and their stdev is the spread of w along
+them, so x = 1 is one standard deviation, as every motion model expects.
+
+**Layers.** For each role, candidate layer ranges (all, coarse, middle, fine and their unions)
+are tried on held-out identities: each is moved to ±2σ along the direction, only on those layers,
+and measured again. A range's score is the target's change per σ (in units of the measure's scale
+for it, ``measure.scales``: a full motion's amplitude) times ``1 − d/identity_scale`` (d: the
+identity distance the move causes; at the distance of "another person" the gain counts for
+nothing), minus the largest change it causes in another role (same units); of the ranges that keep
+at least half of the strongest range's gain, the best-scoring one is kept.
+
+The report gives per role: R², gain per σ, identity distance at ±2σ, leakage into the other
+roles, the layers chosen and every candidate's numbers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from engine.latent.directions import Direction, DirectionSet
+from engine.latent.identity import rest_z
+
+__all__ = ["discover", "fit_directions", "layer_candidates", "GeneratorSource", "as_source",
+           "NoFaceError", "PRIORITY", "MIN_DETECTED", "MIN_GAIN"]
+
+#: the motion roles (engine.motion.base.ROLES) in orthogonalisation order: earlier ones keep their direction
+PRIORITY = ("head_yaw", "head_pitch", "head_roll", "mouth_open", "blink", "jaw", "gaze_x", "gaze_y")
+#: discovery stops unless at least this fraction of the samples had a face found by the detector
+MIN_DETECTED = 0.05
+#: a role is kept only if its direction moves it by at least this fraction of the measure's scale
+#: for it (``measure.scales[key]``, e.g. a probe field's range; else the spread of the readings) per σ
+MIN_GAIN = 0.02
+#: the move used to measure a direction: ±2 standard deviations
+PROBE_SIGMA = 2.0
+
+
+class NoFaceError(ValueError):
+    """Too few of the generator's samples hold a face: no directions are written."""
+
+
+# -- sources: what discovery samples and renders ---------------------------------------------------
+class GeneratorSource:
+    """A StyleGAN2 ``Generator`` as a discovery source: random z → w (``truncation_psi``; z at rest,
+    :func:`engine.latent.identity.rest_z`, as the engine's identities are), ws [B, num_ws, w_dim] →
+    uint8 images [B, H, W, 3]."""
+
+    def __init__(self, G, *, truncation_psi: float = 1.0, batch: int = 32, checkpoint_hash: Optional[str] = None):
+        from engine.latent.basis import generator_hash
+
+        self.G = G
+        self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
+        self.truncation_psi = float(truncation_psi)
+        self.batch = int(batch)
+        self.checkpoint_hash = checkpoint_hash or generator_hash(G)
+        self.device = G.mapping.w_avg.device
+
+    @torch.no_grad()
+    def sample_w(self, n: int, seed: int) -> np.ndarray:
+        gen = torch.Generator().manual_seed(int(seed))
+        out = []
+        for start in range(0, n, self.batch):
+            z = rest_z(self.G, torch.randn(min(self.batch, n - start), self.z_dim, generator=gen)).to(self.device)
+            out.append(self.G.mapping(z, truncation_psi=self.truncation_psi)[:, 0].double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.w_dim))
+
+    @torch.no_grad()
+    def render(self, ws: np.ndarray) -> np.ndarray:
+        from engine.cli_util import images_to_uint8
+
+        ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
+        out = []
+        for start in range(0, len(ws), self.batch):
+            img = self.G.synthesis(ws[start:start + self.batch].to(self.device), noise_mode="const")
+            out.append(images_to_uint8(img))
+        return np.concatenate(out)
+
+
+def as_source(generator, *, truncation_psi: float = 1.0, batch: int = 32):
+    """Any generator as a discovery source: an object with ``sample_w(n, seed)``, ``render(ws)``,
+    ``num_ws``, ``w_dim`` and ``checkpoint_hash`` is used as is (a callable test generator); a
+    StyleGAN2 ``Generator`` is wrapped in :class:`GeneratorSource`."""
+    if all(hasattr(generator, a) for a in ("sample_w", "render", "num_ws", "w_dim")):
+        return generator
+    if hasattr(generator, "mapping") and hasattr(generator, "synthesis"):
+        return GeneratorSource(generator, truncation_psi=truncation_psi, batch=batch)
+    raise TypeError("a generator must be a StyleGAN2 Generator or have sample_w(n, seed), render(ws), "
+                    "num_ws and w_dim")
+
+
+# -- regression ----------------------------------------------------------------------------------
+def _role_keys(roles: Mapping[str, str], values: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """{role: measure key} in :data:`PRIORITY` order, validated."""
+    by_role: dict[str, str] = {}
+    for key, role in roles.items():
+        if role not in PRIORITY:
+            raise ValueError(f"unknown motion role {role!r} for measure key {key!r} (known: {', '.join(PRIORITY)})")
+        if key not in values:
+            raise ValueError(f"no measurements of {key!r}")
+        if role in by_role:
+            raise ValueError(f"two measure keys ({by_role[role]!r}, {key!r}) name the role {role!r}")
+        by_role[role] = key
+    return {r: by_role[r] for r in PRIORITY if r in by_role}
+
+
+def fit_directions(x: np.ndarray, values: Mapping[str, np.ndarray], roles: Mapping[str, str], *,
+                   w: Optional[np.ndarray] = None, ridge: float = 1e-3, checkpoint_hash: Optional[str] = None,
+                   origin: str = "discovered", layers: Optional[Mapping[str, tuple[int, int]]] = None
+                   ) -> tuple[DirectionSet, dict]:
+    """A DirectionSet with one direction per measured key in ``roles`` (named by its role, in
+    :data:`PRIORITY` order, Gram-Schmidt against the earlier ones) and a report
+    ``{role: {"key", "r2", "stdev", "cos_before_orth", "samples"}}``.
+
+    Ridge regression ``values[key] ≈ a·(x − mean) + b`` over rows ``x`` [N, w_dim] (rows with a
+    NaN in any fitted key are left out); the direction is ``a/‖a‖``. ``x`` is either the samples'
+    w themselves (across-identity regression, InterFaceGAN-style) or random offsets δ with
+    ``values`` the measured change they cause (the local estimator of :func:`discover`). ``w``
+    [M, w_dim]: the identities whose spread along a direction is its stdev (default ``x``).
+    ``ridge`` is relative to the mean eigenvalue of the covariance of ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    order = _role_keys(roles, values)
+    ok = np.ones(len(x), dtype=bool)
+    for key in order.values():
+        ok &= np.isfinite(np.asarray(values[key], dtype=np.float64))
+    xk = x[ok]
+    if xk.ndim != 2 or xk.shape[0] < xk.shape[1] + 2:
+        raise ValueError(f"need more measured samples than w_dim + 1 = {x.shape[1] + 1}, have {xk.shape[0]} "
+                         "(raise --n)")
+    xc = xk - xk.mean(axis=0)
+    wref = xk if w is None else np.asarray(w, dtype=np.float64)
+    wc = wref - wref.mean(axis=0)
+    cov = xc.T @ xc / (len(xk) - 1)
+    reg = cov + ridge * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    ds, report, kept = DirectionSet(), {}, []
+    for role, key in order.items():
+        yc = np.asarray(values[key], dtype=np.float64)[ok]
+        yc = yc - yc.mean()
+        coef = np.linalg.solve(reg, xc.T @ yc / (len(xk) - 1))
+        r2 = 1.0 - float(np.sum((yc - xc @ coef) ** 2) / max(np.sum(yc ** 2), 1e-12))
+        raw = coef / max(np.linalg.norm(coef), 1e-12)
+        v = raw.copy()
+        for u in kept:
+            v = v - (v @ u) * u
+        norm = float(np.linalg.norm(v))
+        if norm < 1e-6:
+            raise ValueError(f"the direction of {role!r} lies in the span of the earlier ones")
+        v = v / norm
+        if (xc @ v) @ yc < 0:                            # + increases the measured value
+            v = -v
+        kept.append(v)
+        stdev = float(np.std(wc @ v, ddof=1))
+        ds.add(Direction(role, v, stdev=stdev, layers=(layers or {}).get(role), origin=origin,
+                         source=f"ridge regression of the measured {key} (R² {r2:.3f}, {len(xk)} samples)"),
+               checkpoint_hash=checkpoint_hash)
+        report[role] = {"key": key, "r2": r2, "stdev": stdev, "cos_before_orth": float(abs(raw @ v)),
+                        "samples": int(len(xk))}
+    return ds, report
+
+
+def layer_candidates(num_ws: int) -> list[tuple[int, int]]:
+    """Layer ranges tried per role: all, coarse, middle, fine (thirds) and coarse+middle, middle+fine."""
+    L = int(num_ws)
+    t = max(1, L // 3)
+    cands = [(0, L - 1), (0, t - 1), (t, min(2 * t, L) - 1), (min(2 * t, L - 1), L - 1), (0, min(2 * t, L) - 1),
+             (t, L - 1)]
+    out = []
+    for c in cands:
+        if 0 <= c[0] <= c[1] < L and c not in out:
+            out.append(c)
+    return out
+
+
+# -- measuring moves ---------------------------------------------------------------------------
+@dataclass
+class _Readings:
+    values: dict            # key -> [B]
+    embed: Optional[np.ndarray]
+
+
+def _read(measure, images: np.ndarray) -> _Readings:
+    vals = {k: np.asarray(v, dtype=np.float64) for k, v in measure(images).items()}
+    emb = None
+    if hasattr(measure, "embed"):
+        emb = np.asarray(measure.embed(images), dtype=np.float64)
+    return _Readings(vals, emb)
+
+
+def _moved(ws0: np.ndarray, d: Direction, num_ws: int, t: float, layers: Optional[tuple[int, int]]) -> np.ndarray:
+    mask = Direction(d.name, d.vector, d.stdev, layers=layers).layer_mask(num_ws).astype(np.float64)
+    return ws0 + t * d.stdev * mask[None, :, None] * d.vector.astype(np.float64)[None, None, :]
+
+
+def _score_move(base: _Readings, lo: _Readings, hi: _Readings, key: str, keys_sd: Mapping[str, float],
+                role_keys: Mapping[str, str], role: str, identity_scale: float) -> dict:
+    span = 2 * PROBE_SIGMA
+    delta = {k: (hi.values[k] - lo.values[k]) / span for k in role_keys.values()}
+    ok = np.isfinite(delta[key])
+    gain = float(np.nanmean(delta[key])) if ok.any() else float("nan")
+    gain_sd = gain / keys_sd[key] if keys_sd[key] > 0 else float("nan")
+    leak = {}
+    for r, k in role_keys.items():
+        if r != role:
+            leak[r] = float(np.nanmean(np.abs(delta[k]))) / keys_sd[k] if np.isfinite(delta[k]).any() and keys_sd[k] > 0 \
+                else float("nan")
+    ident = float("nan")
+    if base.embed is not None:
+        dist = np.concatenate([np.linalg.norm(lo.embed - base.embed, axis=1), np.linalg.norm(hi.embed - base.embed, axis=1)])
+        ident = float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan")
+    worst_leak = max([v for v in leak.values() if np.isfinite(v)], default=0.0)
+    keep = max(0.0, 1.0 - ident / identity_scale) if np.isfinite(ident) else 1.0
+    score = gain_sd * keep - worst_leak if np.isfinite(gain_sd) else -math.inf
+    return {"gain_per_sigma": gain, "gain_per_sigma_scaled": gain_sd, "identity_distance_2sigma": ident,
+            "leakage": leak, "read": int(ok.sum()), "score": float(score)}
+
+
+def _render_measure(src, measure, w: np.ndarray, batch: int, bar, times: dict, stop_early: bool = False):
+    """Render w [N, w_dim] (every layer) and measure: ({key: [N]}, detected bool [N]); with
+    ``stop_early``, stops after 64 images without one detected face (fewer rows come back)."""
+    num_ws, w_dim = int(src.num_ws), int(src.w_dim)
+    values: dict[str, list] = {}
+    detected = []
+    for start in range(0, len(w), batch):
+        t0 = time.perf_counter()
+        wb = w[start:start + batch]
+        imgs = src.render(np.ascontiguousarray(np.broadcast_to(wb[:, None, :], (len(wb), num_ws, w_dim))))
+        t1 = time.perf_counter()
+        vals = measure(imgs)
+        det = measure.detected(imgs) if hasattr(measure, "detected") else \
+            np.all([np.isfinite(np.asarray(vals[k], np.float64)) for k in measure.roles], axis=0)
+        times["render"] += t1 - t0
+        times["measure"] += time.perf_counter() - t1
+        times["images"] += len(wb)
+        for k, v in vals.items():
+            values.setdefault(k, []).append(np.asarray(v, dtype=np.float64).reshape(-1))
+        detected.append(np.asarray(det, dtype=bool).reshape(-1))
+        bar.update(len(wb))
+        if stop_early and start + batch >= 64 and not np.concatenate(detected).any():
+            break
+    return {k: np.concatenate(v) for k, v in values.items()}, np.concatenate(detected)
+
+
+def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int = 0, ridge: float = 1e-3,
+             estimator: str = "local", step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32,
+             candidates: Optional[Sequence[tuple[int, int]]] = None, min_detected: float = MIN_DETECTED,
+             min_gain: float = MIN_GAIN, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> tuple[DirectionSet, dict]:
+    """Sample, render, measure, fit one direction per role and choose its layers.
+
+    ``estimator="local"`` (default): for each of ``n`` random identities w_i a random offset
+    δ_i ~ N(0, (step·s̄)² I) (s̄ = the mean per-dimension spread of w) is rendered at w_i ± δ_i;
+    the change it causes, (m(w+δ) − m(w−δ))/2, is regressed on δ. That is the measure's average
+    gradient in W: the direction that *moves* the attribute, whatever else correlates with it
+    across identities. ``"global"``: the across-identity regression of m(w_i) on w_i
+    (InterFaceGAN-style; finds directions that *predict* the attribute, which on a generator whose
+    random faces rarely show the motion are not the ones that make it).
+
+    Returns ``(directions, report)``. Raises :class:`NoFaceError` (nothing written) when fewer than
+    ``min_detected`` of the images hold a face the measure's detector finds, and ``ValueError``
+    when too few samples were measured for the regression.
+    """
+    from tqdm import tqdm
+
+    if estimator not in ("local", "global"):
+        raise ValueError(f"estimator must be 'local' or 'global', got {estimator!r}")
+    src = as_source(generator, truncation_psi=truncation_psi, batch=batch)
+    num_ws, w_dim = int(src.num_ws), int(src.w_dim)
+    roles = dict(measure.roles)
+    mname = str(getattr(measure, "name", type(measure).__name__))
+    identity_scale = float(getattr(measure, "identity_scale", 1.0))
+    n, holdout = int(n), int(holdout)
+    times = {"render": 0.0, "measure": 0.0, "images": 0}
+    w_all = src.sample_w(n + holdout, seed)
+    w_fit = w_all[:n]
+    per = 2 if estimator == "local" else 1
+    bar = tqdm(total=per * n + holdout, desc=f"discover ({mname}): render + measure", unit="img",
+               disable=not progress)
+    if estimator == "local":
+        spread = float(np.sqrt(np.trace(np.cov(w_fit.T)) / w_dim)) if n > 1 else 1.0
+        delta = np.random.default_rng(int(seed) + 1).standard_normal((n, w_dim)) * step * spread
+        hi, det_hi = _render_measure(src, measure, w_fit + delta, batch, bar, times, stop_early=True)
+        det = det_hi
+        if det_hi.any():
+            lo, det_lo = _render_measure(src, measure, w_fit - delta, batch, bar, times)
+            det = np.concatenate([det_hi, det_lo])
+    else:
+        vals_fit, det = _render_measure(src, measure, w_fit, batch, bar, times, stop_early=True)
+    seen = len(det)
+    if det.sum() < max(1.0, min_detected * seen):
+        bar.close()
+        raise NoFaceError(f"{seen - int(det.sum())} of {seen} samples had no face the {mname} measure could find "
+                          f"(need at least {100 * min_detected:.0f}%): this generator does not make faces; "
+                          "no directions written")
+    vals_hold, _ = _render_measure(src, measure, w_all[n:], batch, bar, times)
+    bar.close()
+    ckpt = getattr(src, "checkpoint_hash", None)
+    if estimator == "local":
+        x_fit, y_fit, w_ref = delta, {k: (hi[k] - lo[k]) / 2 for k in hi}, w_fit
+        spread_vals = {k: np.concatenate([hi[k], lo[k]]) for k in hi}
+    else:
+        x_fit, y_fit, w_ref = w_fit, vals_fit, None
+        spread_vals = vals_fit
+    all_keys = _role_keys(roles, spread_vals)
+    measured = int(np.all([np.isfinite(y_fit[k]) for k in all_keys.values()], axis=0).sum())
+    if measured < w_dim + 2:
+        raise ValueError(f"need more measured samples than w_dim + 1 = {w_dim + 1}, have {measured} (raise --n)")
+    scales = dict(getattr(measure, "scales", {}) or {})
+    keys_sd = {k: float(scales[k]) if k in scales else float(np.nanstd(spread_vals[k])) for k in all_keys.values()}
+    hold = np.arange(holdout)[np.all([np.isfinite(vals_hold[k]) for k in all_keys.values()], axis=0)]
+    if len(hold) == 0:
+        raise NoFaceError(f"none of the {holdout} held-out samples had a measured face: raise --holdout")
+    ws0 = np.broadcast_to(w_all[n + hold][:, None, :], (len(hold), num_ws, w_dim)).copy()
+    t0 = time.perf_counter()
+    base = _read(measure, src.render(ws0))
+    # screen: each role's own direction (not orthogonalised), all layers, on the held-out faces;
+    # a role the generator does not render (gain below min_gain of a full motion per σ) is left out
+    screened, kept_roles = {}, {}
+    for role, key in all_keys.items():
+        try:
+            d = fit_directions(x_fit, y_fit, {key: role}, w=w_ref, ridge=ridge)[0][role]
+        except ValueError:                                # the value never changes: no direction
+            screened[role] = {"gain_per_sigma_scaled": 0.0, "identity_distance_2sigma": float("nan")}
+            continue
+        lo_r = _read(measure, src.render(_moved(ws0, d, num_ws, -PROBE_SIGMA, None)))
+        hi_r = _read(measure, src.render(_moved(ws0, d, num_ws, PROBE_SIGMA, None)))
+        screened[role] = _score_move(base, lo_r, hi_r, key, keys_sd, {role: key}, role, identity_scale)
+        if np.isfinite(screened[role]["gain_per_sigma_scaled"]) and screened[role]["gain_per_sigma_scaled"] >= min_gain:
+            kept_roles[key] = role
+    dropped = [r for r in all_keys if r not in kept_roles.values()]
+    if not kept_roles:
+        raise NoFaceError(f"no motion role moved by at least {min_gain} of a full motion per σ along its direction "
+                          f"({', '.join(r + ' ' + format(v['gain_per_sigma_scaled'], '+.3f') for r, v in screened.items())}): "
+                          "no directions written")
+    ds, fit_report = fit_directions(x_fit, y_fit, kept_roles, w=w_ref, ridge=ridge, checkpoint_hash=ckpt,
+                                    origin=f"discovered:{mname}")
+    role_keys = {r: k for k, r in kept_roles.items()}
+    cands = list(candidates) if candidates is not None else layer_candidates(num_ws)
+    report: dict[str, Any] = {"measure": mname, "estimator": estimator, "step": step if estimator == "local" else None,
+                              "samples": int(n), "images": seen, "detected": int(det.sum()),
+                              "holdout": int(len(hold)), "num_ws": num_ws, "w_dim": w_dim,
+                              "checkpoint_hash": ckpt, "min_gain": min_gain,
+                              "screen": {r: {"gain_per_sigma_scaled": v["gain_per_sigma_scaled"],
+                                             "identity_distance_2sigma": v["identity_distance_2sigma"]}
+                                         for r, v in screened.items()},
+                              "left_out": dropped, "roles": {}}
+    bar = tqdm(total=len(ds) * len(cands), desc="discover: layer ranges", unit="range", disable=not progress)
+    for d in list(ds):
+        role = d.name
+        tried = []
+        for layers in cands:
+            lo_r = _read(measure, src.render(_moved(ws0, d, num_ws, -PROBE_SIGMA, layers)))
+            hi_r = _read(measure, src.render(_moved(ws0, d, num_ws, PROBE_SIGMA, layers)))
+            tried.append(dict(layers=list(layers), **_score_move(base, lo_r, hi_r, fit_report[role]["key"], keys_sd,
+                                                                  role_keys, role, identity_scale)))
+            bar.update(1)
+        top = max(c["gain_per_sigma_scaled"] for c in tried if np.isfinite(c["gain_per_sigma_scaled"]))
+        strong = [c for c in tried if np.isfinite(c["gain_per_sigma_scaled"]) and c["gain_per_sigma_scaled"] >= 0.5 * top]
+        best = max(strong, key=lambda c: c["score"])          # at least half the strongest range's gain
+        chosen = None if tuple(best["layers"]) == (0, num_ws - 1) else tuple(best["layers"])
+        ds.add(Direction(role, d.vector, d.stdev, layers=chosen, origin=d.origin, source=d.source), replace=True)
+        report["roles"][role] = {**fit_report[role], **{k: best[k] for k in
+                                                        ("gain_per_sigma", "gain_per_sigma_scaled",
+                                                         "identity_distance_2sigma", "leakage", "score")},
+                                 "layers": best["layers"], "candidates": tried}
+    bar.close()
+    imgs = max(times["images"], 1)
+    report["timing_s"] = {"render": times["render"], "measure": times["measure"],
+                          "layers": time.perf_counter() - t0,
+                          "render_per_1000": 1000 * times["render"] / imgs,
+                          "measure_per_1000": 1000 * times["measure"] / imgs}
+    if log is not None:
+        if dropped:
+            log(f"not rendered by this generator (under {min_gain} of a full motion per σ), left out: {', '.join(dropped)}")
+        log(f"discovered {len(ds)} directions with the {mname} measure ({int(det.sum())} of {seen} images "
+            f"with a detected face): " + ", ".join(f"{r} {v['gain_per_sigma_scaled']:+.2f} sd/σ layers "
+                                                   f"{v['layers'][0]}-{v['layers'][1]}"
+                                                   for r, v in report["roles"].items()))
+    return ds, report
