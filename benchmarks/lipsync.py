@@ -62,7 +62,7 @@ def best_lag(pred: np.ndarray, truth: np.ndarray, max_lag: int = 5) -> tuple[int
 def jitter(values: np.ndarray, mask: np.ndarray) -> float:
     """Mean |v[t] − v[t−1]| over consecutive frames that are both in ``mask`` (e.g. silence)."""
     v = np.asarray(values, np.float64)
-    m = np.asarray(mask, bool)
+    m = np.asarray(mask, bool) & np.isfinite(v)        # frames where the measure read nothing are left out
     both = m[1:] & m[:-1]
     return float(np.abs(np.diff(v))[both].mean()) if both.any() else 0.0
 
@@ -171,6 +171,35 @@ def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *,
     return out
 
 
+class LandmarkReader:
+    """The landmark face measure as the benchmark's reader: ``mouth_open`` (inner-lip gap /
+    inter-ocular distance) and the other landmark numbers per frame; with ``embed_every`` N, also
+    ``identity_distance``: dlib's embedding distance of every N-th frame to the first frame read
+    (NaN in between; 0.6 = another person)."""
+
+    def __init__(self, embed_every: int = 0, aligned="auto"):
+        from engine.faces.landmark_measure import LandmarkMeasure
+
+        self.measure = LandmarkMeasure(aligned=aligned)
+        self.embed_every = int(embed_every)
+        self._seen = 0
+        self._first = None
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        out = {k: v for k, v in self.measure(images).items() if k != "found"}
+        if self.embed_every:
+            pick = [i for i in range(len(images)) if (self._seen + i) % self.embed_every == 0]
+            dist = np.full(len(images), np.nan)
+            if pick:
+                emb = self.measure.embed(images[pick])
+                if self._first is None:
+                    self._first = emb[0]
+                dist[pick] = np.linalg.norm(emb - self._first, axis=1)
+            out["identity_distance"] = dist
+        self._seen += len(images)
+        return out
+
+
 def plot(report: dict, traces: dict, path: Path) -> None:
     """Correlations per driver (bars) and the first utterance's tracks, as a PNG."""
     import matplotlib
@@ -213,6 +242,9 @@ def main(argv=None) -> dict:
     p.add_argument("--directions", type=Path, default=None,
                    help="direction set of the generator (default: the engine's, for demo the shipped one)")
     p.add_argument("--generator", default="demo")
+    p.add_argument("--measure", choices=("probes", "landmarks"), default="probes",
+                   help="what reads the frames: the demo world's probes (default) or dlib landmarks (any "
+                        "face generator; the faces extra), whose identity drift is the embedding distance")
     p.add_argument("--no-plot", action="store_true", help="skip lipsync.png")
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances")
     p.add_argument("--drift-minutes", type=float, default=60.0, help="length of the drift stream (0: skip)")
@@ -222,34 +254,51 @@ def main(argv=None) -> dict:
     from engine.demo_world.probes import load_probes
     from engine.session import AvatarEngine
 
-    probes = load_probes(args.probes)
-    engine = AvatarEngine(args.generator, directions=args.directions)
+    aligned = "demo" if args.generator == "demo" else "auto"    # the face box where the detector misses
+    if args.measure == "landmarks":
+        read = LandmarkReader(aligned=aligned)
+    else:
+        read = load_probes(args.probes).predict
+    engine = AvatarEngine(args.generator, directions=args.directions, log=print)
     utts = read_utterances(args.data)[: args.limit]
     driver = engine.default_driver if args.driver == "default" else args.driver
     drivers = [driver] + (["idle"] if driver != "idle" else [])
     traces: dict = {}
-    report = {"generator": args.generator, "driver": driver, "utterances": len(utts),
-              "lipsync": evaluate(engine, drivers, utts, probes.predict, max_lag=args.max_lag, traces=traces)}
+    report = {"generator": args.generator, "driver": driver, "utterances": len(utts), "measure": args.measure,
+              "lipsync": evaluate(engine, drivers, utts, read, max_lag=args.max_lag, traces=traces)}
     fps = utts[0]["fps"]
     if args.drift_minutes > 0:
         need = int(args.drift_minutes * 60 * utts[0]["rate"])
         stream = np.concatenate([u["samples"] for u in utts])
         stream = np.tile(stream, need // stream.size + 1)[:need]
-        vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, probes.predict)
-        ident = {k: drift(v, fps) for k, v in vals.items() if k not in ("mouth_open", "blink", "mouth_width", "smile")}
-        report["drift"] = {"minutes": args.drift_minutes, "per_value": ident,
-                           "max_abs_slope_per_hour_over_sd": max(abs(d["slope_per_hour_over_sd"]) for d in ident.values())}
+        if args.measure == "landmarks":     # identity: embedding distance to the first frame, once a second
+            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, LandmarkReader(int(round(fps)), aligned))
+            d = vals["identity_distance"][np.isfinite(vals["identity_distance"])]
+            report["drift"] = {"minutes": args.drift_minutes, "identity_distance_to_first": {
+                "mean": float(d.mean()), "max": float(d.max()), "last_tenth_mean": float(d[-max(1, d.size // 10):].mean()),
+                "slope_per_hour": float(np.polyfit(np.arange(d.size) / 3600.0, d, 1)[0]) if d.size > 2 else 0.0}}
+        else:
+            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, read)
+            ident = {k: drift(v, fps) for k, v in vals.items() if k not in ("mouth_open", "blink", "mouth_width", "smile")}
+            report["drift"] = {"minutes": args.drift_minutes, "per_value": ident,
+                               "max_abs_slope_per_hour_over_sd": max(abs(d["slope_per_hour_over_sd"])
+                                                                     for d in ident.values())}
     silent = render_measure(engine, driver, np.zeros(int(10 * utts[0]["rate"]), np.int16), utts[0]["rate"], fps,
-                            probes.predict)
+                            read)
     report["jitter_silence"] = {k: jitter(v, np.ones(v.size, bool)) for k, v in silent.items()}
     for name, r in report["lipsync"].items():
         print(f"{name:>24}: corr {r['corr']:+.3f}, best lag {r['best_lag']:+d} frames (corr {r['best_corr']:+.3f}), "
               f"{r['frames']} frames")
-    if "drift" in report:
+    if "drift" in report and args.measure == "landmarks":
+        d = report["drift"]["identity_distance_to_first"]
+        print(f"drift over {args.drift_minutes:g} min: identity embedding distance to the first frame mean "
+              f"{d['mean']:.3f}, max {d['max']:.3f} (0.6 = another person), slope {d['slope_per_hour']:+.3f} per hour")
+    elif "drift" in report:
         print(f"drift over {args.drift_minutes:g} min: max |slope| {report['drift']['max_abs_slope_per_hour_over_sd']:.3f} "
               "identity-probe standard deviations per hour")
     print("jitter in silence (mean |frame-to-frame change|): "
-          + ", ".join(f"{k} {v:.4f}" for k, v in report["jitter_silence"].items() if k in ("mouth_open", "blink", "yaw")))
+          + ", ".join(f"{k} {v:.4f}" for k, v in report["jitter_silence"].items()
+                        if k in ("mouth_open", "blink", "yaw", "head_yaw")))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "lipsync.json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_plot:

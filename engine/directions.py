@@ -33,7 +33,7 @@ EPILOG = """examples:
 GRID_SIGMAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
-def make_measure(name: str, *, probes: Optional[Path] = None, aligned: str = "auto"):
+def make_measure(name: str, *, probes: Optional[Path] = None, aligned="ffhq"):
     if name == "probes":
         from engine.demo_world.probe_measure import ProbeMeasure
         return ProbeMeasure(probes)
@@ -62,7 +62,7 @@ def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, se
     grid = Image.new("RGB", (label_w + size * len(GRID_SIGMAS), (size + text_h) * len(rows) + text_h), "white")
     draw = ImageDraw.Draw(grid)
     for j, t in enumerate(GRID_SIGMAS):
-        draw.text((label_w + j * size + 4, 2), f"{t:+g} σ", fill="black")
+        draw.text((label_w + j * size + 4, 2), f"{t:+g} sigma", fill="black")
     for i, (name, key, imgs, vals) in enumerate(rows):
         y = text_h + i * (size + text_h)
         draw.text((4, y + size // 2), name, fill="black")
@@ -85,6 +85,9 @@ def build_parser() -> ArgumentParser:
     d.add_argument("--holdout", type=int, default=16, help="held-out identities for the layer choice (default 16)")
     d.add_argument("--measure", choices=MEASURES, default="landmarks", help="landmarks (default) or probes")
     d.add_argument("--probes", type=Path, default=None, help="probes file for --measure probes (default: shipped)")
+    d.add_argument("--aligned", default=None, choices=("ffhq", "demo", "off"),
+                   help="landmarks: the face box read where the detector misses (default: demo for the demo "
+                        "generator, ffhq otherwise; off: detector only)")
     d.add_argument("--estimator", choices=("local", "global"), default="local",
                    help="local (default): the measure's average gradient in W from random ± offsets; "
                         "global: regression across identities")
@@ -101,12 +104,12 @@ def build_parser() -> ArgumentParser:
 
 def run_discover(G, measure_name: str, *, n: int = 1000, holdout: int = 16, seed: int = 0, estimator: str = "local",
                  step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32, probes: Optional[Path] = None,
-                 progress: bool = True, log=None) -> tuple[DirectionSet, dict, Path]:
+                 aligned="ffhq", progress: bool = True, log=None) -> tuple[DirectionSet, dict, Path]:
     """Discover with a named measure and cache the result (set + report) by checkpoint hash."""
     from engine.latent.discover import GeneratorSource, discover
 
     source = GeneratorSource(G, truncation_psi=truncation_psi, batch=batch)
-    measure = make_measure(measure_name, probes=probes)
+    measure = make_measure(measure_name, probes=probes, aligned=aligned)
     ds, report = discover(source, measure, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
                           batch=batch, progress=progress, log=log)
     cached = cached_path(source.checkpoint_hash, measure_name)
@@ -129,6 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.n < 2 or args.holdout < 1 or args.batch < 1:
             raise UsageError("--n must be >= 2, --holdout and --batch >= 1")
         G = load_generator(args.generator, device=resolve_device(args.device))
+        aligned = {"off": False, None: "demo" if args.generator == "demo" else "ffhq"}.get(args.aligned, args.aligned)
         ckpt = generator_hash(G)
         cached = cached_path(ckpt, args.measure)
         if cached.is_file() and not args.force:
@@ -138,14 +142,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             ds, report, cached = run_discover(G, args.measure, n=args.n, holdout=args.holdout, seed=args.seed,
                                               estimator=args.estimator, step=args.step, truncation_psi=args.trunc,
-                                              batch=args.batch, probes=args.probes, progress=not args.quiet, log=log)
+                                              batch=args.batch, probes=args.probes, aligned=aligned,
+                                              progress=not args.quiet, log=log)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ds.save(args.out)
         rep_path = args.out.with_name(args.out.stem + ".report.json")
         rep_path.write_text(json.dumps(report, indent=1) + "\n")
         if not args.no_grid:
             save_grid(GeneratorSource(G, truncation_psi=args.trunc, batch=args.batch),
-                      make_measure(args.measure, probes=args.probes), ds, report,
+                      make_measure(args.measure, probes=args.probes, aligned=aligned), ds, report,
                       args.out.with_name(args.out.stem + ".grid.png"), seed=args.seed)
     except NoFaceError as exc:
         fail(PROG, str(exc))

@@ -375,10 +375,16 @@ async def test_control_channel(engine):
             await client.close()
 
 
-async def test_cli_serves_and_stops_on_sigint():
+async def test_cli_serves_and_stops_on_sigint(tmp_path):
+    from engine.latent.identity import w_from_seed
+    from engine.synthesis.checkpoints import load_generator
+
+    face = tmp_path / "face.npy"          # an identity as a latent file (what an inverted photo gives)
+    np.save(face, w_from_seed(load_generator("demo"), 5, truncation_psi=0.7).numpy())
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--gpu", "0", "--host", "127.0.0.1",
-                             "--port", "0", "--max-sessions", "2", "--fps", "20", "--no-batching"],
+                             "--port", "0", "--max-sessions", "2", "--fps", "20", "--no-batching",
+                             "--identity", str(face), "--directions", str(REPO / "engine/assets/demo_directions.json")],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = None
     try:
@@ -412,7 +418,9 @@ async def test_cli_serves_and_stops_on_sigint():
 
 
 def test_cli_errors():
-    for args, msg in ((["--port", "70000"], "--port"), (["--gpu", "tpu"], "--gpu")):
+    for args, msg in ((["--port", "70000"], "--port"), (["--gpu", "tpu"], "--gpu"),
+                      (["--identity", "no_such_face.npy"], "--identity"),
+                      (["--directions", "no_such_directions.json"], "no_such_directions.json: no such file")):
         r = subprocess.run([sys.executable, "-m", "engine.serve", *args], cwd=REPO, capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)

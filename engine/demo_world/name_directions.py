@@ -5,7 +5,8 @@ world's probes, :mod:`engine.demo_world.probes`) reads each image's motion value
 blink, yaw, ...). Per measured attribute a ridge regression ``value ≈ a·(w − mean) + b`` gives
 the W direction that changes it most linearly, ``v = a / ‖a‖``; directions are made orthogonal
 in priority order (head pose first, then mouth and eyes), so moving the mouth does not turn the
-head. The direction's stdev is the spread of the data along it (one x unit = one standard
+head (the regression itself is :func:`engine.latent.discover.fit_directions`; ``python -m
+engine.directions discover`` is the measure-agnostic tool, with the layer choice). The direction's stdev is the spread of the data along it (one x unit = one standard
 deviation of w along v, like a global PCA basis), and ``r2`` says how well w predicts the
 attribute linearly. The result is a :class:`~engine.latent.directions.DirectionSet` with the
 motion roles' names, which every driver uses.
@@ -17,7 +18,8 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent import discover
+from engine.latent.directions import DirectionSet
 
 __all__ = ["fit_directions", "sample_measurements", "ROLE_OF", "PRIORITY"]
 
@@ -51,8 +53,9 @@ def sample_measurements(G, measure: Callable[[np.ndarray], Mapping[str, np.ndarr
 def fit_directions(w: np.ndarray, values: Mapping[str, np.ndarray], *, ridge: float = 1e-3,
                    attributes: Optional[Sequence[str]] = None, checkpoint_hash: Optional[str] = None,
                    layers: Optional[Mapping[str, tuple[int, int]]] = None) -> tuple[DirectionSet, dict]:
-    """A DirectionSet with one direction per attribute (named by :data:`ROLE_OF`) and a report
-    ``{attribute: {"role", "r2", "stdev", "cos_before_orth"}}``.
+    """A DirectionSet with one direction per probe attribute (named by :data:`ROLE_OF`) and a report
+    ``{attribute: {"role", "r2", "stdev", "cos_before_orth"}}``: the across-identity regression of
+    :func:`engine.latent.discover.fit_directions` with the probes' attribute names.
 
     ``w`` [N, w_dim]; ``values[attr]`` [N]. ``ridge`` is relative to the mean eigenvalue of the
     w covariance. ``layers``: optional layer range per role.
@@ -66,32 +69,8 @@ def fit_directions(w: np.ndarray, values: Mapping[str, np.ndarray], *, ridge: fl
             raise ValueError(f"no motion role for attribute {a!r} (known: {', '.join(ROLE_OF)})")
         if a not in values:
             raise ValueError(f"no measurements of {a!r}")
-    mean = w.mean(axis=0)
-    wc = w - mean
-    cov = wc.T @ wc / (len(w) - 1)
-    reg = cov + ridge * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
-    ds, report, kept = DirectionSet(), {}, []
-    for a in attrs:
-        y = np.asarray(values[a], dtype=np.float64)
-        yc = y - y.mean()
-        coef = np.linalg.solve(reg, wc.T @ yc / (len(w) - 1))
-        pred = wc @ coef
-        r2 = 1.0 - float(np.sum((yc - pred) ** 2) / max(np.sum(yc ** 2), 1e-12))
-        v = coef / max(np.linalg.norm(coef), 1e-12)
-        raw = v.copy()
-        for u in kept:                                   # Gram-Schmidt against higher priorities
-            v = v - (v @ u) * u
-        norm = float(np.linalg.norm(v))
-        if norm < 1e-6:
-            raise ValueError(f"the direction of {a!r} lies in the span of the earlier ones")
-        v = v / norm
-        if (wc @ v) @ yc < 0:                            # + direction increases the attribute
-            v = -v
-        kept.append(v)
-        stdev = float(np.std(wc @ v, ddof=1))
-        role = ROLE_OF[a]
-        ds.add(Direction(role, v, stdev=stdev, layers=(layers or {}).get(role), origin="probe-regression",
-                         source=f"ridge regression of the {a} probe on w (R² {r2:.3f})"),
-               checkpoint_hash=checkpoint_hash)
-        report[a] = {"role": role, "r2": r2, "stdev": stdev, "cos_before_orth": float(raw @ v * np.sign(raw @ v))}
+    ds, rep = discover.fit_directions(w, {a: values[a] for a in attrs}, {a: ROLE_OF[a] for a in attrs}, ridge=ridge,
+                                      checkpoint_hash=checkpoint_hash, origin="probe-regression", layers=layers)
+    report = {r["key"]: {"role": role, "r2": r["r2"], "stdev": r["stdev"], "cos_before_orth": r["cos_before_orth"]}
+              for role, r in rep.items()}
     return ds, report

@@ -23,7 +23,8 @@ SCALES = {"mouth_open": 0.5, "jaw": 0.3, "blink": 1.0, "head_yaw": 60.0, "head_p
 
 
 class LandmarkMeasure:
-    """A :class:`FaceMeasure` (HOG detector, aligned box ``"auto"`` where it misses) for discovery."""
+    """A :class:`FaceMeasure` (HOG detector; the aligned box ``aligned`` where it misses: ``"auto"``
+    = FFHQ's, ``"demo"``, a box, or False) for discovery."""
 
     name = "landmarks"
     identity_scale = 0.6

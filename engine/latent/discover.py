@@ -392,7 +392,7 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
         if dropped:
             log(f"not rendered by this generator (under {min_gain} of a full motion per σ), left out: {', '.join(dropped)}")
         log(f"discovered {len(ds)} directions with the {mname} measure ({int(det.sum())} of {seen} images "
-            f"with a detected face): " + ", ".join(f"{r} {v['gain_per_sigma_scaled']:+.2f} sd/σ layers "
+            f"with a detected face): " + ", ".join(f"{r} {v['gain_per_sigma_scaled']:+.2f}/σ layers "
                                                    f"{v['layers'][0]}-{v['layers'][1]}"
                                                    for r, v in report["roles"].items()))
     return ds, report
