@@ -92,6 +92,9 @@ def build_parser() -> ArgumentParser:
                    help="local (default): the measure's average gradient in W from random ± offsets; "
                         "global: regression across identities")
     d.add_argument("--step", type=finite_float, default=0.5, help="local offsets' size in w spreads (default 0.5)")
+    d.add_argument("--refine", action="store_true",
+                   help="local: estimate each direction again where its motion shows (past a closed mouth's "
+                        "hinge); 2·n more images per role")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi of the samples (default 1)")
     d.add_argument("--batch", type=int, default=32)
@@ -104,14 +107,15 @@ def build_parser() -> ArgumentParser:
 
 def run_discover(G, measure_name: str, *, n: int = 1000, holdout: int = 16, seed: int = 0, estimator: str = "local",
                  step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32, probes: Optional[Path] = None,
-                 aligned="ffhq", progress: bool = True, log=None) -> tuple[DirectionSet, dict, Path]:
+                 aligned="ffhq", refine: bool = False, progress: bool = True, log=None
+                 ) -> tuple[DirectionSet, dict, Path]:
     """Discover with a named measure and cache the result (set + report) by checkpoint hash."""
     from engine.latent.discover import GeneratorSource, discover
 
     source = GeneratorSource(G, truncation_psi=truncation_psi, batch=batch)
     measure = make_measure(measure_name, probes=probes, aligned=aligned)
     ds, report = discover(source, measure, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
-                          batch=batch, progress=progress, log=log)
+                          batch=batch, refine=refine, progress=progress, log=log)
     cached = cached_path(source.checkpoint_hash, measure_name)
     cached.parent.mkdir(parents=True, exist_ok=True)
     ds.save(cached)
@@ -142,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             ds, report, cached = run_discover(G, args.measure, n=args.n, holdout=args.holdout, seed=args.seed,
                                               estimator=args.estimator, step=args.step, truncation_psi=args.trunc,
-                                              batch=args.batch, probes=args.probes, aligned=aligned,
+                                              batch=args.batch, probes=args.probes, aligned=aligned, refine=args.refine,
                                               progress=not args.quiet, log=log)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ds.save(args.out)

@@ -84,6 +84,16 @@ def test_planted_directions_names_and_layers_are_recovered():
     assert ds.checkpoint_hash == p.checkpoint_hash and all(d.origin == "discovered:planted" for d in ds)
 
 
+def test_refine_keeps_a_linear_world_and_reports_where_it_looked():
+    p = Planted()
+    ds, rep = discover(p, PlantedMeasure(p), n=200, holdout=8, refine=True, progress=False)
+    assert rep["refine"] and ds.names == ["head_yaw", "mouth_open", "blink"]
+    for role, u in p.u.items():
+        assert abs(float(ds[role].vector @ u)) >= 0.99, role
+        r = rep["roles"][role]
+        assert r["refined"] and r["cos_refined_to_first"] > 0.99 and r["refined_at_sigma"] in (1.0, 2.0, 4.0, 8.0)
+
+
 def test_global_estimator_also_recovers_a_linear_world():
     p = Planted()
     ds, _ = discover(p, PlantedMeasure(p), n=200, holdout=4, estimator="global", progress=False)

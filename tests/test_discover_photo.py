@@ -97,3 +97,29 @@ def test_lipsync_landmark_reader_follows_the_lips_and_tracks_identity(photo_gene
     read = np.isfinite(dist)
     assert list(np.flatnonzero(read)) == [0, 2] and dist[0] == 0.0
     assert np.all(dist[read] < 0.35)                               # the same person with the mouth open
+
+
+def test_cli_on_a_freshly_initialised_nvlabs_pickle_says_how_many_had_no_face(tmp_path):
+    """A random-weights NVlabs-format network pickle: no face in its images, so discovery stops in
+    one line with the count and writes nothing (nor caches a set)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import formats
+
+    from engine.synthesis.networks import GeneratorConfig
+
+    cfg = GeneratorConfig.nvlabs(z_dim=64, w_dim=64, img_resolution=64, channel_base=2048, channel_max=64,
+                                 mapping_layers=2)
+    pkl = formats.write_nvlabs_pkl(formats.random_generator(cfg, seed=3), tmp_path / "network-snapshot-000000.pkl")
+    out = tmp_path / "d.json"
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "engine.directions", "discover", "--generator", str(pkl),
+                        "--out", str(out), "--quiet"], cwd=repo, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "STYLECAST_CACHE": str(tmp_path / "cache"),
+                            "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "64 of 64 samples had no face the landmarks measure could find" in lines[0], r.stderr
+    assert not out.exists() and not list((tmp_path / "cache").glob("**/*.json"))
