@@ -45,6 +45,7 @@ their audio discarded (counted in the next Frame's ``dropped``).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -204,6 +205,9 @@ class AvatarEngine:
             self.resolution = int(resolution)
 
         is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
+        if directions is None and not is_demo and DEMO_DIRECTIONS.is_file():
+            # the shipped demo generator given as a path or a loaded module is still the demo
+            is_demo = generator_hash(G) == json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash")
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log

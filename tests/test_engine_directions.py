@@ -99,3 +99,13 @@ def test_with_the_faces_extra_a_faceless_generator_fails_discovery_once_then_pla
     again = []
     AvatarEngine(random_G, log=again.append)            # remembered: no second attempt
     assert not any("discovering" in m for m in again) and "found no faces" in again[0]
+
+
+def test_the_demo_generator_as_a_module_is_still_the_demo(monkeypatch):
+    """Loaded first (or by path), the shipped demo generator gets its shipped directions and LSTM:
+    no discovery, no placeholder."""
+    monkeypatch.setattr("engine.latent.defaults.resolve_directions",
+                        lambda *a, **k: pytest.fail("the demo must not be discovered"))
+    eng = AvatarEngine(load_generator("demo"))
+    assert eng.directions_kind == "shipped" and eng.default_driver == "lstm+idle:" + str(DEMO_MOTION)
+    assert "mouth_open" in eng.directions and "blink" in eng.directions
