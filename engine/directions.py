@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, resolve_device
-from engine.latent.defaults import MEASURES, cached_path
+from engine.latent.defaults import MEASURES, cached_path, report_path, save_cached
 from engine.latent.directions import DirectionSet
 
 PROG = "python -m engine.directions"
@@ -105,28 +105,9 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def run_discover(G, measure_name: str, *, n: int = 1000, holdout: int = 16, seed: int = 0, estimator: str = "local",
-                 step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32, probes: Optional[Path] = None,
-                 aligned="ffhq", refine: bool = False, progress: bool = True, log=None
-                 ) -> tuple[DirectionSet, dict, Path]:
-    """Discover with a named measure and cache the result (set + report) by checkpoint hash."""
-    from engine.latent.discover import GeneratorSource, discover
-
-    source = GeneratorSource(G, truncation_psi=truncation_psi, batch=batch)
-    measure = make_measure(measure_name, probes=probes, aligned=aligned)
-    ds, report = discover(source, measure, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
-                          batch=batch, refine=refine, progress=progress, log=log)
-    cached = cached_path(source.checkpoint_hash, measure_name)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    ds.save(cached)
-    cached.with_name(cached.stem + ".report.json").write_text(json.dumps(report, indent=1) + "\n")
-    return ds, report, cached
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.latent.basis import generator_hash
-    from engine.latent.discover import GeneratorSource, NoFaceError
+    from engine.latent.discover import GeneratorSource, NoFaceError, discover
     from engine.synthesis.checkpoints import load_generator
 
     def log(msg: str) -> None:
@@ -137,25 +118,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--n must be >= 2, --holdout and --batch >= 1")
         G = load_generator(args.generator, device=resolve_device(args.device))
         aligned = {"off": False, None: "demo" if args.generator == "demo" else "ffhq"}.get(args.aligned, args.aligned)
-        ckpt = generator_hash(G)
-        cached = cached_path(ckpt, args.measure)
+        source = GeneratorSource(G, truncation_psi=args.trunc, batch=args.batch)
+        cached = cached_path(source.checkpoint_hash, args.measure)
         if cached.is_file() and not args.force:
             log(f"using the cached set {cached} (--force discovers again)")
-            ds = DirectionSet.load(cached, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=ckpt)
-            report = json.loads(cached.with_name(cached.stem + ".report.json").read_text())
+            ds = DirectionSet.load(cached, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=source.checkpoint_hash)
+            report = json.loads(report_path(cached).read_text())
+            measure = None if args.no_grid else make_measure(args.measure, probes=args.probes, aligned=aligned)
         else:
-            ds, report, cached = run_discover(G, args.measure, n=args.n, holdout=args.holdout, seed=args.seed,
-                                              estimator=args.estimator, step=args.step, truncation_psi=args.trunc,
-                                              batch=args.batch, probes=args.probes, aligned=aligned, refine=args.refine,
-                                              progress=not args.quiet, log=log)
+            measure = make_measure(args.measure, probes=args.probes, aligned=aligned)
+            ds, report = discover(source, measure, n=args.n, holdout=args.holdout, seed=args.seed,
+                                  estimator=args.estimator, step=args.step, batch=args.batch, refine=args.refine,
+                                  progress=not args.quiet, log=log)
+            cached = save_cached(source.checkpoint_hash, args.measure, ds, report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ds.save(args.out)
-        rep_path = args.out.with_name(args.out.stem + ".report.json")
-        rep_path.write_text(json.dumps(report, indent=1) + "\n")
+        report_path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         if not args.no_grid:
-            save_grid(GeneratorSource(G, truncation_psi=args.trunc, batch=args.batch),
-                      make_measure(args.measure, probes=args.probes, aligned=aligned), ds, report,
-                      args.out.with_name(args.out.stem + ".grid.png"), seed=args.seed)
+            save_grid(source, measure, ds, report, args.out.with_name(args.out.stem + ".grid.png"), seed=args.seed)
     except NoFaceError as exc:
         fail(PROG, str(exc))
     except ImportError as exc:        # the faces extra is missing

@@ -211,7 +211,7 @@ class AvatarEngine:
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log
-        self._default_model_fps: Optional[float] = None     # read once from the default model, when asked
+        self._default_model_fps: Optional[float] = None     # the default model's fps, set with default_driver
         self._fps_warned = False
         #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
         self.directions_kind = "shipped" if directions == DEMO_DIRECTIONS else "given"
@@ -241,6 +241,7 @@ class AvatarEngine:
             if not model.config.w_dim or (is_demo and model.config.w_dim == self.w_dim):
                 if all(n in directions for n in (model.config.names or ())):
                     self.default_driver = "lstm+idle:" + os.fspath(DEMO_MOTION)
+                    self._default_model_fps = float(model.config.fps)
         self.lock = threading.Lock()
         self.batcher = None
         if batching:

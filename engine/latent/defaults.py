@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 from engine.latent.directions import DirectionSet
 
-__all__ = ["MEASURES", "PLACEHOLDER_WARNING", "cache_dir", "cached_path", "find_cached", "faces_available",
-           "resolve_directions"]
+__all__ = ["MEASURES", "PLACEHOLDER_WARNING", "cache_dir", "cached_path", "report_path", "save_cached",
+           "find_cached", "faces_available", "resolve_directions"]
 
 MEASURES = ("landmarks", "probes")
 PLACEHOLDER_WARNING = ("placeholder directions: the lips will not follow speech; install stylecast[faces] "
@@ -31,6 +31,20 @@ def cache_dir() -> Path:
 
 def cached_path(checkpoint_hash: str, measure: str) -> Path:
     return cache_dir() / f"{checkpoint_hash}-{measure}.json"
+
+
+def report_path(path: Path) -> Path:
+    """The report written beside a direction set: ``<stem>.report.json``."""
+    return path.with_name(path.stem + ".report.json")
+
+
+def save_cached(checkpoint_hash: str, measure: str, ds: DirectionSet, report: dict) -> Path:
+    """Cache a discovered set and its report by checkpoint hash; returns the set's path."""
+    path = cached_path(checkpoint_hash, measure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save(path)
+    report_path(path).write_text(json.dumps(report, indent=1) + "\n")
+    return path
 
 
 def find_cached(checkpoint_hash: str) -> Optional[Path]:
@@ -83,10 +97,7 @@ def resolve_directions(G, placeholder: Callable[[object], DirectionSet], *, chec
             noface.write_text(str(exc) + "\n")
             _say(log, f"directions: discovery failed ({exc})")
         else:
-            path = cached_path(checkpoint_hash, "landmarks")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ds.save(path)
-            path.with_name(path.stem + ".report.json").write_text(json.dumps(report, indent=1) + "\n")
+            save_cached(checkpoint_hash, "landmarks", ds, report)
             return ds, "discovered"
     elif noface.is_file():
         _say(log, f"directions: an earlier discovery found no faces in this generator's samples ({noface})")
