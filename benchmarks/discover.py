@@ -31,7 +31,7 @@ def _per_1000(fn, count: int) -> float:
 
 
 def time_render(G, images: int, batch: int = 16) -> float:
-    from engine.latent.discover import GeneratorSource
+    from engine.latent.sources import GeneratorSource
 
     src = GeneratorSource(G, batch=batch)
     w = src.sample_w(images, 0)
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=64, help="images per timing (default 64)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     args = p.parse_args(argv)
-    from engine.latent.discover import GeneratorSource
+    from engine.latent.sources import GeneratorSource
     from engine.synthesis.checkpoints import load_generator
     from engine.synthesis.networks import Generator, GeneratorConfig
 

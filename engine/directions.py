@@ -44,10 +44,11 @@ def make_measure(name: str, *, probes: Optional[Path] = None, aligned="ffhq"):
 
 
 def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, seed: int = 0) -> Path:
-    """Rows = roles, columns = −2σ…+2σ on one identity (its chosen layers), value printed under each cell."""
+    """Rows = roles, columns = −2…+2 units on one identity (its chosen layers), value printed under each
+    cell; the row label says the unit (σ, or calibrated: how many σ one unit is)."""
     from PIL import Image, ImageDraw
 
-    from engine.latent.discover import _moved
+    from engine.latent.sources import moved as _moved
 
     w = source.sample_w(1, seed + 12345)
     ws0 = np.broadcast_to(w[:, None, :], (1, source.num_ws, source.w_dim)).copy()
@@ -62,10 +63,13 @@ def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, se
     grid = Image.new("RGB", (label_w + size * len(GRID_SIGMAS), (size + text_h) * len(rows) + text_h), "white")
     draw = ImageDraw.Draw(grid)
     for j, t in enumerate(GRID_SIGMAS):
-        draw.text((label_w + j * size + 4, 2), f"{t:+g} sigma", fill="black")
+        draw.text((label_w + j * size + 4, 2), f"{t:+g} units", fill="black")
     for i, (name, key, imgs, vals) in enumerate(rows):
         y = text_h + i * (size + text_h)
         draw.text((4, y + size // 2), name, fill="black")
+        unit = report["roles"][name].get("unit", {})
+        unit = f"unit {unit['sigma_per_unit']:.2f} sigma" if unit.get("unit") == "calibrated" else "unit 1 sigma"
+        draw.text((4, y + size // 2 + text_h), unit, fill="black")
         for j, img in enumerate(imgs):
             grid.paste(Image.fromarray(img).resize((size, size), Image.LANCZOS), (label_w + j * size, y))
             txt = f"{key} {vals[j]:.3f}" if np.isfinite(vals[j]) else f"{key}: no face"
@@ -95,6 +99,9 @@ def build_parser() -> ArgumentParser:
     d.add_argument("--refine", action="store_true",
                    help="local: estimate each direction again where its motion shows (past a closed mouth's "
                         "hinge); 2·n more images per role")
+    d.add_argument("--no-calibrate", action="store_true",
+                   help="keep σ units (the identities' spread) instead of the shipped drivers' units for "
+                        "mouth_open and jaw")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi of the samples (default 1)")
     d.add_argument("--batch", type=int, default=32)
@@ -129,7 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             measure = make_measure(args.measure, probes=args.probes, aligned=aligned)
             ds, report = discover(source, measure, n=args.n, holdout=args.holdout, seed=args.seed,
                                   estimator=args.estimator, step=args.step, batch=args.batch, refine=args.refine,
-                                  progress=not args.quiet, log=log)
+                                  calibrate=not args.no_calibrate, progress=not args.quiet, log=log)
             cached = save_cached(source.checkpoint_hash, args.measure, ds, report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ds.save(args.out)
@@ -142,10 +149,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(PROG, str(exc).splitlines()[0])
     except (UsageError, ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, str(exc))
-    print(f"{'role':<12} {'R²':>6} {'gain/σ':>8} {'id dist':>8} {'layers':>7}")
+    print(f"{'role':<12} {'R²':>6} {'gain/σ':>8} {'id dist':>8} {'layers':>7} {'unit':>10}")
     for role, r in report["roles"].items():
+        unit = r.get("unit", {})
+        unit = f"{unit['sigma_per_unit']:.2f} σ" + ("!" if unit.get("capped") else "") \
+            if unit.get("unit") == "calibrated" else "σ"
         print(f"{role:<12} {r['r2']:6.3f} {r['gain_per_sigma_scaled']:8.3f} {r['identity_distance_2sigma']:8.3f} "
-              f"{r['layers'][0]:>3}-{r['layers'][1]:<3}")
+              f"{r['layers'][0]:>3}-{r['layers'][1]:<3} {unit:>10}")
+    if any(r.get("unit", {}).get("capped") for r in report["roles"].values()):
+        print("!: the shipped drivers' unit was not reached within the allowed range (see the report's 'unit')")
     if report.get("left_out"):
         print(f"left out (not rendered by this generator): {', '.join(report['left_out'])}")
     print(f"wrote {os.fspath(args.out)} (+ report, grid; cached as {cached})")

@@ -76,7 +76,7 @@ def test_planted_directions_names_and_layers_are_recovered():
     assert ds["head_yaw"].layers == (0, 1) and ds["mouth_open"].layers == (2, 3) and ds["blink"].layers == (4, 5)
     r = rep["roles"]["mouth_open"]
     # moving only layers 2-3 by ±2σ: the mouth reads 0.2·σ per σ, the identity (all layers) moves less
-    assert r["gain_per_sigma_scaled"] == pytest.approx(0.2 * ds["mouth_open"].stdev, rel=0.05)
+    assert r["gain_per_sigma_scaled"] == pytest.approx(0.2 * r["stdev"], rel=0.05)
     assert r["leakage"]["head_yaw"] < 0.01 and r["leakage"]["blink"] < 0.01
     every_layer = next(c for c in r["candidates"] if c["layers"] == [0, NUM_WS - 1])
     assert r["identity_distance_2sigma"] < min(0.05, every_layer["identity_distance_2sigma"] / 2) and r["r2"] > 0.9
@@ -135,6 +135,11 @@ def test_demo_mouth_direction_opens_the_mouth_and_head_roles_are_left_out(demo_d
     assert rep["roles"]["mouth_open"]["gain_per_sigma"] > 0.01
     # the learned direction and the discovered one point the same way (0.69 at n = 1000; see README)
     assert float(ds["mouth_open"].vector @ shipped["mouth_open"].vector) > 0.5
+    # calibrated: one unit is the motion the shipped LSTM means by it, whatever the σ of the identities
+    unit = rep["roles"]["mouth_open"]["unit"]
+    assert unit["unit"] == "calibrated" and not unit["capped"] and unit["sigma_per_unit"] > 1.5
+    assert unit["reached"] == pytest.approx(0.56, abs=0.03)
+    assert 0.6 < ds["mouth_open"].stdev / shipped["mouth_open"].stdev < 1.4
 
 
 def test_cli_writes_set_report_grid_and_reuses_the_cache(tmp_path, monkeypatch, capsys):

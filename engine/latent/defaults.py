@@ -2,7 +2,7 @@
 placeholder, each said in one line.
 
 Discovered sets are cached by checkpoint hash under ``$STYLECAST_CACHE/directions/``
-(``<hash>-<measure>.json`` + ``.report.json``; ``python -m engine.directions discover`` writes
+(``<hash>-<measure>-v<DISCOVERY_VERSION>.json`` + ``.report.json``; ``python -m engine.directions discover`` writes
 them too). A checkpoint whose samples held no face is remembered (``<hash>-landmarks.noface``),
 so the engine does not try again on every start.
 """
@@ -29,8 +29,13 @@ def cache_dir() -> Path:
     return root() / "directions"
 
 
+#: bumped when discovery changes what it writes (2: units calibrated to the shipped drivers'),
+#: so sets cached by an older discovery are made again
+DISCOVERY_VERSION = 2
+
+
 def cached_path(checkpoint_hash: str, measure: str) -> Path:
-    return cache_dir() / f"{checkpoint_hash}-{measure}.json"
+    return cache_dir() / f"{checkpoint_hash}-{measure}-v{DISCOVERY_VERSION}.json"
 
 
 def report_path(path: Path) -> Path:

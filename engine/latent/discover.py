@@ -16,7 +16,7 @@ image's motion values. A measure is any callable::
 ProbeMeasure` the demo world's probes). Per role a ridge regression ``value ≈ a·(w − mean) + b``
 gives the W direction ``v = a/‖a‖`` that changes it most linearly; directions are made orthogonal
 in priority order (head pose first, then mouth and eyes) and their stdev is the spread of w along
-them, so x = 1 is one standard deviation, as every motion model expects.
+them (x = 1 is one standard deviation) until the units are calibrated (below).
 
 **Layers.** For each role, candidate layer ranges (all, coarse, middle, fine and their unions)
 are tried on held-out identities: each is moved to ±2σ along the direction, only on those layers,
@@ -26,21 +26,24 @@ identity distance the move causes; at the distance of "another person" the gain 
 nothing), minus the largest change it causes in another role (same units); of the ranges that keep
 at least half of the strongest range's gain, the best-scoring one is kept.
 
+**Units.** With ``calibrate`` (default) the roles a shipped audio model drives (``mouth_open``,
+``jaw``) get the unit that moves them as far as the directions that model was trained on
+(:mod:`engine.latent.calibrate`): the same x opens the mouth as wide on any generator. The other
+roles keep σ units.
+
 The report gives per role: R², gain per σ, identity distance at ±2σ, leakage into the other
-roles, the layers chosen and every candidate's numbers.
+roles, the layers chosen, every candidate's numbers and the unit (``unit``).
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from engine.latent.directions import Direction, DirectionSet
-from engine.latent.identity import rest_z
+from engine.latent.sources import (PROBE_SIGMA, GeneratorSource, Readings, as_source, moved, read, render_measure,
+                                   score_move)
 
 __all__ = ["discover", "fit_directions", "layer_candidates", "GeneratorSource", "as_source",
            "NoFaceError", "PRIORITY", "MIN_DETECTED", "MIN_GAIN"]
@@ -54,61 +57,10 @@ MIN_DETECTED = 0.05
 MIN_GAIN = 0.02
 #: ``refine``: the refined gradient is used only this close (cosine) to the first estimate
 REFINE_MIN_COS = 0.5
-#: the move used to measure a direction: ±2 standard deviations
-PROBE_SIGMA = 2.0
 
 
 class NoFaceError(ValueError):
     """Too few of the generator's samples hold a face: no directions are written."""
-
-
-# -- sources: what discovery samples and renders ---------------------------------------------------
-class GeneratorSource:
-    """A StyleGAN2 ``Generator`` as a discovery source: random z → w (``truncation_psi``; z at rest,
-    :func:`engine.latent.identity.rest_z`, as the engine's identities are), ws [B, num_ws, w_dim] →
-    uint8 images [B, H, W, 3]."""
-
-    def __init__(self, G, *, truncation_psi: float = 1.0, batch: int = 32, checkpoint_hash: Optional[str] = None):
-        from engine.latent.basis import generator_hash
-
-        self.G = G
-        self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
-        self.truncation_psi = float(truncation_psi)
-        self.batch = int(batch)
-        self.checkpoint_hash = checkpoint_hash or generator_hash(G)
-        self.device = G.mapping.w_avg.device
-
-    @torch.no_grad()
-    def sample_w(self, n: int, seed: int) -> np.ndarray:
-        gen = torch.Generator().manual_seed(int(seed))
-        out = []
-        for start in range(0, n, self.batch):
-            z = rest_z(self.G, torch.randn(min(self.batch, n - start), self.z_dim, generator=gen)).to(self.device)
-            out.append(self.G.mapping(z, truncation_psi=self.truncation_psi)[:, 0].double().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.w_dim))
-
-    @torch.no_grad()
-    def render(self, ws: np.ndarray) -> np.ndarray:
-        from engine.cli_util import images_to_uint8
-
-        ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
-        out = []
-        for start in range(0, len(ws), self.batch):
-            img = self.G.synthesis(ws[start:start + self.batch].to(self.device), noise_mode="const")
-            out.append(images_to_uint8(img))
-        return np.concatenate(out)
-
-
-def as_source(generator, *, truncation_psi: float = 1.0, batch: int = 32):
-    """Any generator as a discovery source: an object with ``sample_w(n, seed)``, ``render(ws)``,
-    ``num_ws``, ``w_dim`` and ``checkpoint_hash`` is used as is (a callable test generator); a
-    StyleGAN2 ``Generator`` is wrapped in :class:`GeneratorSource`."""
-    if all(hasattr(generator, a) for a in ("sample_w", "render", "num_ws", "w_dim")):
-        return generator
-    if hasattr(generator, "mapping") and hasattr(generator, "synthesis"):
-        return GeneratorSource(generator, truncation_psi=truncation_psi, batch=batch)
-    raise TypeError("a generator must be a StyleGAN2 Generator or have sample_w(n, seed), render(ws), "
-                    "num_ws and w_dim")
 
 
 # -- regression ----------------------------------------------------------------------------------
@@ -194,51 +146,8 @@ def layer_candidates(num_ws: int) -> list[tuple[int, int]]:
     return out
 
 
-# -- measuring moves ---------------------------------------------------------------------------
-@dataclass
-class _Readings:
-    values: dict            # key -> [B]
-    embed: Optional[np.ndarray]
-
-
-def _read(measure, images: np.ndarray) -> _Readings:
-    vals = {k: np.asarray(v, dtype=np.float64) for k, v in measure(images).items()}
-    emb = None
-    if hasattr(measure, "embed"):
-        emb = np.asarray(measure.embed(images), dtype=np.float64)
-    return _Readings(vals, emb)
-
-
-def _moved(ws0: np.ndarray, d: Direction, num_ws: int, t: float, layers: Optional[tuple[int, int]]) -> np.ndarray:
-    mask = Direction(d.name, d.vector, d.stdev, layers=layers).layer_mask(num_ws).astype(np.float64)
-    return ws0 + t * d.stdev * mask[None, :, None] * d.vector.astype(np.float64)[None, None, :]
-
-
-def _score_move(base: _Readings, lo: _Readings, hi: _Readings, key: str, keys_sd: Mapping[str, float],
-                role_keys: Mapping[str, str], role: str, identity_scale: float) -> dict:
-    span = 2 * PROBE_SIGMA
-    delta = {k: (hi.values[k] - lo.values[k]) / span for k in role_keys.values()}
-    ok = np.isfinite(delta[key])
-    gain = float(np.nanmean(delta[key])) if ok.any() else float("nan")
-    gain_sd = gain / keys_sd[key] if keys_sd[key] > 0 else float("nan")
-    leak = {}
-    for r, k in role_keys.items():
-        if r != role:
-            leak[r] = float(np.nanmean(np.abs(delta[k]))) / keys_sd[k] if np.isfinite(delta[k]).any() and keys_sd[k] > 0 \
-                else float("nan")
-    ident = float("nan")
-    if base.embed is not None:
-        dist = np.concatenate([np.linalg.norm(lo.embed - base.embed, axis=1), np.linalg.norm(hi.embed - base.embed, axis=1)])
-        ident = float(np.nanmean(dist)) if np.isfinite(dist).any() else float("nan")
-    worst_leak = max([v for v in leak.values() if np.isfinite(v)], default=0.0)
-    keep = max(0.0, 1.0 - ident / identity_scale) if np.isfinite(ident) else 1.0
-    score = gain_sd * keep - worst_leak if np.isfinite(gain_sd) else -math.inf
-    return {"gain_per_sigma": gain, "gain_per_sigma_scaled": gain_sd, "identity_distance_2sigma": ident,
-            "leakage": leak, "read": int(ok.sum()), "score": float(score)}
-
-
 def _refine(src, measure, ds: DirectionSet, role_keys: Mapping[str, str], w_fit: np.ndarray, delta: np.ndarray,
-            base: _Readings, ws0: np.ndarray, scales: Mapping[str, float], batch: int, times: dict, *,
+            base: Readings, ws0: np.ndarray, scales: Mapping[str, float], batch: int, times: dict, *,
             progress: bool = True) -> tuple[DirectionSet, dict]:
     """Each kept direction again, at the place its motion shows.
 
@@ -258,22 +167,22 @@ def _refine(src, measure, ds: DirectionSet, role_keys: Mapping[str, str], w_fit:
     for d in ds:
         key = role_keys[d.name]
         start = float(np.nanmean(base.values[key]))
-        shift, moved = 8.0, float("nan")
+        shift, change = 8.0, float("nan")
         for t in (1.0, 2.0, 4.0, 8.0):
-            moved = float(np.nanmean(measure(src.render(_moved(ws0, d, num_ws, t, None)))[key])) - start
-            if moved >= 0.5 * scales[key]:
+            change = float(np.nanmean(measure(src.render(moved(ws0, d, num_ws, t, None)))[key])) - start
+            if change >= 0.5 * scales[key]:
                 shift = t
                 break
         at = w_fit + shift * d.stdev * d.vector.astype(np.float64)
-        hi, _ = _render_measure(src, measure, at + delta, batch, bar, times)
-        lo, _ = _render_measure(src, measure, at - delta, batch, bar, times)
+        hi, _ = render_measure(src, measure, at + delta, batch, bar, times)
+        lo, _ = render_measure(src, measure, at - delta, batch, bar, times)
         one, _ = fit_directions(delta, {key: (hi[key] - lo[key]) / 2}, {key: d.name})
         v = one[d.name].vector.astype(np.float64)
         cos = float(v @ d.vector)
         # far from the first estimate, the point was off the faces' manifold: keep the first
         keep = cos >= REFINE_MIN_COS
         raw[d.name] = v if keep else d.vector.astype(np.float64)
-        info[d.name] = {"refined_at_sigma": shift, "refined_change": moved, "cos_refined_to_first": cos,
+        info[d.name] = {"refined_at_sigma": shift, "refined_change": change, "cos_refined_to_first": cos,
                         "refined": bool(keep)}
     bar.close()
     out, kept = DirectionSet(), []
@@ -291,36 +200,11 @@ def _refine(src, measure, ds: DirectionSet, role_keys: Mapping[str, str], w_fit:
     return out, info
 
 
-def _render_measure(src, measure, w: np.ndarray, batch: int, bar, times: dict, stop_early: bool = False):
-    """Render w [N, w_dim] (every layer) and measure: ({key: [N]}, detected bool [N]); with
-    ``stop_early``, stops after 64 images without one detected face (fewer rows come back)."""
-    num_ws, w_dim = int(src.num_ws), int(src.w_dim)
-    values: dict[str, list] = {}
-    detected = []
-    for start in range(0, len(w), batch):
-        t0 = time.perf_counter()
-        wb = w[start:start + batch]
-        imgs = src.render(np.ascontiguousarray(np.broadcast_to(wb[:, None, :], (len(wb), num_ws, w_dim))))
-        t1 = time.perf_counter()
-        vals = measure(imgs)
-        det = measure.detected(imgs) if hasattr(measure, "detected") else \
-            np.all([np.isfinite(np.asarray(vals[k], np.float64)) for k in measure.roles], axis=0)
-        times["render"] += t1 - t0
-        times["measure"] += time.perf_counter() - t1
-        times["images"] += len(wb)
-        for k, v in vals.items():
-            values.setdefault(k, []).append(np.asarray(v, dtype=np.float64).reshape(-1))
-        detected.append(np.asarray(det, dtype=bool).reshape(-1))
-        bar.update(len(wb))
-        if stop_early and start + batch >= 64 and not np.concatenate(detected).any():
-            break
-    return {k: np.concatenate(v) for k, v in values.items()}, np.concatenate(detected)
-
-
 def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int = 0, ridge: float = 1e-3,
              estimator: str = "local", step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32,
              candidates: Optional[Sequence[tuple[int, int]]] = None, min_detected: float = MIN_DETECTED,
-             min_gain: float = MIN_GAIN, refine: bool = False, progress: bool = True, log: Optional[Callable[[str], None]] = None) -> tuple[DirectionSet, dict]:
+             min_gain: float = MIN_GAIN, refine: bool = False, calibrate: bool = True, progress: bool = True,
+             log: Optional[Callable[[str], None]] = None) -> tuple[DirectionSet, dict]:
     """Sample, render, measure, fit one direction per role and choose its layers.
 
     ``estimator="local"`` (default): for each of ``n`` random identities w_i a random offset
@@ -330,6 +214,9 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
     across identities. ``"global"``: the across-identity regression of m(w_i) on w_i
     (InterFaceGAN-style; finds directions that *predict* the attribute, which on a generator whose
     random faces rarely show the motion are not the ones that make it).
+
+    ``refine``: each direction estimated again where its motion shows (:func:`_refine`);
+    ``calibrate``: units of the driven roles matched to the shipped drivers' (see the module doc).
 
     Returns ``(directions, report)``. Raises :class:`NoFaceError` (nothing written) when fewer than
     ``min_detected`` of the images hold a face the measure's detector finds, and ``ValueError``
@@ -354,20 +241,20 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
     if estimator == "local":
         spread = float(np.sqrt(np.trace(np.cov(w_fit.T)) / w_dim)) if n > 1 else 1.0
         delta = np.random.default_rng(int(seed) + 1).standard_normal((n, w_dim)) * step * spread
-        hi, det_hi = _render_measure(src, measure, w_fit + delta, batch, bar, times, stop_early=True)
+        hi, det_hi = render_measure(src, measure, w_fit + delta, batch, bar, times, stop_early=True)
         det = det_hi
         if det_hi.any():
-            lo, det_lo = _render_measure(src, measure, w_fit - delta, batch, bar, times)
+            lo, det_lo = render_measure(src, measure, w_fit - delta, batch, bar, times)
             det = np.concatenate([det_hi, det_lo])
     else:
-        vals_fit, det = _render_measure(src, measure, w_fit, batch, bar, times, stop_early=True)
+        vals_fit, det = render_measure(src, measure, w_fit, batch, bar, times, stop_early=True)
     seen = len(det)
     if det.sum() < max(1.0, min_detected * seen):
         bar.close()
         raise NoFaceError(f"{seen - int(det.sum())} of {seen} samples had no face the {mname} measure could find "
                           f"(need at least {100 * min_detected:.0f}%): this generator does not make faces; "
                           "no directions written")
-    vals_hold, _ = _render_measure(src, measure, w_all[n:], batch, bar, times)
+    vals_hold, _ = render_measure(src, measure, w_all[n:], batch, bar, times)
     bar.close()
     ckpt = getattr(src, "checkpoint_hash", None)
     if estimator == "local":
@@ -387,7 +274,7 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
         raise NoFaceError(f"none of the {holdout} held-out samples had a measured face: raise --holdout")
     ws0 = np.broadcast_to(w_all[n + hold][:, None, :], (len(hold), num_ws, w_dim)).copy()
     t0 = time.perf_counter()
-    base = _read(measure, src.render(ws0))
+    base = read(measure, src.render(ws0))
     # screen: each role's own direction (not orthogonalised), all layers, on the held-out faces;
     # a role the generator does not render (gain below min_gain of a full motion per σ) is left out
     screened, kept_roles = {}, {}
@@ -397,9 +284,9 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
         except ValueError:                                # the value never changes: no direction
             screened[role] = {"gain_per_sigma_scaled": 0.0, "identity_distance_2sigma": float("nan")}
             continue
-        lo_r = _read(measure, src.render(_moved(ws0, d, num_ws, -PROBE_SIGMA, None)))
-        hi_r = _read(measure, src.render(_moved(ws0, d, num_ws, PROBE_SIGMA, None)))
-        screened[role] = _score_move(base, lo_r, hi_r, key, keys_sd, {role: key}, role, identity_scale)
+        lo_r = read(measure, src.render(moved(ws0, d, num_ws, -PROBE_SIGMA, None)))
+        hi_r = read(measure, src.render(moved(ws0, d, num_ws, PROBE_SIGMA, None)))
+        screened[role] = score_move(base, lo_r, hi_r, key, keys_sd, {role: key}, role, identity_scale)
         if np.isfinite(screened[role]["gain_per_sigma_scaled"]) and screened[role]["gain_per_sigma_scaled"] >= min_gain:
             kept_roles[key] = role
     dropped = [r for r in all_keys if r not in kept_roles.values()]
@@ -430,9 +317,9 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
         role = d.name
         tried = []
         for layers in cands:
-            lo_r = _read(measure, src.render(_moved(ws0, d, num_ws, -PROBE_SIGMA, layers)))
-            hi_r = _read(measure, src.render(_moved(ws0, d, num_ws, PROBE_SIGMA, layers)))
-            tried.append(dict(layers=list(layers), **_score_move(base, lo_r, hi_r, fit_report[role]["key"], keys_sd,
+            lo_r = read(measure, src.render(moved(ws0, d, num_ws, -PROBE_SIGMA, layers)))
+            hi_r = read(measure, src.render(moved(ws0, d, num_ws, PROBE_SIGMA, layers)))
+            tried.append(dict(layers=list(layers), **score_move(base, lo_r, hi_r, fit_report[role]["key"], keys_sd,
                                                                   role_keys, role, identity_scale)))
             bar.update(1)
         top = max(c["gain_per_sigma_scaled"] for c in tried if np.isfinite(c["gain_per_sigma_scaled"]))
@@ -445,6 +332,13 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
                                                          "identity_distance_2sigma", "leakage", "score")},
                                  "layers": best["layers"], "candidates": tried}
     bar.close()
+    report["calibrated"] = bool(calibrate)
+    if calibrate:                                        # x = 1 means the motion the shipped drivers mean
+        from engine.latent.calibrate import calibrate as calibrate_units
+
+        ds, units = calibrate_units(src, measure, ds, role_keys, ws0, base, keys_sd)
+        for role, info in units.items():
+            report["roles"][role]["unit"] = info
     imgs = max(times["images"], 1)
     report["timing_s"] = {"render": times["render"], "measure": times["measure"],
                           "layers": time.perf_counter() - t0,
