@@ -99,6 +99,9 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default=None, choices=(None, "auto", "torch", "onnx", "trt"))
     p.add_argument("--window-ms", type=float, default=3.0, help="batching gather window")
+    p.add_argument("--no-discover", dest="discover", action="store_false",
+                   help="a generator with no shipped or cached directions gets the PCA placeholder at once "
+                        "(no direction discovery, which reads landmarks for minutes; for random weights)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     p.add_argument("--no-plot", action="store_true")
@@ -117,7 +120,7 @@ def main(argv=None) -> dict[str, Any]:
     for mode in args.modes:
         engine = AvatarEngine(G, device=args.device, resolution=args.resolution, backend=args.backend,
                               batching=mode == "batching", max_batch=args.max_sessions,
-                              batch_window_ms=args.window_ms, log=print)
+                              batch_window_ms=args.window_ms, log=print, discover=args.discover)
         n = 1
         while n <= args.max_sessions:
             row = run_sessions(engine, n, args.fps, args.seconds, audio, 48000)
