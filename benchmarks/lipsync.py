@@ -231,11 +231,11 @@ def plot(report: dict, traces: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    from engine.session import ASSETS
+    from engine.avatar import ASSETS
     p = argparse.ArgumentParser(prog="python -m benchmarks.lipsync", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="talking-data folder of held-out utterances")
     p.add_argument("--probes", type=Path, default=ASSETS / "demo_probes.safetensors",
-                   help="probes file (python -m engine.demo_world.probes; default: the shipped demo probes)")
+                   help="probes file (python -m engine.demo_world.train_probes; default: the shipped demo probes)")
     p.add_argument("--driver", default="default",
                    help="driver under test (default: the demo generator's trained LSTM; lstm:PATH ...); "
                         "idle is the baseline")

@@ -21,8 +21,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from engine.cli_util import (ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_int_ranges,
+from engine.cli_util import (ArgumentParser, UsageError, fail, finite_float, parse_int_ranges,
                              resolve_device)
+from engine.frames import images_to_uint8
 
 PROG = "python -m engine.basis"
 EPILOG = """examples:
@@ -147,7 +148,10 @@ def build_parser() -> ArgumentParser:
     sh.add_argument("--steps", type=positive_int, default=7, help="columns, odd (default 7)")
     sh.add_argument("--sigma", type=finite_float, default=3.0, help="outermost column at +-sigma stdevs (default 3)")
     sh.add_argument("--layers", default=None, help="edit only layers START-END (inclusive), e.g. 4-7 (default all)")
-    sh.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi of the identity (default 1.0)")
+    sh.add_argument("--truncation", type=finite_float, default=0.7,
+                    help="truncation psi of the identity (default 0.7, as the engine shows identities; 1 = none)")
+    sh.add_argument("--trunc", dest="truncation", type=finite_float, default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS)
     sh.add_argument("--out", type=Path, default=Path("basis_grid.png"), help="PNG to write (default basis_grid.png)")
 
     nm = sub.add_parser("name", help="add a named direction to a JSON direction set", formatter_class=fmt,
@@ -223,7 +227,7 @@ def variance_summary(basis) -> str:
     for target in (0.5, 0.8, 0.9, 0.99):
         n = int(np.searchsorted(cum, target - 1e-12) + 1)
         reach.append(f"{target:.0%}: {n if n <= basis.k else f'>{basis.k}'}")
-    lines.append(f"components needed for  " + ", ".join(reach) + f"  (of {basis.k}, w_dim {basis.w_dim})")
+    lines.append("components needed for  " + ", ".join(reach) + f"  (of {basis.k}, w_dim {basis.w_dim})")
     return "\n".join(lines)
 
 
@@ -378,7 +382,7 @@ def cmd_show(args, G) -> int:
     if bad:
         raise UsageError(f"component {bad[0]} is out of range: the basis has components 0-{basis.k - 1}")
     with torch.inference_mode():
-        ws = G.mapping(z, truncation_psi=args.trunc, truncation_cutoff=G.config.truncation_cutoff)[0]
+        ws = G.mapping(z, truncation_psi=args.truncation, truncation_cutoff=G.config.truncation_cutoff)[0]
     grid = render_grid(G, basis, ws, components, args.steps, args.sigma, layers)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(args.out)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
 import torch
 
 
@@ -72,6 +71,11 @@ def finite_float(text: str) -> float:
     return value
 
 
+#: help of every ``--threads`` option (the count is set once at startup: engine.runtime.set_threads)
+THREADS_HELP = ("torch CPU threads (default: engine.runtime.default_threads(), 1 on machines with up to 4 cores "
+                "(see the README's thread measurement); on a CUDA device torch's default)")
+
+
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or a bare GPU index; CUDA requested without CUDA is an error."""
     if name.isdigit():
@@ -83,12 +87,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
     return device
-
-
-def images_to_uint8(img: torch.Tensor) -> np.ndarray:
-    """NCHW float in [-1, 1] → NHWC uint8 (the one place images are quantised)."""
-    x = (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def parse_identity(text: str):

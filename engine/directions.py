@@ -11,6 +11,7 @@ cell). The set is also cached by checkpoint hash (``$STYLECAST_CACHE/directions/
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -30,6 +31,10 @@ EPILOG = """examples:
   # your FFHQ checkpoint, read by dlib landmarks (pip install 'stylecast[faces]')
   python -m engine.directions discover --generator ffhq.pkl --n 1000 --out ffhq_directions.json
 """
+DISCOVER_DESCRIPTION = """\
+Sample --n identities of a generator, read each image with a face measure, fit one W direction per
+motion role and choose its layers. Writes the set (--out), OUT.report.json and OUT.grid.png, and
+caches the set by checkpoint hash, where AvatarEngine finds it."""
 GRID_SIGMAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
@@ -79,10 +84,20 @@ def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, se
     return path
 
 
+def _cached_settings(path: Path) -> Optional[dict]:
+    """The settings a cached set was discovered with (None: no readable cached set)."""
+    try:
+        return json.loads(report_path(path).read_text()).get("settings", {}) if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG)
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("discover", help="discover named motion directions of a generator")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG, formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    d = sub.add_parser("discover", help="discover named motion directions of a generator", formatter_class=fmt,
+                       description=DISCOVER_DESCRIPTION, epilog=EPILOG)
     d.add_argument("--generator", default="demo", help="checkpoint path or preset (default demo)")
     d.add_argument("--out", type=Path, required=True, help="direction-set JSON to write")
     d.add_argument("--n", type=int, default=1000, help="identities sampled (default 1000; more than w_dim)")
@@ -102,9 +117,12 @@ def build_parser() -> ArgumentParser:
     d.add_argument("--no-calibrate", action="store_true",
                    help="keep σ units (the identities' spread) instead of the shipped drivers' units for "
                         "mouth_open and jaw")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi of the samples (default 1)")
-    d.add_argument("--batch", type=int, default=32)
+    d.add_argument("--seed", type=int, default=0, help="seed of the sampled identities and offsets (default 0)")
+    d.add_argument("--truncation", type=finite_float, default=1.0,
+                   help="truncation psi of the discovery samples (default 1: untruncated, so the samples cover "
+                        "the generator's whole face distribution; the engine's identities use 0.7)")
+    d.add_argument("--trunc", dest="truncation", type=finite_float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    d.add_argument("--batch", type=int, default=32, help="images per synthesis and measure call (default 32)")
     d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
     d.add_argument("--force", action="store_true", help="discover again even when the cache has this checkpoint")
     d.add_argument("--no-grid", action="store_true", help="skip the grid image")
@@ -114,7 +132,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.latent.discover import GeneratorSource, NoFaceError, discover
+    from engine.latent.discover import GeneratorSource, NoFaceError, discover, settings
     from engine.synthesis.checkpoints import load_generator
 
     def log(msg: str) -> None:
@@ -125,9 +143,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--n must be >= 2, --holdout and --batch >= 1")
         G = load_generator(args.generator, device=resolve_device(args.device))
         aligned = {"off": False, None: "demo" if args.generator == "demo" else "ffhq"}.get(args.aligned, args.aligned)
-        source = GeneratorSource(G, truncation_psi=args.trunc, batch=args.batch)
+        source = GeneratorSource(G, truncation_psi=args.truncation, batch=args.batch)
         cached = cached_path(source.checkpoint_hash, args.measure)
-        if cached.is_file() and not args.force:
+        want = settings(args.measure, n=args.n, holdout=args.holdout, seed=args.seed, estimator=args.estimator,
+                        step=args.step, refine=args.refine, calibrate=not args.no_calibrate, truncation_psi=args.truncation)
+        want["aligned"] = str(aligned)
+        have = _cached_settings(cached)
+        if have is not None and have != want and not args.force:
+            differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            what = f"other settings ({', '.join(differ)})" if have else "settings it did not record"
+            log(f"the cached set {cached} was discovered with {what}; discovering again")
+        if have == want and not args.force:
             log(f"using the cached set {cached} (--force discovers again)")
             ds = DirectionSet.load(cached, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=source.checkpoint_hash)
             report = json.loads(report_path(cached).read_text())
@@ -137,6 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ds, report = discover(source, measure, n=args.n, holdout=args.holdout, seed=args.seed,
                                   estimator=args.estimator, step=args.step, batch=args.batch, refine=args.refine,
                                   calibrate=not args.no_calibrate, progress=not args.quiet, log=log)
+            report["settings"]["aligned"] = str(aligned)
             cached = save_cached(source.checkpoint_hash, args.measure, ds, report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         ds.save(args.out)

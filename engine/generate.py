@@ -1,4 +1,4 @@
-"""Render images from a StyleGAN2 generator: ``python -m engine.generate --seeds 0-3 --outdir out``."""
+"""Render images from a StyleGAN2 generator: ``python -m engine.generate --seeds 0-3 --out out``."""
 from __future__ import annotations
 
 import argparse
@@ -13,23 +13,24 @@ from PIL import Image
 from tqdm import tqdm
 
 from engine.runtime import tune_cpu_allocator
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, images_to_uint8, parse_seeds, resolve_device
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_seeds, resolve_device
+from engine.frames import images_to_uint8
 from engine.latent.identity import load_ws_array
 from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
 
 PROG = "python -m engine.generate"
 EPILOG = """examples:
   # four images of the built-in demo generator (no download, no GPU needed)
-  python -m engine.generate --seeds 0-3 --outdir out
+  python -m engine.generate --seeds 0-3 --out out
 
-  # an NVlabs network pickle (or a rosinality .pt, or a StyleCast .safetensors), truncated
-  python -m engine.generate --generator ffhq.pkl --seeds 0,7,42 --trunc 0.7 --outdir out
+  # an NVlabs network pickle (or a rosinality .pt, or a StyleCast .safetensors), untruncated
+  python -m engine.generate --generator ffhq.pkl --seeds 0,7,42 --truncation 1 --out out
 
   # also save the raw float32 NCHW output in [-1, 1] as seedNNNN.npy
-  python -m engine.generate --seeds 0-1 --raw --outdir out
+  python -m engine.generate --seeds 0-1 --raw --out out
 
   # render given latents: FILE.npy holds ws [N, num_ws, w_dim] or w [N, w_dim]
-  python -m engine.generate --ws latents.npy --outdir out
+  python -m engine.generate --ws latents.npy --out out
 """
 
 
@@ -42,11 +43,15 @@ def build_parser() -> ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--seeds", default=None, help="seeds as N, A-B or a comma-separated list (default 0-3)")
     src.add_argument("--ws", type=Path, default=None, help="render latents from a .npy file instead of seeds")
-    p.add_argument("--trunc", type=finite_float, default=1.0, help="truncation psi toward w_avg (default 1.0)")
+    p.add_argument("--truncation", type=finite_float, default=0.7,
+                   help="truncation psi toward w_avg for seeds (default 0.7, the NVlabs video default and the "
+                        "engine's; 1 = none)")
+    p.add_argument("--trunc", dest="truncation", type=finite_float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--trunc-cutoff", type=int, default=None,
                    help="truncate only the first N ws (default: all, or the checkpoint's setting)")
     p.add_argument("--noise-mode", choices=NOISE_MODES, default="const", help="noise inputs (default const)")
-    p.add_argument("--outdir", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (created if missing; required)")
+    p.add_argument("--outdir", dest="out", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--raw", action="store_true", help="also write the float32 NCHW output as .npy")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
     p.add_argument("--batch-size", type=int, default=4, help="images per synthesis call (default 4)")
@@ -72,7 +77,10 @@ def _write(outdir: Path, stem: str, img: torch.Tensor, raw: bool) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None:
+        parser.error("the following arguments are required: --out")
     from engine.synthesis.checkpoints import CheckpointError, load_generator
 
     try:
@@ -88,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             jobs = [(f"ws{i:04d}", ws_all[i]) for i in range(len(ws_all))]
         else:
             jobs = [(f"seed{s:04d}", s) for s in seeds]
-        args.outdir.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
     except (UsageError, CheckpointError, OSError) as exc:
         fail(PROG, str(exc))
 
@@ -102,11 +110,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 z = np.concatenate([seed_to_z(j[1], G.z_dim) for j in chunk])
                 z = torch.from_numpy(z).to(device=device, dtype=torch.float32)
-                ws = G.mapping(z, truncation_psi=args.trunc, truncation_cutoff=cutoff)
+                ws = G.mapping(z, truncation_psi=args.truncation, truncation_cutoff=cutoff)
             img = G.synthesis(ws, noise_mode=args.noise_mode)
             for (stem, _), one in zip(chunk, img):
-                _write(args.outdir, stem, one, args.raw)
-    print(f"wrote {len(jobs)} image(s) to {os.fspath(args.outdir)}")
+                _write(args.out, stem, one, args.raw)
+    print(f"wrote {len(jobs)} image(s) to {os.fspath(args.out)}")
     return 0
 
 

@@ -15,15 +15,17 @@ import math
 import os
 import sys
 import time
-from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_identity, resolve_device
-from engine.runtime import tune_cpu_allocator
+from engine.cli_util import (THREADS_HELP, ArgumentParser, UsageError, fail, finite_float, parse_identity,
+                             resolve_device)
+from engine.runtime import set_threads, tune_cpu_allocator
+from engine.sinks import Mp4Sink
 
 PROG = "python -m engine.render"
 AUDIO_RATE = 48000
@@ -67,8 +69,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--preset", default="medium",
                    choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
                    help="x264 preset (default medium)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -121,52 +122,6 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(str(text or exc).split()) or type(exc).__name__
 
 
-# -- video out -----------------------------------------------------------------------------------
-
-class Mp4Writer:
-    """H.264 (libx264, yuv420p) + AAC mono in an MP4. Video pts = frame index (time base 1/fps),
-    audio pts = sample count (1/48000)."""
-
-    def __init__(self, path: Path, *, size: int, fps: float, crf: int, preset: str):
-        import av
-
-        self.container = av.open(str(path), "w", format="mp4")
-        rate = Fraction(fps).limit_denominator(1001)
-        self.video = self.container.add_stream("libx264", rate=rate)
-        self.video.width = self.video.height = size
-        self.video.pix_fmt = "yuv420p"
-        self.video.codec_context.time_base = 1 / rate
-        self.video.options = {"crf": str(crf), "preset": preset}
-        self.audio = self.container.add_stream("aac", rate=AUDIO_RATE)
-        self.audio.layout = "mono"
-        self.frames = 0
-        self.samples = 0
-
-    def write_video(self, image: np.ndarray, index: int) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = index
-        self.container.mux(self.video.encode(frame))
-        self.frames += 1
-
-    def write_audio(self, pcm: np.ndarray) -> None:
-        import av
-
-        if pcm.size == 0:
-            return
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16)[None], format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self.samples
-        self.samples += pcm.size
-        self.container.mux(self.audio.encode(frame))
-
-    def close(self) -> None:
-        self.container.mux(self.video.encode(None))
-        self.container.mux(self.audio.encode(None))
-        self.container.close()
-
-
 # -- main ----------------------------------------------------------------------------------------
 
 def render(args: argparse.Namespace) -> dict:
@@ -188,9 +143,7 @@ def render(args: argparse.Namespace) -> dict:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     identity = parse_identity(args.identity)
     device = resolve_device(args.device)
-    if args.threads is not None:
-        import torch
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads, device)
     if device.type == "cpu":
         tune_cpu_allocator()
     audio = AudioFile(args.audio)
@@ -208,7 +161,8 @@ def render(args: argparse.Namespace) -> dict:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     part = args.out.with_name(args.out.name + ".part")
-    writer = Mp4Writer(part, size=engine.resolution, fps=args.fps, crf=args.crf, preset=args.preset)
+    writer = Mp4Sink(part, size=engine.resolution, fps=args.fps, crf=args.crf, preset=args.preset,
+                     audio_rate=AUDIO_RATE)
     est = math.ceil(audio.duration_s * args.fps) if audio.duration_s else None
     bar = tqdm(total=est, desc="render", unit="frame", disable=args.quiet, leave=False)
     n_in = 0                       # input samples at 48 kHz
@@ -218,9 +172,8 @@ def render(args: argparse.Namespace) -> dict:
 
     def emit(frame) -> None:
         nonlocal n_audio_out
-        writer.write_video(frame.image, frame.index)
-        keep = max(0, min(frame.audio.size, n_in - n_audio_out))
-        writer.write_audio(frame.audio[:keep])
+        keep = max(0, min(frame.audio.size, n_in - n_audio_out))    # the audio track: the input's length
+        writer.write(replace(frame, audio=frame.audio[:keep]))
         n_audio_out += keep
         synth_ms.append(frame.timings["synthesis"])
         bar.update(1)
@@ -251,10 +204,7 @@ def render(args: argparse.Namespace) -> dict:
         audio.close()
         session.close()
         if not ok:
-            try:
-                writer.container.close()
-            except Exception:  # already failing; the .part file is removed below
-                pass
+            writer.abort()
             part.unlink(missing_ok=True)
     os.replace(part, args.out)
     wall = time.perf_counter() - t0

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
+from typing import Optional
 
 _tuned: bool | None = None
 
@@ -33,3 +35,25 @@ def tune_cpu_allocator() -> bool:
     ok &= mallopt(M_TOP_PAD, 1 << 28) == 1
     _tuned = bool(ok)
     return _tuned
+
+
+def default_threads() -> int:
+    """torch intra-op threads a session should use on a CPU: 1 on machines with up to 4 cores
+    (on a small machine shared with other work a second OpenMP thread that waits on a busy core
+    costs more than it brings; see the README's thread measurement), else ``min(8, cores // 2)``."""
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else min(8, cores // 2)
+
+
+def set_threads(threads: Optional[int], device="cpu") -> Optional[int]:
+    """Set torch's intra-op thread count once at startup: ``threads`` when given (an explicit
+    ``--threads N`` wins), else :func:`default_threads` on a CPU device; on a CUDA device without
+    ``threads`` torch's default is left alone. Returns the count set (None: left alone)."""
+    import torch
+
+    if threads is None:
+        if torch.device(device).type != "cpu":
+            return None
+        threads = default_threads()
+    torch.set_num_threads(int(threads))
+    return int(threads)

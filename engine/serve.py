@@ -1,4 +1,4 @@
-"""Serve the avatar over WebRTC: ``python -m engine.serve --gpu 0 --port 8080``, then open the page."""
+"""Serve the avatar over WebRTC: ``python -m engine.serve --device 0 --port 8080``, then open the page."""
 from __future__ import annotations
 
 import argparse
@@ -8,18 +8,21 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_identity
+from engine.cli_util import (THREADS_HELP, ArgumentParser, UsageError, fail, finite_float, parse_identity,
+                             resolve_device)
 
 PROG = "python -m engine.serve"
 EPILOG = """examples:
   # the built-in demo generator on the CPU, http://127.0.0.1:8080/
-  python -m engine.serve --gpu cpu
+  python -m engine.serve --device cpu
 
   # FFHQ 512 on the first GPU, 30 fps, 256 px output, at most 2 clients, reachable on the LAN
-  python -m engine.serve --gpu 0 --generator ffhq512 --resolution 256 --fps 30 --max-sessions 2 --host 0.0.0.0
+  python -m engine.serve --device 0 --generator ffhq512 --resolution 256 --fps 30 --max-sessions 2 --host 0.0.0.0
 
   # many clients on one GPU: the fastest backend here, sessions batched into one synthesis call
-  python -m engine.serve --gpu 0 --generator ffhq512 --backend auto --max-sessions 8
+  python -m engine.serve --device cuda:0 --generator ffhq512 --backend auto --max-sessions 8
+
+--gpu is the alias of --device (python -m engine.serve --gpu 0 is the same as --device 0).
 
 On a loopback --host (127.0.0.1, localhost, ::1) only 127.0.0.1 ICE candidates are offered.
 Ctrl-C closes every peer connection and exits.
@@ -29,8 +32,10 @@ Ctrl-C closes every peer connection and exits.
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpu", default="cpu",
-                   help="GPU index (0, 1, ...), cuda:N, or cpu (default cpu); a GPU without CUDA falls back to CPU")
+    p.add_argument("--device", "--gpu", dest="device", default="cpu",
+                   help="cpu, cuda, cuda:N or a GPU index (default cpu); a GPU without CUDA falls back to the CPU "
+                        "with a notice. --gpu is the alias (--gpu 0 = --device 0)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
     p.add_argument("--generator", default="demo",
@@ -60,12 +65,16 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--stun", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL for ICE (repeatable; 'none' for no server). Default: none on a "
                         "loopback --host, aiortc's default STUN server otherwise")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="logging level of the server, aiohttp and aiortc (default info; aioice/aiortc at most "
+                        "warning)")
     return p
 
 
 def pick_device(gpu: str) -> str:
-    """``cpu`` or a CUDA device name; a GPU request without CUDA prints a note and gives ``cpu``."""
+    """``cpu`` or a CUDA device name for ``--device`` / ``--gpu`` (parsed with
+    :func:`engine.cli_util.resolve_device`); a GPU request without CUDA prints a one-line notice and
+    gives ``cpu``."""
     import torch
 
     name = gpu.strip().lower()
@@ -74,13 +83,17 @@ def pick_device(gpu: str) -> str:
     if name.isdigit():
         name = f"cuda:{name}"
     if not name.startswith("cuda"):
-        raise UsageError(f"--gpu must be a GPU index, cuda:N or cpu, got {gpu!r}")
+        raise UsageError(f"--device/--gpu must be a GPU index, cuda, cuda:N or cpu, got {gpu!r}")
     if not torch.cuda.is_available():
-        sys.stderr.write("CUDA not available, falling back to CPU\n")
+        sys.stderr.write(f"{PROG}: CUDA not available, falling back to CPU\n")
         return "cpu"
-    index = int(name.partition(":")[2] or 0)
+    try:
+        device = resolve_device(name)
+    except UsageError:
+        raise UsageError(f"--device/--gpu must be a GPU index, cuda, cuda:N or cpu, got {gpu!r}") from None
+    index = device.index or 0
     if index >= torch.cuda.device_count():
-        raise UsageError(f"--gpu {gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise UsageError(f"--device {gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return f"cuda:{index}"
 
 
@@ -103,8 +116,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--fps must be in (0, 120]")
         if args.resolution is not None and not 8 <= args.resolution <= 4096:
             raise UsageError("--resolution must be in 8 .. 4096")
+        if args.threads is not None and not 1 <= args.threads <= 1024:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         identity = parse_identity(args.identity)
-        device = pick_device(args.gpu)
+        device = pick_device(args.device)
     except UsageError as exc:
         fail(PROG, str(exc))
 
@@ -113,16 +128,22 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     from aiohttp import web
 
-    from engine.runtime import tune_cpu_allocator
+    from engine.runtime import set_threads, tune_cpu_allocator
     from engine.session import AvatarEngine, AvatarSession
-    from streaming.server import ServerConfig, create_app
+    from streaming.server import ServerConfig, WebClientMissing, create_app, find_web_root
 
+    try:   # the page ships in the package: a missing one stops the start here, not as a 404 on "/"
+        web_root = find_web_root()
+    except WebClientMissing as exc:
+        fail(PROG, str(exc))
+    set_threads(args.threads, device)
     if device == "cpu":
         tune_cpu_allocator()
     try:
         engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
                               truncation_psi=args.truncation, backend=args.backend, batching=args.batching,
-                              directions=args.directions, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              directions=args.directions,
+                              log=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True))
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(PROG, f"could not load the generator: {exc}")
     try:   # a bad --driver / --identity is reported now, not at the first client
@@ -136,6 +157,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
                           resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
                           identity=identity, truncation=args.truncation, driver=args.driver, engine=engine,
+                          web_root=web_root,
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host

@@ -4,7 +4,7 @@ The data flow of DESIGN.md as plain function calls::
 
     push_audio(pcm, rate) ─► AudioInput (→ 16 kHz mono) ─► FeatureStream ─► [ready frames]
     next_frame() ─► MotionDriver.step(features) ─► LatentPath(x) = ws ─► engine.synthesize(ws)
-                 ─► engine.to_uint8(img) ─► Frame
+                 ─► engine.to_uint8(img) ─► Frame ─► a FrameSink (engine.sinks), or the caller
 
 **One clock.** Time inside a session is a count of 16 kHz samples. Video frame k covers the audio
 ``[S(k), S(k+1))`` with ``S(k) = round(k·16000/fps)`` (halves rounded up, as FeatureStream does);
@@ -45,352 +45,34 @@ their audio discarded (counted in the next Frame's ``dropped``).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
 
 from engine.audio.features import FeatureStream
 from engine.audio.input import SAMPLE_RATE, AudioInput
-from engine.latent.directions import DirectionSet
+from engine.audio.output import AudioOut
+from engine.avatar import DEFAULT_BASIS_SAMPLES, AvatarEngine, default_directions
+from engine.drivers import feature_needs, make_driver
+from engine.frames import STAGES, Frame
 from engine.latent.path import LatentPath
-from engine.motion.base import ROLES, MotionDriver
-from engine.synthesis.checkpoints import DEMO_ASSET
+from engine.motion.base import MotionDriver
 
-__all__ = ["AvatarEngine", "AvatarSession", "Frame", "default_directions", "STAGES",
+__all__ = ["AvatarSession", "AvatarEngine", "Frame", "default_directions", "STAGES",
            "DEFAULT_LOOKAHEAD_MS", "DEFAULT_BASIS_SAMPLES"]
 
-#: Keys of ``Frame.timings`` (milliseconds).
-STAGES = ("features", "motion", "latent", "synthesis", "convert", "total")
 DEFAULT_LOOKAHEAD_MS = 40.0
-#: w samples of the placeholder global basis (enough for stable top-8 components, ~0.4 s on a CPU).
-DEFAULT_BASIS_SAMPLES = 50_000
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _STATS_WINDOW = 250
 
 
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
-
-# ---------------------------------------------------------------------------------------------
-# shared engine
-
-#: shipped with the demo generator (engine/assets): its named motion directions and its trained
-#: audio LSTM (python -m engine.demo_world.assets / engine.train_motion; see the README)
-ASSETS = DEMO_ASSET.parent
-DEMO_DIRECTIONS = ASSETS / "demo_directions.json"
-DEMO_MOTION = ASSETS / "demo_motion.safetensors"
-
-
-def default_directions(G, *, cache_dir=None, n_samples: int = DEFAULT_BASIS_SAMPLES) -> DirectionSet:
-    """A placeholder DirectionSet for any generator: the 8 motion roles of
-    :data:`engine.motion.base.ROLES` on the top 8 components of the global PCA basis
-    (``engine.latent.pca.global_basis``, ``n_samples`` w, cached under ``cache_dir`` /
-    ``$STYLECAST_CACHE/latent``).
-
-    Role i gets component i (``mouth_open`` = pc0, ``jaw`` = pc1, ``blink`` = pc2,
-    ``head_yaw/pitch/roll`` = pc3-5, ``gaze_x/y`` = pc6-7). Head roles act on the first third of
-    the layers (coarse: pose), the others on the middle third (expression). PCA components are
-    not semantic, so this only gives a moving face; name real directions with
-    ``python -m engine.basis name`` and pass that file as ``directions``.
-    """
-    from engine.latent.pca import global_basis
-
-    num_ws = int(G.num_ws)
-    third = max(1, num_ws // 3)
-    head = (0, third - 1)
-    middle = (third, min(num_ws - 1, 2 * third - 1))
-    basis = global_basis(G, n_samples=int(n_samples), k=len(ROLES), seed=0, cache_dir=cache_dir, progress=False)
-    ds = DirectionSet()
-    for i, role in enumerate(ROLES):
-        layers = head if role.startswith("head_") else middle
-        ds.add_from_basis(basis, i, role, layers=layers, source=f"default_directions: global PCA pc{i} (placeholder)")
-    return ds
-
-
-class AvatarEngine:
-    """What sessions share: the generator (loaded once), device and dtype, the DirectionSet, and a
-    lock around synthesis. Thread-safe: several sessions (threads) may call :meth:`synthesize`.
-
-    Args:
-        generator: ``"demo"``, a preset name, a checkpoint path (see
-            :func:`engine.synthesis.checkpoints.load_generator`), or a loaded ``Generator`` (used
-            as is: moved to ``device``, and its synthesis network cast to ``dtype`` in place).
-        device: torch device for synthesis ("cpu", "cuda", "cuda:0", ...).
-        dtype: synthesis compute dtype, "float32" (default), "float16" or "bfloat16" (the
-            mapping network stays float32).
-        directions: a DirectionSet, a path to a direction-set JSON, or None: the demo generator's
-            shipped named directions (``engine/assets/demo_directions.json``) for ``"demo"``; for
-            any other generator, in order, the set discovered earlier for this checkpoint (cached
-            by hash), discovery now with the face measure when the ``faces`` extra is installed
-            (``discover=True``; minutes on a CPU, with a progress bar), else
-            :func:`default_directions` (placeholder PCA roles) with a loud one-line warning.
-            Which one is said through ``log`` and kept in :attr:`directions_kind`.
-        resolution: side of the square output image; None keeps the generator's. Resizing
-            (antialiased bilinear) happens once, at the sink (:meth:`to_uint8` / :meth:`resize`).
-        truncation_psi: default truncation for identities given as seeds.
-        noise_mode: "const" (default: no flicker), "random" or "none".
-        synthesize: optional ``callable(ws [B, num_ws, w_dim]) -> img [B, 3, H, W]`` float in
-            [-1, 1] that replaces ``G.synthesis`` (other backends, overload tests).
-        backend: ``"auto" | "torch" | "onnx" | "trt"`` (``engine.synthesis.backends``) instead
-            of the plain ``G.synthesis`` call; ``auto`` picks the fastest available and says
-            which (:attr:`backend_info`).
-        batching: route every session's synthesis through one
-            :class:`engine.batching.BatchingSynthesizer`: concurrent sessions (threads) share
-            one backend call per round (``max_batch`` frames, ``batch_window_ms`` gather window).
-    """
-
-    def __init__(self, generator="demo", *, device="cpu", dtype="float32", directions=None,
-                 resolution: Optional[int] = None, truncation_psi: float = 0.7, noise_mode: str = "const",
-                 synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 backend: Optional[str] = None, batching: bool = False, max_batch: int = 16,
-                 batch_window_ms: float = 3.0, log: Optional[Callable[[str], None]] = None,
-                 discover: bool = True):
-        from engine.latent.basis import generator_hash
-        from engine.synthesis.networks import NOISE_MODES
-
-        self.device = torch.device(device)
-        if isinstance(dtype, torch.dtype):
-            self.dtype = dtype
-        elif dtype in _DTYPES:
-            self.dtype = _DTYPES[dtype]
-        else:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        self.noise_mode = noise_mode
-        psi = float(truncation_psi)
-        if not math.isfinite(psi):
-            raise ValueError(f"truncation_psi must be finite, got {truncation_psi!r}")
-        self.truncation_psi = psi
-        if synthesize is not None and not callable(synthesize):
-            raise ValueError("synthesize must be a callable ws -> img")
-        self._synthesize_fn = synthesize
-
-        if isinstance(generator, torch.nn.Module):
-            G = generator.to(self.device).eval().requires_grad_(False)
-        else:
-            from engine.synthesis.checkpoints import load_generator
-            G = load_generator(generator, device=self.device)
-        if synthesize is not None and backend is not None:
-            raise ValueError("give synthesize= or backend=, not both")
-        self.backend_info: dict = {"backend": "torch", "device": str(self.device), "dtype": str(self.dtype)}
-        if backend is not None:
-            from engine.synthesis.backends import create_backend
-            dt = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.dtype]
-            chosen = create_backend(backend, G, device=self.device, dtype=None if backend == "auto" else dt,
-                                    max_batch=max_batch, log=log)
-            synthesize = chosen
-            self._synthesize_fn = chosen
-            self.backend_info = chosen.describe()
-        elif self.dtype != torch.float32 and synthesize is None:
-            G.synthesis.to(self.dtype)
-        self.G = G
-        self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
-        self.img_resolution = int(G.img_resolution)
-        if resolution is None:
-            self.resolution = self.img_resolution
-        else:
-            if isinstance(resolution, bool) or int(resolution) != resolution or not 8 <= int(resolution) <= 4096:
-                raise ValueError(f"resolution must be an integer in [8, 4096], got {resolution!r}")
-            self.resolution = int(resolution)
-
-        is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
-        if directions is None and not is_demo and DEMO_DIRECTIONS.is_file():
-            # the shipped demo generator given as a path or a loaded module is still the demo
-            is_demo = generator_hash(G) == json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash")
-        if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
-            directions = DEMO_DIRECTIONS
-        self._log = log
-        self._default_model_fps: Optional[float] = None     # the default model's fps, set with default_driver
-        self._fps_warned = False
-        #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
-        self.directions_kind = "shipped" if directions == DEMO_DIRECTIONS else "given"
-        if directions is None:
-            from engine.latent.defaults import resolve_directions
-            directions, self.directions_kind = resolve_directions(
-                G, default_directions, checkpoint_hash=generator_hash(G), log=log, discover_now=discover)
-        elif isinstance(directions, (str, os.PathLike)):
-            directions = DirectionSet.load(directions, num_ws=self.num_ws, w_dim=self.w_dim,
-                                           checkpoint_hash=generator_hash(G))
-        elif isinstance(directions, DirectionSet):
-            directions.check(num_ws=self.num_ws, w_dim=self.w_dim, checkpoint_hash=generator_hash(G))
-        else:
-            raise ValueError(f"directions must be a DirectionSet, a path or None, got {type(directions).__name__}")
-        if len(directions) == 0:
-            raise ValueError("the direction set is empty")
-        self.directions = directions
-        #: the driver a session gets by default ("default"): the shipped audio LSTM (audio only, so
-        #: it drives the mouth_open of any generator) over the idle driver, where the directions
-        #: are real (shipped, given, discovered) and have its names; idle on placeholder directions
-        self.default_driver = "idle"
-        if self.directions_kind == "given" and all("(placeholder)" in (d.source or "") for d in directions):
-            self.directions_kind = "placeholder"           # default_directions(G) passed in explicitly
-        if self.directions_kind != "placeholder" and DEMO_MOTION.is_file():
-            from engine.motion.lstm import load_motion_model
-            model = load_motion_model(DEMO_MOTION)
-            if not model.config.w_dim or (is_demo and model.config.w_dim == self.w_dim):
-                if all(n in directions for n in (model.config.names or ())):
-                    self.default_driver = "lstm+idle:" + os.fspath(DEMO_MOTION)
-                    self._default_model_fps = float(model.config.fps)
-        self.lock = threading.Lock()
-        self.batcher = None
-        if batching:
-            from engine.batching import BatchingSynthesizer
-            self.batcher = BatchingSynthesizer(self._synthesize_batch, max_batch=max_batch, window_ms=batch_window_ms)
-
-    def attach(self) -> None:
-        """A session starts using this engine (the batcher waits for up to this many per round)."""
-        if self.batcher is not None:
-            self.batcher.register()
-
-    def detach(self) -> None:
-        if self.batcher is not None:
-            self.batcher.unregister()
-
-    def _synthesize_batch(self, ws: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            if self._synthesize_fn is not None:
-                return self._synthesize_fn(ws)
-            return self.G.synthesis(ws, noise_mode=self.noise_mode)
-
-    def close(self) -> None:
-        """Stop the batcher thread (if any)."""
-        if self.batcher is not None:
-            self.batcher.close()
-
-    def synthesize(self, ws) -> torch.Tensor:
-        """ws [B, num_ws, w_dim] → img [B, 3, H, W] float32 in about [-1, 1] (generator
-        resolution), on the engine's device. Serialised by :attr:`lock`."""
-        ws = torch.as_tensor(ws).to(self.device, torch.float32)
-        if ws.ndim == 2:
-            ws = ws[None]
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
-        if self.batcher is not None:
-            img = self.batcher(ws)
-        else:
-            with self.lock:
-                img = self._synthesize_batch(ws)
-        img = torch.as_tensor(img)
-        if img.ndim != 4 or img.shape[0] != ws.shape[0] or img.shape[1] != 3:
-            raise ValueError(f"synthesis returned shape {list(img.shape)}, expected [{ws.shape[0]}, 3, H, W]")
-        return img.float()
-
-    def resize(self, img: torch.Tensor) -> torch.Tensor:
-        """img [B, 3, H, W] float → [B, 3, R, R] at the output resolution (no-op when equal)."""
-        r = self.resolution
-        if img.shape[-2:] == (r, r):
-            return img
-        down = img.shape[-1] > r
-        with torch.inference_mode():
-            return torch.nn.functional.interpolate(img.float(), size=(r, r), mode="bilinear",
-                                                   align_corners=False, antialias=down)
-
-    def to_uint8(self, img: torch.Tensor) -> np.ndarray:
-        """img [B, 3, H, W] float in [-1, 1] → [B, R, R, 3] uint8 RGB at the output resolution
-        (the one place images are quantised)."""
-        from engine.cli_util import images_to_uint8
-
-        return images_to_uint8(self.resize(img))
-
-    def default_driver_for(self, fps: float) -> str:
-        """:attr:`default_driver`, or ``"idle"`` when it is a model trained at another frame rate
-        (the demo LSTM runs at 25 fps; a session at 30 fps then gets the idle driver, said once
-        through ``log``)."""
-        spec = self.default_driver
-        if spec.startswith(("lstm:", "lstm+idle:")):
-            from engine.motion.lstm import load_motion_model
-            if self._default_model_fps is None:
-                self._default_model_fps = float(load_motion_model(spec.partition(":")[2]).config.fps)
-            if abs(self._default_model_fps - float(fps)) > 1e-9:
-                if self._log is not None and not self._fps_warned:
-                    self._fps_warned = True
-                    self._log(f"the demo motion model runs at {self._default_model_fps:g} fps; sessions at "
-                              f"{float(fps):g} fps use the idle driver")
-                return "idle"
-        return spec
-
-    def identity_ws(self, identity, truncation_psi: Optional[float] = None) -> torch.Tensor:
-        """ws [num_ws, w_dim] float32 on the device for an identity: an int seed (NVlabs z, mapped
-        with ``truncation_psi``, default the engine's), w [w_dim], ws [num_ws, w_dim] or
-        [1, num_ws, w_dim] (array or tensor), or a path to a .npy holding one of those. Arrays are
-        truncated only when ``truncation_psi`` is given. ValueError / FileNotFoundError."""
-        from engine.latent.identity import load_ws_array, truncate, w_from_seed
-
-        if truncation_psi is not None:
-            truncation_psi = float(truncation_psi)
-            if not math.isfinite(truncation_psi):
-                raise ValueError(f"truncation_psi must be finite, got {truncation_psi!r}")
-        if isinstance(identity, bool):
-            raise ValueError("identity must be a seed, a latent array or a .npy path, not a bool")
-        if isinstance(identity, (int, np.integer)):
-            seed = int(identity)
-            if not 0 <= seed < 2**32:
-                raise ValueError(f"seed must be in 0 .. 2**32-1, got {seed}")
-            psi = self.truncation_psi if truncation_psi is None else truncation_psi
-            return w_from_seed(self.G, seed, truncation_psi=psi)[0].to(self.device, torch.float32)
-        if isinstance(identity, (str, os.PathLike)):
-            arr = load_ws_array(Path(identity), self.num_ws, self.w_dim)
-            if arr.shape[0] != 1:
-                raise ValueError(f"{identity}: holds {arr.shape[0]} latents, an identity is one")
-            ws = torch.from_numpy(arr)
-        elif isinstance(identity, (np.ndarray, torch.Tensor)):
-            a = identity.detach().cpu() if torch.is_tensor(identity) else torch.from_numpy(np.asarray(identity))
-            if not (a.is_floating_point()):
-                raise ValueError(f"identity latents must be floating point, got {a.dtype}")
-            a = a.to(torch.float32)
-            if a.ndim == 3 and a.shape[0] == 1:
-                a = a[0]
-            if a.ndim == 2 and a.shape[0] == 1 and a.shape[1] == self.w_dim:
-                a = a[0]
-            if a.shape == (self.w_dim,):
-                a = a.expand(self.num_ws, -1)
-            if a.shape != (self.num_ws, self.w_dim):
-                raise ValueError(f"identity latents must be w [{self.w_dim}] or ws [{self.num_ws}, {self.w_dim}], "
-                                 f"got {list(identity.shape)}")
-            if not bool(torch.isfinite(a).all()):
-                raise ValueError("identity latents contain NaN or infinity")
-            ws = a[None].clone()
-        else:
-            raise ValueError(f"identity must be an int seed, a latent array/tensor or a .npy path, "
-                             f"got {type(identity).__name__}")
-        if truncation_psi is not None:
-            ws = truncate(self.G, ws, truncation_psi)
-        return ws[0].to(self.device, torch.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# frames
-
-@dataclass
-class Frame:
-    """One video frame and what made it. Times are 16 kHz sample counts unless named ``_s``/``_ms``."""
-    index: int                      # video frame k (0, 1, 2, ...)
-    pts: int                        # round(k · 16000 / fps): start of frame k's audio, 16 kHz samples
-    time_s: float                   # pts / 16000
-    image: Union[np.ndarray, torch.Tensor]  # [H, W, 3] uint8 RGB, or [3, H, W] float tensor (output="tensor")
-    x: np.ndarray                   # control vector x_t [k] float32 (stdev units) of frame k
-    voiced: float                   # voiced fraction of frame k's audio (webrtcvad), 0..1
-    rms: float                      # RMS of frame k's audio (full scale 1.0)
-    audio: Optional[np.ndarray] = None      # int16 mono at audio_rate (audio_out=True), see module doc
-    audio_rate: Optional[int] = None
-    dropped: int = 0                # frames stepped (motion) but not synthesized since the previous Frame
-    timings: dict = field(default_factory=dict)   # ms per stage, keys STAGES
-    latency_ms: float = 0.0         # resampler lag + feature lookahead (AvatarSession.latency_ms)
-
-
-# ---------------------------------------------------------------------------------------------
-# session
 
 def _pcm_dtype(pcm) -> str:
     if isinstance(pcm, (bytes, bytearray, memoryview)):
@@ -455,18 +137,15 @@ class AvatarSession:
         self._next_k = 0                        # next frame to hand out (or step)
         self._feat_carry_ms = 0.0               # feature time not yet attributed to a frame
         self._overflow_dropped = 0
-        # audio out: int16 mono at audio_out_rate, global sample _out_base .. _out_base + len(_out)
-        self._out = np.zeros(0, dtype=np.int16)
-        self._out_base = 0
-        self._out_rs = None                     # soxr stream input rate -> audio_out_rate (or None)
-        self._out_partial = np.zeros(0, dtype=np.float32)
+        # audio out: int16 mono at audio_out_rate on the session's timeline (None without audio_out)
+        self._out: Optional[AudioOut] = AudioOut(self.audio_out_rate) if self.audio_out else None
         self._audio_from_k = 0                  # first frame whose audio was not handed out yet
         self._frames_out = 0
         self._dropped_total = 0
         self._timings: deque = deque(maxlen=_STATS_WINDOW)
 
         drv = self._make_driver(driver)
-        need = self._feature_needs(drv)
+        need = feature_needs(drv)
         if lookahead_ms is None:
             lookahead_ms = need[0] if need[0] is not None else DEFAULT_LOOKAHEAD_MS
         elif need[0] is not None and abs(need[0] - lookahead_ms) > 1e-9:
@@ -516,67 +195,9 @@ class AvatarSession:
     def _out_at(self, k: int) -> int:
         return _round_half_up(k * self.audio_out_rate / self.fps)
 
-    @property
-    def _out_total(self) -> int:
-        return self._out_base + self._out.size
-
     # -- drivers -----------------------------------------------------------------------------
     def _make_driver(self, spec) -> MotionDriver:
-        ds = self.engine.directions
-        if isinstance(spec, MotionDriver):
-            drv = spec
-        elif isinstance(spec, str):
-            if spec == "default":
-                spec = self.engine.default_driver_for(self.fps)
-            kind, _, arg = spec.partition(":")
-            if kind == "idle" and not arg:
-                from engine.motion.idle import IdleDriver
-                drv = IdleDriver(ds, fps=self.fps, seed=self.seed)
-            elif kind in ("lstm", "lstm+idle") and arg:
-                from engine.motion.lstm import AudioLSTMDriver, load_motion_model
-                model = load_motion_model(arg, device=self.engine.device)   # MotionModelError is a ValueError
-                k = model.config.k
-                names = model.config.names
-                if names is not None:        # the directions it was trained on, by name
-                    missing = [n for n in names if n not in ds]
-                    if missing:
-                        raise ValueError(f"{arg}: the model drives {', '.join(missing)}, which the direction set "
-                                         f"does not have ({', '.join(ds.names)})")
-                elif k > len(ds):
-                    raise ValueError(f"{arg}: the model drives {k} directions, the direction set has {len(ds)}")
-                else:
-                    names = ds.names[:k]
-                drv = AudioLSTMDriver(model, names, seed=self.seed, device=self.engine.device)
-                if kind == "lstm+idle":       # the model's directions over the idle driver's blinks and sway
-                    from engine.motion.idle import IdleDriver
-                    from engine.motion.layered import LayeredDriver
-                    drv = LayeredDriver(drv, IdleDriver(ds, fps=self.fps, seed=self.seed))
-            elif kind == "trajectory" and arg:
-                from engine.motion.trajectory import TrajectoryDriver
-                drv = TrajectoryDriver.load(arg, names=ds, directions=ds, fps=self.fps, num_ws=self.engine.num_ws)
-            else:
-                raise ValueError(f"unknown driver {spec!r} (default, idle, lstm:PATH.safetensors, "
-                                 "lstm+idle:PATH.safetensors, trajectory:PATH.npy "
-                                 "or a MotionDriver)")
-        else:
-            raise ValueError(f"driver must be a string or a MotionDriver, got {type(spec).__name__}")
-        missing = [n for n in drv.names if n not in ds]
-        if missing:
-            raise ValueError(f"the driver moves directions {missing} that the engine's direction set lacks "
-                             f"(have: {', '.join(ds.names)})")
-        drv_fps = float(getattr(drv, "fps", self.fps))
-        if abs(drv_fps - self.fps) > 1e-6 * self.fps:
-            raise ValueError(f"the driver runs at {drv_fps:g} fps, this session at {self.fps:g} fps")
-        return drv
-
-    @staticmethod
-    def _feature_needs(drv) -> tuple[Optional[float], Optional[float]]:
-        """(lookahead_ms, window_ms) the driver was trained with (None where it has no requirement)."""
-        look = getattr(drv, "lookahead_ms", None)
-        cfg = getattr(drv, "config", None)
-        frames = getattr(cfg, "window_frames", None)
-        window = None if frames is None else float(frames) * 10.0
-        return (None if look is None else float(look)), window
+        return make_driver(spec, self.engine, fps=self.fps, seed=self.seed)
 
     def _new_feature_stream(self, lookahead_ms: float, window_ms: Optional[float]) -> FeatureStream:
         if window_ms is None:
@@ -609,18 +230,14 @@ class AvatarSession:
                 y = new_ai.push(pcm)                                     # validates the samples
             else:
                 y = self._ai.push(pcm)                                   # raises before any change
-            mono = self._out_mono(pcm, channels, dtype, new_stream=new_ai is not None) if self.audio_out else None
             if new_ai is not None:
                 if self._ai is not None:
                     self._flush_streams()
                 self._ai, self._ai_key = new_ai, (new_ai.sample_rate, new_ai.channels, dtype)
-                if self.audio_out:
-                    self._out_partial = mono[1]
-                    self._out_rs = self._new_out_resampler(new_ai.sample_rate)
-            elif self.audio_out:
-                self._out_partial = mono[1]
-            if self.audio_out:
-                self._append_out_input(mono[0])
+                if self._out is not None:
+                    self._out.start(new_ai.sample_rate, new_ai.channels, dtype)
+            if self._out is not None:
+                self._out.push(pcm)
             self._feed(y, t0)
 
     def push_silence(self, seconds: float) -> None:
@@ -637,43 +254,6 @@ class AvatarSession:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the session is closed")
-
-    def _out_mono(self, pcm, channels: int, dtype: str, *, new_stream: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(mono float32 frames, leftover partial interleaved samples) of a chunk AudioInput has
-        accepted, downmixed exactly as AudioInput does."""
-        if isinstance(pcm, (bytes, bytearray, memoryview)):
-            pcm = np.frombuffer(pcm, dtype=np.int16)
-        a = np.asarray(pcm).reshape(-1)
-        x = a.astype(np.float32) * np.float32(1.0 / 32768.0) if dtype == "int16" else a.astype(np.float32)
-        channels = int(channels)
-        if channels > 1:
-            partial = np.zeros(0, np.float32) if new_stream else self._out_partial
-            if partial.size:
-                x = np.concatenate([partial, x])
-            whole = x.size - x.size % channels
-            rest = x[whole:].copy()
-            x = x[:whole].reshape(-1, channels).mean(axis=1, dtype=np.float32)
-            return x, rest
-        return x, np.zeros(0, np.float32)
-
-    def _new_out_resampler(self, rate: int):
-        if rate == self.audio_out_rate:
-            return None
-        import soxr
-        return soxr.ResampleStream(rate, self.audio_out_rate, 1, dtype="float32", quality="HQ")
-
-    @staticmethod
-    def _to_int16(x: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-
-    def _append_out(self, samples_i16: np.ndarray) -> None:
-        if samples_i16.size:
-            self._out = np.concatenate([self._out, samples_i16]) if self._out.size else samples_i16.copy()
-
-    def _append_out_input(self, mono: np.ndarray) -> None:
-        if self._out_rs is not None:
-            mono = self._out_rs.resample_chunk(mono, last=False) if mono.size else np.zeros(0, np.float32)
-        self._append_out(self._to_int16(mono))
 
     def _feed(self, y16: np.ndarray, t0: float) -> None:
         """16 kHz samples into the feature stream; ready frames join the queue."""
@@ -692,16 +272,15 @@ class AvatarSession:
             self._overflow_dropped += 1
             self._next_k = k + 1
             self._audio_from_k = k + 1
-            self._trim_out(self._out_at(k + 1))
+            if self._out is not None:
+                self._out.release(self._out_at(k + 1))
 
     def _push_zeros16(self, n: int) -> None:
         """n 16 kHz zeros into the feature stream, and the matching zeros into audio out."""
         if n > 0:
             self._feed(np.zeros(n, dtype=np.float32), time.perf_counter())
-        if self.audio_out:
-            target = _round_half_up(self.clock * self.audio_out_rate / SAMPLE_RATE)
-            if target > self._out_total:
-                self._append_out(np.zeros(target - self._out_total, dtype=np.int16))
+        if self._out is not None:
+            self._out.pad_to(_round_half_up(self.clock * self.audio_out_rate / SAMPLE_RATE))
 
     def _flush_streams(self) -> None:
         """End the current input stream: drain both resamplers (AudioInput for the features, the
@@ -709,29 +288,19 @@ class AvatarSession:
         if self._ai is not None and (self._ai.samples_in or self._ai.pending_samples):
             t0 = time.perf_counter()
             self._feed(self._ai.flush(), t0)
-        if self.audio_out:
-            if self._out_rs is not None:
-                tail = self._out_rs.resample_chunk(np.zeros(0, np.float32), last=True)
-                self._append_out(self._to_int16(np.asarray(tail, dtype=np.float32)))
-                self._out_rs = self._new_out_resampler(self._ai.sample_rate)
-            self._out_partial = np.zeros(0, np.float32)
-            behind = _round_half_up(self._out_total * SAMPLE_RATE / self.audio_out_rate) - self.clock
+        if self._out is not None:
+            self._out.flush()
+            behind = _round_half_up(self._out.total * SAMPLE_RATE / self.audio_out_rate) - self.clock
             if behind > 0:
                 self._feed(np.zeros(behind, dtype=np.float32), time.perf_counter())
             self._push_zeros16(0)
 
-    def _trim_out(self, upto: int) -> None:
-        if upto > self._out_base:
-            cut = min(upto - self._out_base, self._out.size)
-            self._out = self._out[cut:]
-            self._out_base += cut
-
     # -- frames out ----------------------------------------------------------------------------
     def _ready_count(self) -> int:
-        if not self.audio_out:
+        if self._out is None:
             return len(self._queue)
         n = 0
-        total = self._out_total
+        total = self._out.total
         for k, _, _ in self._queue:
             if self._out_at(k + 1) > total:
                 break
@@ -755,11 +324,10 @@ class AvatarSession:
             vad_end = -(-end // fs.vad_frame) * fs.vad_frame
             ready_at = max(end + fs.lookahead_samples, vad_end)
             self._push_zeros16(ready_at - fs.samples_received)
-        if self.audio_out and self._queue and not self._ready_count():
+        if self._out is not None and self._queue and not self._ready_count():
             # rounding between the 16 kHz and the audio-out timelines can leave the head frame's
             # audio one sample short: complete it with zeros
-            need = self._out_at(self._queue[0][0] + 1) - self._out_total
-            self._append_out(np.zeros(max(need, 0), dtype=np.int16))
+            self._out.pad_to(self._out_at(self._queue[0][0] + 1))
 
     def next_frame(self, *, fill_silence: bool = False, latest: bool = False) -> Optional[Frame]:
         """The next frame, or None when no frame's audio is complete (``fill_silence=False``).
@@ -792,10 +360,8 @@ class AvatarSession:
                 dropped = len(take) - 1 + self._overflow_dropped
                 self._overflow_dropped = 0
                 audio = None
-                if self.audio_out:
-                    lo, hi = self._out_at(self._audio_from_k), self._out_at(k + 1)
-                    audio = self._out[lo - self._out_base: hi - self._out_base].copy()
-                    self._trim_out(hi)
+                if self._out is not None:
+                    audio = self._out.take(self._out_at(self._audio_from_k), self._out_at(k + 1))
                 self._audio_from_k = k + 1
                 self._next_k = k + 1
                 latency = self.latency_ms
@@ -850,7 +416,7 @@ class AvatarSession:
         with self._lock:
             self._check_open()
             drv = self._make_driver(driver)
-            look, window = self._feature_needs(drv)
+            look, window = feature_needs(drv)
             fs = self._fs
             same_look = look is None or abs(look - fs.lookahead_ms) < 1e-9
             same_window = window is None or _round_half_up(window / 10.0) == fs.window_frames
@@ -876,15 +442,9 @@ class AvatarSession:
         self._feat_carry_ms = 0.0
         if self._ai is not None:
             self._ai = AudioInput(self._ai.sample_rate, self._ai.channels, self._ai.dtype)
-        if self.audio_out:
-            if self._ai is not None:
-                self._out_rs = self._new_out_resampler(self._ai.sample_rate)
-            self._out_partial = np.zeros(0, np.float32)
-            cut = self._out_at(k0)
-            if self._out_total > cut:
-                self._out = self._out[:max(0, cut - self._out_base)]
-            elif self._out_total < cut:
-                self._append_out(np.zeros(cut - self._out_total, dtype=np.int16))
+        if self._out is not None:
+            self._out.discard_pending()
+            self._out.cut_to(self._out_at(k0))
 
     def interrupt(self) -> float:
         """Barge-in: ``driver.flush()`` (mouth back to rest within a few frames) and drop all audio
@@ -922,8 +482,8 @@ class AvatarSession:
             self._closed = True
             self._queue.clear()
             self._ai = None
-            self._out_rs = None
-            self._out = np.zeros(0, dtype=np.int16)
+            if self._out is not None:
+                self._out.clear()
 
     def __enter__(self) -> "AvatarSession":
         return self

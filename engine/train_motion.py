@@ -97,7 +97,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.motion.lstm import AudioLSTMConfig
-    from engine.motion.train import STATE_FILE, DatasetError, MotionDataset, TrainConfig, train
+    from engine.motion.dataset import DatasetError, MotionDataset
+    from engine.motion.train import STATE_FILE, TrainConfig, train
 
     try:
         if args.steps < 0:

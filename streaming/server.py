@@ -2,7 +2,7 @@
 
 One aiortc ``RTCPeerConnection`` per client. The microphone track feeds the client's
 :class:`~streaming.sessions.StreamSession` (audio receive path without aiortc's 80 ms jitter-buffer
-wait, see :func:`streaming.tracks.install_no_wait_audio`); an :class:`AvatarVideoTrack` sends the
+wait, see :func:`streaming.jitter.install_no_wait_audio`); an :class:`AvatarVideoTrack` sends the
 avatar back; a data channel labelled ``control`` carries identity / interrupt commands and stats.
 Limits: ``max_sessions`` (503), 64 KiB request bodies (413), malformed JSON/SDP (400); a client
 that vanishes is closed by a watchdog (no packets for ``idle_timeout_s``, or never connected
@@ -11,6 +11,7 @@ within ``connect_timeout_s``).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import random
@@ -26,14 +27,47 @@ from aiortc.mediastreams import MediaStreamError
 from .embed import audio_frame_to_pcm
 from .ice import is_loopback_host, loopback_candidates
 from .sessions import ServerFull, SessionRegistry, StreamSession
-from .tracks import AvatarVideoTrack, install_no_wait_audio
+from .jitter import install_no_wait_audio
+from .tracks import AvatarVideoTrack
 
-__all__ = ["ServerConfig", "create_app", "ClientConnection", "STATE_KEY"]
+__all__ = ["ServerConfig", "create_app", "ClientConnection", "STATE_KEY", "WebClientMissing", "find_web_root"]
 
 log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
 MAX_CONTROL_MESSAGE = 4096
-WEB_ROOT = Path(__file__).resolve().parent.parent / "web_client"
+#: What the page cannot work without; ``create_app`` refuses a web root that lacks one of them.
+WEB_CLIENT_FILES = ("index.html", "app.js")
+
+
+class WebClientMissing(FileNotFoundError):
+    """The browser client is not there (a broken install, a wrong ``web_root``); a one-line message."""
+
+
+def find_web_root() -> Path:
+    """The folder of the installed ``web_client`` package (index.html, app.js, style.css: package
+    data of the wheel, or the checkout's folder in an editable install); :class:`WebClientMissing`
+    when the package or its files are not installed."""
+    try:
+        spec = importlib.util.find_spec("web_client")
+    except (ImportError, ValueError):
+        spec = None
+    locations = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    if not locations:
+        raise WebClientMissing("web client not found: the web_client package is not installed "
+                               "(reinstall stylecast with the serve extra)")
+    for root in locations:
+        if all((root / name).is_file() for name in WEB_CLIENT_FILES):
+            return root.resolve()
+    return check_web_root(locations[0], "a broken install: reinstall stylecast with the serve extra")
+
+
+def check_web_root(root: Path, hint: str = "ServerConfig.web_root") -> Path:
+    """``root`` resolved, or :class:`WebClientMissing` naming the first missing file."""
+    root = Path(root)
+    for name in WEB_CLIENT_FILES:
+        if not (root / name).is_file():
+            raise WebClientMissing(f"web client not found: {root / name} is missing ({hint})")
+    return root.resolve()
 
 
 @dataclass
@@ -50,7 +84,7 @@ class ServerConfig:
     identity: Union[int, str] = 0      # a seed or the path of a .npy latent (w / ws)
     truncation: float = 0.7
     driver: str = "default"
-    web_root: Path = WEB_ROOT
+    web_root: Optional[Path] = None           # None: the installed web_client package (find_web_root)
     engine: Any = None
     synthesize: Optional[Callable] = None    # AvatarEngine(synthesize=...) hook (overload tests)
     stamp: bool = False                       # frame index in the image (tests, benchmarks)
@@ -65,6 +99,7 @@ class ServerConfig:
 class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.web_root = check_web_root(config.web_root) if config.web_root is not None else find_web_root()
         self.registry = SessionRegistry(config.max_sessions)
         self.engine = config.engine
         self.clients: dict[str, "ClientConnection"] = {}
@@ -433,7 +468,7 @@ async def handle_health(request: web.Request) -> web.Response:
 
 
 async def handle_index(request: web.Request) -> web.StreamResponse:
-    root: Path = request.app[STATE_KEY].config.web_root
+    root: Path = request.app[STATE_KEY].web_root
     index = root / "index.html"
     if not index.is_file():
         return _error(404, f"web client not found ({index})")
@@ -441,7 +476,7 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_static(request: web.Request) -> web.StreamResponse:
-    root: Path = request.app[STATE_KEY].config.web_root.resolve()
+    root: Path = request.app[STATE_KEY].web_root
     rel = request.match_info["path"]
     path = (root / rel).resolve()
     if root not in path.parents or not path.is_file():
@@ -463,7 +498,8 @@ async def _errors_as_json(request: web.Request, handler):
 
 def create_app(config: ServerConfig) -> web.Application:
     """The aiohttp application. Builds the AvatarEngine at startup unless ``config.engine`` is set;
-    closes every peer connection on shutdown."""
+    closes every peer connection on shutdown. Raises :class:`WebClientMissing` (before anything
+    starts) when the web client is not installed or ``config.web_root`` lacks its files."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors_as_json])
     state = ServerState(config)
     app[STATE_KEY] = state

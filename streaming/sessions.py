@@ -1,7 +1,7 @@
 """StreamSession: one avatar stream driven on its own worker thread; SessionRegistry: the limit.
 
 The asyncio side only routes: received PCM goes into a bounded inbox, commands into a bounded
-queue, and finished frames come back through a :class:`~streaming.tracks.LatestSlot`. Everything
+queue, and finished frames come back through a :class:`~streaming.slots.LatestSlot`. Everything
 that touches the :class:`engine.session.AvatarSession` (push_audio, next_frame, set_identity, ...)
 runs on the worker thread, so synthesis never blocks the event loop and the session needs no lock.
 
@@ -29,10 +29,10 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-import av
 import numpy as np
 
-from .tracks import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, AudioOutBuffer, LatestSlot, stamp_index
+from .slots import AudioOutBuffer, LatestSlot
+from .webrtc_sink import WebRTCSink
 
 __all__ = ["StreamSession", "SessionRegistry", "ServerFull"]
 
@@ -76,6 +76,7 @@ class StreamSession:
         self.stamp = stamp
         self.video_slot: LatestSlot = LatestSlot()
         self.audio_out: Optional[AudioOutBuffer] = AudioOutBuffer(audio_out_rate) if audio_out else None
+        self.sink = WebRTCSink(self.fps, self.video_slot, self.audio_out, stamp=stamp)
         self._lock = threading.Lock()
         self._inbox: collections.deque = collections.deque()
         self._inbox_s = 0.0
@@ -353,28 +354,16 @@ class StreamSession:
 
     def _publish(self, frame: Any) -> None:
         t_start = time.monotonic()
-        img = frame.image
-        if not isinstance(img, np.ndarray):
-            img = np.asarray(img.detach().cpu().permute(1, 2, 0).mul(127.5).add(128).clamp(0, 255).byte())
-        if self.stamp:
-            img = stamp_index(img, frame.index)
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format="yuv420p")
-        video.pts = int(round(frame.index * VIDEO_CLOCK_RATE / self.fps))
-        video.time_base = VIDEO_TIME_BASE
-        if self.audio_out is not None and getattr(frame, "audio", None) is not None:
-            rate = self.audio_out.rate
-            pcm = np.asarray(frame.audio, dtype=np.int16).reshape(-1)
-            end = int(round((frame.index + 1) * rate / self.fps))
-            self.audio_out.write(end - pcm.size, pcm)
+        index = frame.index
+        self.sink.write(frame)      # the slot's put wakes the track: the stats below are this frame's
         self.frames += 1
         self.engine_dropped += int(getattr(frame, "dropped", 0) or 0)
-        self.last_index = frame.index
+        self.last_index = index
         self._latency_ms = getattr(frame, "latency_ms", None)
         timings = dict(getattr(frame, "timings", {}) or {})
         timings["publish"] = (time.monotonic() - t_start) * 1e3
         self._timings.append(timings)
-        self._note_pixel_lag(frame.index)
-        self.video_slot.put((frame.index, video))
+        self._note_pixel_lag(index)
 
     def _note_pixel_lag(self, index: int) -> None:
         """Wall time from the arrival of the audio that completed frame ``index`` to now (ms)."""
@@ -450,6 +439,3 @@ class SessionRegistry:
 
     def release(self, sid: str) -> None:
         self._items.pop(sid, None)
-
-    def items(self) -> list:
-        return list(self._items.items())

@@ -1,4 +1,4 @@
-"""AudioInput: PCM at any rate and layout → 16 kHz mono float32, streaming.
+"""AudioInput: PCM at any rate and layout → 16 kHz (or any ``out_rate``) mono float32, streaming.
 
 Resampling is python-soxr's ``ResampleStream`` (libsoxr), not a hand-written filter. Pushing a
 signal in any chunking gives bit-identical output to pushing it at once (libsoxr keeps its
@@ -8,7 +8,9 @@ Layout: int16 (full scale 32768) or float32 (full scale 1.0); mono, or ``channel
 interleaved (1-D) or as ``[n, channels]``. Channels are averaged (downmix) before resampling.
 An interleaved chunk may end in the middle of a multi-channel frame; the partial frame is kept
 for the next push. Time is a sample count: ``samples_in`` (input frames per channel) and
-``samples_out`` (16 kHz samples produced so far).
+``samples_out`` (output samples produced so far). The session uses one AudioInput for the
+features (16 kHz) and, with ``audio_out``, a second one at the output rate for the audio it hands
+out with the frames: both downmix and validate the same way.
 
 Latency: libsoxr processes in blocks, so the output lags the input by a varying amount.
 ``pending_samples`` says how far behind the output is right now; :attr:`AudioInput.latency_ms`
@@ -25,11 +27,12 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "AudioInput", "MIN_RATE", "MAX_RATE", "resampler_lag_ms"]
+__all__ = ["SAMPLE_RATE", "AudioInput", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE", "resampler_lag_ms"]
 
 SAMPLE_RATE = 16000
 MIN_RATE = 8000
 MAX_RATE = 48000
+MAX_OUT_RATE = 192000
 _DTYPES = ("int16", "float32")
 
 
@@ -44,14 +47,15 @@ def finite_float32(a: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def resampler_lag_ms(sample_rate: int, quality: str = "HQ", chunk_ms: float = 20.0) -> tuple[float, float]:
-    """(mean, max) output lag in ms of libsoxr ``sample_rate`` → 16 kHz for a stream of
+def resampler_lag_ms(sample_rate: int, quality: str = "HQ", chunk_ms: float = 20.0, *,
+                     out_rate: int = SAMPLE_RATE) -> tuple[float, float]:
+    """(mean, max) output lag in ms of libsoxr ``sample_rate`` → ``out_rate`` for a stream of
     ``chunk_ms`` chunks: after each push, how much of the pushed input has not come out yet
-    (the first 5 chunks, the filter's start-up, excluded). (0, 0) at 16 kHz."""
-    if int(sample_rate) == SAMPLE_RATE:
+    (the first 5 chunks, the filter's start-up, excluded). (0, 0) when the rates are equal."""
+    if int(sample_rate) == int(out_rate):
         return 0.0, 0.0
     import soxr
-    stream = soxr.ResampleStream(int(sample_rate), SAMPLE_RATE, 1, dtype="float32", quality=quality)
+    stream = soxr.ResampleStream(int(sample_rate), int(out_rate), 1, dtype="float32", quality=quality)
     chunk = np.zeros(max(1, int(round(sample_rate * chunk_ms / 1000.0))), np.float32)
     n_in = n_out = 0
     lags = []
@@ -59,19 +63,20 @@ def resampler_lag_ms(sample_rate: int, quality: str = "HQ", chunk_ms: float = 20
         n_in += chunk.size
         n_out += stream.resample_chunk(chunk, last=False).size
         if i >= 5:
-            lags.append((n_in * SAMPLE_RATE / sample_rate - n_out) * 1000.0 / SAMPLE_RATE)
+            lags.append((n_in * out_rate / sample_rate - n_out) * 1000.0 / out_rate)
     return float(np.mean(lags)), float(np.max(lags))
 
 
 class AudioInput:
-    """Streaming converter to 16 kHz mono float32.
+    """Streaming converter to mono float32 at ``out_rate`` (default 16 kHz, the engine's clock).
 
     ``push(pcm)`` returns the newly available output samples; ``flush()`` drains the resampler
     at the end of a stream and leaves the object ready for a new stream.
     Bad input (wrong dtype or shape, NaN/Inf) raises ``ValueError`` before any state changes.
     """
 
-    def __init__(self, sample_rate: int, channels: int = 1, dtype: str = "int16", *, quality: str = "HQ"):
+    def __init__(self, sample_rate: int, channels: int = 1, dtype: str = "int16", *, quality: str = "HQ",
+                 out_rate: int = SAMPLE_RATE):
         if isinstance(sample_rate, float) and sample_rate.is_integer():
             sample_rate = int(sample_rate)
         if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool):
@@ -83,12 +88,15 @@ class AudioInput:
         dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if dtype not in _DTYPES:
             raise ValueError(f"unsupported sample format {dtype!r} (supported: {', '.join(_DTYPES)})")
+        if isinstance(out_rate, bool) or int(out_rate) != out_rate or not MIN_RATE <= int(out_rate) <= MAX_OUT_RATE:
+            raise ValueError(f"out_rate must be an integer in [{MIN_RATE}, {MAX_OUT_RATE}] Hz, got {out_rate!r}")
         if quality not in ("QQ", "LQ", "MQ", "HQ", "VHQ"):
             raise ValueError(f"unknown soxr quality {quality!r} (QQ, LQ, MQ, HQ, VHQ)")
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.dtype = dtype
         self.quality = quality
+        self.out_rate = int(out_rate)
         self.samples_in = 0
         self.samples_out = 0
         self._partial = np.zeros(0, dtype=np.float32)        # interleaved samples of an incomplete frame
@@ -96,23 +104,23 @@ class AudioInput:
         self._new_resampler()
 
     def _new_resampler(self) -> None:
-        if self.sample_rate == SAMPLE_RATE:
+        if self.sample_rate == self.out_rate:
             self._resampler = None
         else:
             import soxr
-            self._resampler = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32",
+            self._resampler = soxr.ResampleStream(self.sample_rate, self.out_rate, 1, dtype="float32",
                                                   quality=self.quality)
 
     @property
     def latency_ms(self) -> float:
         """Worst-case resampler lag (ms) of a live stream of 20 ms chunks at this rate and
-        quality (:func:`resampler_lag_ms`); 0 for 16 kHz input."""
-        return resampler_lag_ms(self.sample_rate, self.quality)[1]
+        quality (:func:`resampler_lag_ms`); 0 when no resampling is needed."""
+        return resampler_lag_ms(self.sample_rate, self.quality, out_rate=self.out_rate)[1]
 
     @property
     def pending_samples(self) -> float:
-        """Output samples (16 kHz) owed for the input pushed so far but not yet produced."""
-        return self.samples_in * SAMPLE_RATE / self.sample_rate - self.samples_out
+        """Output samples (at ``out_rate``) owed for the input pushed so far but not yet produced."""
+        return self.samples_in * self.out_rate / self.sample_rate - self.samples_out
 
     def _to_mono(self, pcm) -> np.ndarray:
         """Validate and convert one chunk to interleaved float32 (full scale 1.0); no state change."""
@@ -135,7 +143,7 @@ class AudioInput:
         return finite_float32(a)
 
     def push(self, pcm) -> np.ndarray:
-        """Feed one chunk; returns the newly available 16 kHz mono float32 samples (maybe none)."""
+        """Feed one chunk; returns the newly available mono float32 samples at ``out_rate`` (maybe none)."""
         x = self._to_mono(pcm)
         if self.channels > 1:
             if self._partial.size:

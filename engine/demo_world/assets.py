@@ -10,7 +10,7 @@ construction; the shipped demo generator's are ``engine/assets/demo_directions.j
 
 Each utterance of a talking data set (``engine.demo_world.talking``) becomes a latent trajectory
 of one identity: the identity as the engine shows it (its seed's code at rest, truncated with
-``--truncation-psi``) is the anchor, and its mouth follows the utterance's ground-truth mouth
+``--truncation``) is the anchor, and its mouth follows the utterance's ground-truth mouth
 track through the named ``mouth_open`` direction,
 ``w_t = anchor + v·stdev·(m_t − rest) / scale`` (``MOTION_SCALE``). Written as ``NAME.wav``
 (copied), ``NAME.npy`` (w_t [T, w_dim] float32) and ``NAME.json`` ({"fps", "anchor", "seed"}),
@@ -28,11 +28,11 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from engine.cli_util import ArgumentParser, UsageError, fail
+from engine.cli_util import ArgumentParser, UsageError, fail, finite_float
 
 from .latent import Z_DIM, motion_x
 
-__all__ = ["mouth_x", "utterance_trajectory", "write_targets", "main"]
+__all__ = ["mouth_x", "utterance_trajectory", "write_targets", "build_parser", "main"]
 
 PROG = "python -m engine.demo_world.assets"
 
@@ -97,23 +97,43 @@ def write_targets(talking: Path, G, directions, out: Path, *, truncation_psi: fl
     return count
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("targets", help="latent trajectories of a talking data set")
+TARGETS_EPILOG = """examples:
+  # the shipped demo generator and its directions
+  python -m engine.demo_world.assets targets --talking talking --out pairs
+  # a generator trained with engine.train_demo --objective recon (its demo_directions.json beside it)
+  python -m engine.demo_world.assets targets --talking talking --generator runs/demo/demo_generator.safetensors \\
+      --out pairs --truncation 0.7
+"""
+
+
+def build_parser() -> ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], epilog=TARGETS_EPILOG, formatter_class=fmt)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
+    t = sub.add_parser("targets", help="latent trajectories of a talking data set", formatter_class=fmt,
+                       description="One (NAME.wav, NAME.npy w_t [T, w_dim], NAME.json) triple per utterance of a "
+                                   "talking data set:\nidentity first_seed + i speaking with the utterance's "
+                                   "mouth track on the mouth_open direction.",
+                       epilog=TARGETS_EPILOG)
     t.add_argument("--talking", type=Path, required=True, help="folder written by python -m engine.demo_world.talking")
     t.add_argument("--generator", default="demo", help="demo (default) or a recon-trained generator's .safetensors")
     t.add_argument("--directions", type=Path, default=None,
                    help="its direction set (default: the shipped one for demo, else demo_directions.json beside "
                         "the generator)")
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--truncation-psi", type=float, default=0.7, help="the identities' truncation (the engine's default 0.7)")
-    t.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    t.add_argument("--out", type=Path, required=True, help="output folder of the training pairs (created if missing)")
+    t.add_argument("--truncation", type=finite_float, default=0.7,
+                   help="truncation psi of the identities (default 0.7, the engine's)")
+    t.add_argument("--truncation-psi", dest="truncation", type=finite_float, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     from engine.latent.basis import generator_hash
     from engine.latent.directions import DirectionSet
-    from engine.session import DEMO_DIRECTIONS
+    from engine.avatar import DEMO_DIRECTIONS
     from engine.synthesis.checkpoints import CheckpointError, load_generator
     try:
         G = load_generator(args.generator)
@@ -122,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if path is None:
             path = DEMO_DIRECTIONS if args.generator == "demo" else Path(args.generator).with_name("demo_directions.json")
         ds = DirectionSet.load(path, num_ws=G.num_ws, w_dim=G.w_dim, checkpoint_hash=generator_hash(G))
-        n = write_targets(args.talking, G, ds, args.out, truncation_psi=args.truncation_psi,
+        n = write_targets(args.talking, G, ds, args.out, truncation_psi=args.truncation,
                           progress=not args.no_progress)
         print(f"wrote {n} (wav, w_t, json) triples to {args.out}")
     except (UsageError, CheckpointError, ValueError, OSError) as exc:

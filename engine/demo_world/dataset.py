@@ -17,6 +17,7 @@ again keeps them and renders the rest (``--n`` may grow; other settings must mat
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,13 +28,13 @@ from typing import Iterator
 import numpy as np
 
 from ..cli_util import ArgumentParser, UsageError, fail
-from .faces import IDENTITY_FIELDS, MOTION_FIELDS, Identity, Motion, render_face, sample_identity, sample_motion
+from .faces import (IDENTITY_FIELDS, MOTION_FIELDS, RENDERER_VERSION, Identity, Motion, render_face, sample_identity,
+                    sample_motion)
 
 __all__ = ["FORMAT_VERSION", "RENDERER_VERSION", "DatasetError", "sample_pair", "render_range",
-           "write_dataset", "read_meta", "shard_paths", "load_shards", "iter_images", "main"]
+           "write_dataset", "read_meta", "shard_paths", "load_shards", "iter_images", "build_parser", "main"]
 
 FORMAT_VERSION = 1
-RENDERER_VERSION = 1          # bump when render_face's pixels change for the same parameters
 META = "meta.json"
 _SETTINGS = ("format_version", "renderer_version", "seed", "size", "shard_size", "per_identity")
 
@@ -259,20 +260,29 @@ def write_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, size: int = 
     return meta
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m engine.demo_world.dataset",
-        description="Render the demo-world face data set into .npz shards (resumable).",
-        epilog="example: python -m engine.demo_world.dataset --out data/faces --n 20000 --workers 2")
-    parser.add_argument("--out", required=True, help="output folder")
+        description="Render the demo-world face data set into .npz shards (resumable: the same command again\n"
+                    "keeps the complete shards and renders the rest).",
+        epilog="examples:\n  python -m engine.demo_world.dataset --out data/faces --n 20000 --workers 2\n"
+               "  python -m engine.demo_world.dataset --out data/small --n 2000 --size 64 --per-identity 4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--n", type=int, default=20000, help="number of samples (default 20000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the identities and motions (default 0; sample i depends only on seed and i)")
     parser.add_argument("--size", type=int, default=128, help="image size in px (default 128)")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
     parser.add_argument("--per-identity", type=int, default=1,
                         help="consecutive samples that share one identity (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="render processes (default 1)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")

@@ -34,8 +34,10 @@ from PIL import Image, ImageDraw
 __all__ = [
     "Identity", "Motion", "IDENTITY_FIELDS", "MOTION_FIELDS", "IDENTITY_RANGES", "MOTION_RANGES",
     "HAIR_STYLES", "HAIR_STYLE_NAMES", "YAW_DEG", "PITCH_DEG", "ROLL_DEG",
-    "sample_identity", "sample_motion", "render_face",
+    "sample_identity", "sample_motion", "render_face", "RENDERER_VERSION",
 ]
+
+RENDERER_VERSION = 1          # bump when render_face's pixels change for the same parameters
 
 HAIR_STYLE_NAMES = ("crop", "side_part", "long", "bob", "curly", "receding")
 HAIR_STYLES = len(HAIR_STYLE_NAMES)

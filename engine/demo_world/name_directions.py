@@ -34,7 +34,7 @@ PRIORITY = ("yaw", "pitch", "roll", "mouth_open", "blink", "mouth_width", "gaze_
 def sample_measurements(G, measure: Callable[[np.ndarray], Mapping[str, np.ndarray]], n: int, *,
                         seed: int = 0, batch: int = 64, truncation_psi: float = 1.0) -> tuple[np.ndarray, dict]:
     """w [n, w_dim] float64 of random z, and ``measure(images uint8 [B, H, W, 3])`` per attribute."""
-    from engine.cli_util import images_to_uint8
+    from engine.frames import images_to_uint8
 
     gen = torch.Generator().manual_seed(int(seed))
     ws, values = [], {}

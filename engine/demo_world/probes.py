@@ -1,6 +1,6 @@
 """Probes: a small CNN that reads the demo world's parameters back from an image.
 
-    python -m engine.demo_world.probes --data data/faces --out probes.safetensors [--epochs 8]
+    python -m engine.demo_world.train_probes --data data/faces --out probes.safetensors [--epochs 8]
 
 One network regresses every motion field (``mouth_open``, ``blink``, ``smile``, head angles,
 gaze, ...) and every identity field from a face image, so a generator trained on the renders can
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +21,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..cli_util import ArgumentParser, UsageError, fail
 from .faces import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_FIELDS, MOTION_RANGES
 
-__all__ = ["OUTPUT_NAMES", "ProbeConfig", "ProbeNet", "Probes", "train_probes", "r2_scores", "load_probes",
-           "save_probes", "main"]
+__all__ = ["OUTPUT_NAMES", "ProbeConfig", "ProbeNet", "Probes", "ProbesError", "train_probes", "r2_scores",
+           "load_probes", "save_probes"]
 
 OUTPUT_NAMES = tuple(MOTION_FIELDS) + tuple(IDENTITY_FIELDS)
 _RANGES = {**MOTION_RANGES, **IDENTITY_RANGES}
 METADATA_KEY = "stylecast_probes"
+
+
+class ProbesError(ValueError):
+    """A probes file or training set is unusable (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def train_probes(images: np.ndarray, identity: np.ndarray, motion: np.ndarray, *
 
     n = len(images)
     if not (len(identity) == len(motion) == n) or n < 10:
-        raise UsageError(f"need >= 10 samples with matching identity/motion rows, got {n}")
+        raise ProbesError(f"need >= 10 samples with matching identity/motion rows, got {n}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_val = max(1, int(round(n * val_fraction)))
@@ -209,81 +211,31 @@ def save_probes(probes: Probes, path: str | os.PathLike) -> Path:
 
 
 def load_probes(path: str | os.PathLike) -> Probes:
-    """Read a file written by :func:`save_probes`. Raises ``UsageError`` (one line) on a bad file."""
+    """Read a file written by :func:`save_probes`. Raises ``ProbesError`` (one line) on a bad file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such probes file")
+        raise ProbesError(f"{path}: no such probes file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = (f.metadata() or {}).get(METADATA_KEY)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise UsageError(f"{path}: not a probes file ({' '.join(str(e).split())})") from None
+        raise ProbesError(f"{path}: not a probes file ({' '.join(str(e).split())})") from None
     if meta is None:
-        raise UsageError(f"{path}: not a probes file (no {METADATA_KEY} metadata)")
+        raise ProbesError(f"{path}: not a probes file (no {METADATA_KEY} metadata)")
     config = json.loads(meta)
     names = tuple(config["names"])
     unknown = [n for n in names if n not in _RANGES]
     if unknown:
-        raise UsageError(f"{path}: unknown outputs {unknown}")
+        raise ProbesError(f"{path}: unknown outputs {unknown}")
     crop = tuple(float(v) for v in config.get("crop", (0.0, 0.0, 1.0, 1.0)))
     net = ProbeNet(ProbeConfig(input_size=int(config["input_size"]), width=int(config["width"]), crop=crop,
                                names=names))
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise UsageError(f"{path}: weights do not match the config ({str(e).splitlines()[0]})") from None
+        raise ProbesError(f"{path}: weights do not match the config ({str(e).splitlines()[0]})") from None
     return Probes(net, config.get("report"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="python -m engine.demo_world.probes",
-        description="Train the probes (mouth_open, blink, every motion and identity field) on a demo data set.",
-        epilog="example: python -m engine.demo_world.probes --data data/faces --out probes.safetensors")
-    parser.add_argument("--data", required=True, help="data-set folder (python -m engine.demo_world.dataset)")
-    parser.add_argument("--out", required=True, help="output .safetensors")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N samples")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=4e-3)
-    parser.add_argument("--input-size", type=int, default=64, help="network input size (power of two)")
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--val", type=float, default=0.1, help="held-out fraction (default 0.1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be >= 1")
-    if not 0.0 < args.val < 0.9:
-        parser.error(f"--val must be in (0, 0.9), got {args.val}")
-    if args.input_size < 8 or args.input_size & (args.input_size - 1):
-        parser.error(f"--input-size must be a power of two >= 8, got {args.input_size}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from .dataset import load_shards
-    try:
-        data = load_shards(args.data, limit=args.limit)
-        probes = train_probes(data["images"], data["identity"], data["motion"],
-                              cfg=ProbeConfig(input_size=args.input_size, width=args.width), epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, val_fraction=args.val, seed=args.seed,
-                              progress=not args.no_progress)
-        save_probes(probes, args.out)
-    except UsageError as e:
-        fail(parser.prog, str(e))
-    except KeyboardInterrupt:
-        fail(parser.prog, "interrupted")
-    r2 = probes.report["r2"]
-    print(f"held-out R² ({probes.report['n_val']} samples):")
-    for n in probes.names:
-        print(f"  {n:15s} {r2[n]:.3f}")
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,8 @@ from engine.cli_util import ArgumentParser, UsageError, fail
 
 from . import speech
 
-__all__ = ["make_sentence", "utterance_spec", "write_utterance", "write_dataset", "FORMAT_VERSION"]
+__all__ = ["make_sentence", "utterance_spec", "write_utterance", "write_dataset", "FORMAT_VERSION", "build_parser",
+           "main"]
 
 PROG = "python -m engine.demo_world.talking"
 FORMAT_VERSION = 1
@@ -140,18 +141,26 @@ def write_dataset(out: Path, n: int, *, seed: int = 0, fps: float = 25.0, holdou
     return meta
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                       epilog="example: python -m engine.demo_world.talking --out data/talking --n 400",
+                       epilog="examples:\n  python -m engine.demo_world.talking --out data/talking --n 400\n"
+                              "  python -m engine.demo_world.talking --out data/talking30 --n 100 --fps 30 "
+                              "--holdout-voice none",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument("--n", type=int, default=400, help="utterances (default 400)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sentences, voices, rates and pitches (default 0; utterance i depends only "
+                        "on seed and i)")
     p.add_argument("--fps", type=float, default=25.0, help="video frame rate of the mouth tracks (default 25)")
     p.add_argument("--holdout-voice", default="en-029",
                    help="accent kept out of training, written under OUT/holdout (default en-029; 'none': keep all)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.n < 1:
             raise UsageError("--n must be at least 1")

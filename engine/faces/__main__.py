@@ -84,18 +84,39 @@ TABLE_HEADER = (f"{'image':<32} {'found':>5} {'source':>8} {'mouth_open':>10} {'
                 f"{'yaw':>6} {'pitch':>6} {'roll':>6}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog=PROG, description="Read faces from images with dlib (the 'faces' extra).")
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("measure", help="measure the face in each image")
+EPILOG = """examples:
+  python -m engine.faces measure photo.jpg frames/*.png
+  python -m engine.faces measure out/seed0007.png --aligned demo --json
+  python -m engine.faces measure crop.png --aligned 0.21,0.33,0.79,0.91 --detector mmod --embedding
+
+Exit status: 0 when every image was read (an image without a face counts as read: found 0),
+1 when an image could not be opened, 2 for usage mistakes and without the faces extra.
+"""
+
+
+def build_parser() -> ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = ArgumentParser(prog=PROG, description="Read faces from images with dlib (the 'faces' extra).",
+                       epilog=EPILOG, formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    m = sub.add_parser("measure", help="measure the face in each image", formatter_class=fmt, epilog=EPILOG,
+                       description="Detect the face in each image, read dlib's 68 landmarks and print mouth_open, "
+                                   "jaw (mouth width),\nblink and head pose (yaw, pitch, roll) as a table or one "
+                                   "JSON object per line.")
     m.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     m.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     m.add_argument("--aligned", default=None, help="read the landmarks in a fixed box when the detector "
                    "misses: auto (= ffhq), demo, or l,t,r,b fractions of the image")
-    m.add_argument("--detector", choices=("hog", "mmod", "none"), default="hog")
+    m.add_argument("--detector", choices=("hog", "mmod", "none"), default="hog",
+                   help="face detector: hog (default, dlib's HOG), mmod (dlib's CNN, slower) or none (--aligned "
+                        "box only)")
     m.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (default 1)")
     m.add_argument("--embedding", action="store_true", help="include the 128-D identity embedding in --json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         measure = FaceMeasure(detector=args.detector, upsample=args.upsample, aligned=parse_aligned(args.aligned),

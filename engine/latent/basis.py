@@ -17,7 +17,6 @@ Every basis records the content hash of the generator it was computed from
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -28,43 +27,13 @@ from typing import Optional
 import numpy as np
 import torch
 
+from engine.synthesis.fingerprint import generator_hash
+
 __all__ = ["LatentBasis", "generator_hash", "atomic_write_npz", "ORIGINS"]
 
 ORIGINS = ("global", "local")
 _FORMAT = "stylecast-latent-basis"
 _FORMAT_VERSION = 1
-
-
-def _state_key(G: torch.nn.Module) -> tuple:
-    """Cheap identity of every tensor's storage and in-place version: changes when weights do."""
-    return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape))
-                 for name, t in sorted(G.state_dict(keep_vars=True).items()))
-
-
-def generator_hash(G: torch.nn.Module) -> str:
-    """SHA-256 (hex) of a generator's content: sorted state_dict names, each tensor's float32
-    little-endian bytes, and the config as sorted JSON.
-
-    Independent of device and storage dtype (a float16 or CUDA copy hashes as its float32 CPU
-    values would). The result is cached on the module and recomputed when any tensor is
-    replaced or modified in place.
-    """
-    key = _state_key(G)
-    cached = getattr(G, "_stylecast_hash", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    h = hashlib.sha256()
-    config = getattr(G, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
-    h.update(b"\0state\0")
-    for name, t in sorted(G.state_dict().items()):
-        arr = t.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
-        h.update(name.encode() + b"\0" + str(list(arr.shape)).encode() + b"\0")
-        h.update(arr.astype("<f4", copy=False).tobytes())
-    digest = h.hexdigest()
-    object.__setattr__(G, "_stylecast_hash", (key, digest))  # plain attribute, not a submodule/buffer
-    return digest
 
 
 def atomic_write_npz(path: Path, arrays: dict) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine.latent.directions import DirectionSet
+from engine.latent.discover import DISCOVERY_VERSION
 
 __all__ = ["MEASURES", "PLACEHOLDER_WARNING", "cache_dir", "cached_path", "report_path", "save_cached",
            "find_cached", "faces_available", "resolve_directions"]
@@ -27,11 +28,6 @@ def cache_dir() -> Path:
     from engine.synthesis.presets import cache_dir as root
 
     return root() / "directions"
-
-
-#: bumped when discovery changes what it writes (2: units calibrated to the shipped drivers'),
-#: so sets cached by an older discovery are made again
-DISCOVERY_VERSION = 2
 
 
 def cached_path(checkpoint_hash: str, measure: str) -> Path:
@@ -102,6 +98,7 @@ def resolve_directions(G, placeholder: Callable[[object], DirectionSet], *, chec
             noface.write_text(str(exc) + "\n")
             _say(log, f"directions: discovery failed ({exc})")
         else:
+            report["settings"]["aligned"] = "auto"
             save_cached(checkpoint_hash, "landmarks", ds, report)
             return ds, "discovered"
     elif noface.is_file():

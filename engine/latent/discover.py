@@ -45,8 +45,8 @@ from engine.latent.directions import Direction, DirectionSet
 from engine.latent.sources import (PROBE_SIGMA, GeneratorSource, Readings, as_source, moved, read, render_measure,
                                    score_move)
 
-__all__ = ["discover", "fit_directions", "layer_candidates", "GeneratorSource", "as_source",
-           "NoFaceError", "PRIORITY", "MIN_DETECTED", "MIN_GAIN"]
+__all__ = ["discover", "fit_directions", "layer_candidates", "GeneratorSource", "as_source", "settings",
+           "NoFaceError", "PRIORITY", "MIN_DETECTED", "MIN_GAIN", "DISCOVERY_VERSION"]
 
 #: the motion roles (engine.motion.base.ROLES) in orthogonalisation order: earlier ones keep their direction
 PRIORITY = ("head_yaw", "head_pitch", "head_roll", "mouth_open", "blink", "jaw", "gaze_x", "gaze_y")
@@ -200,6 +200,17 @@ def _refine(src, measure, ds: DirectionSet, role_keys: Mapping[str, str], w_fit:
     return out, info
 
 
+#: bumped when discovery changes what it writes (2: units calibrated to the shipped drivers'),
+#: so sets cached by an older discovery are made again
+DISCOVERY_VERSION = 2
+
+
+def settings(measure: str, **options) -> dict:
+    """What a discovery was run with (in its report): a cached set is reused only for the same."""
+    return {"measure": str(measure), "version": DISCOVERY_VERSION,
+            **{k: (float(v) if isinstance(v, float) else v) for k, v in sorted(options.items())}}
+
+
 def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int = 0, ridge: float = 1e-3,
              estimator: str = "local", step: float = 0.5, truncation_psi: float = 1.0, batch: int = 32,
              candidates: Optional[Sequence[tuple[int, int]]] = None, min_detected: float = MIN_DETECTED,
@@ -333,6 +344,8 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
                                  "layers": best["layers"], "candidates": tried}
     bar.close()
     report["calibrated"] = bool(calibrate)
+    report["settings"] = settings(mname, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
+                                  refine=refine, calibrate=calibrate, truncation_psi=getattr(src, "truncation_psi", None))
     if calibrate:                                        # x = 1 means the motion the shipped drivers mean
         from engine.latent.calibrate import calibrate as calibrate_units
 

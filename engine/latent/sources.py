@@ -52,7 +52,7 @@ class GeneratorSource:
 
     @torch.no_grad()
     def render(self, ws: np.ndarray) -> np.ndarray:
-        from engine.cli_util import images_to_uint8
+        from engine.frames import images_to_uint8
 
         ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
         out = []

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import CheckpointError
+from engine.synthesis.formats.common import CheckpointError
 
 __all__ = ["Preset", "PRESETS", "PRESET_NAMES", "cache_dir", "preset_url", "fetch_preset"]
 

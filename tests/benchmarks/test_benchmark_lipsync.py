@@ -64,7 +64,7 @@ def test_the_demo_face_talks_with_unheard_speech(tmp_path):
     if not speech.available():
         pytest.skip("libespeak-ng is not installed (apt-get install espeak-ng)")
     from engine.demo_world.probes import load_probes
-    from engine.session import ASSETS, AvatarEngine
+    from engine.avatar import ASSETS, AvatarEngine
 
     talking.write_dataset(tmp_path / "t", 40, seed=5, holdout_voice="en-029", progress=False)
     utts = lipsync.read_utterances(tmp_path / "t" / "holdout")[:4]

@@ -9,7 +9,8 @@ import torch
 from engine.latent.basis import generator_hash
 from engine.latent.defaults import PLACEHOLDER_WARNING, cached_path, faces_available
 from engine.latent.directions import Direction, DirectionSet
-from engine.session import DEMO_MOTION, AvatarEngine, AvatarSession, default_directions
+from engine.avatar import DEMO_MOTION
+from engine.session import AvatarEngine, AvatarSession, default_directions
 from engine.synthesis.checkpoints import load_generator
 
 SR = 16000

@@ -3,11 +3,10 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import resource, sys, torch
@@ -55,3 +54,29 @@ def test_tuned_allocator_reuses_freed_activations():
     # fresh on every pass by default.
     assert faults_default > 1000, f"expected glibc's default to page-fault activations ({faults_default})"
     assert faults_tuned * 10 < faults_default, f"tuned: {faults_tuned} faults vs {faults_default} by default"
+
+
+@pytest.mark.parametrize("cores, want", [(None, 1), (1, 1), (2, 1), (4, 1), (5, 2), (8, 4), (12, 6), (16, 8),
+                                         (64, 8)])
+def test_default_threads(monkeypatch, cores, want):
+    import engine.runtime as runtime
+
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: cores)
+    assert runtime.default_threads() == want
+
+
+def test_set_threads_explicit_wins_and_cuda_keeps_torchs_default(monkeypatch):
+    import torch
+
+    import engine.runtime as runtime
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "default_threads", lambda: 3)
+    try:
+        assert runtime.set_threads(None, "cpu") == 3 and torch.get_num_threads() == 3
+        torch.set_num_threads(2)
+        assert runtime.set_threads(None, torch.device("cuda:0")) is None and torch.get_num_threads() == 2
+        assert runtime.set_threads(1, "cuda") == 1 and torch.get_num_threads() == 1
+        assert runtime.set_threads(2, "cpu") == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

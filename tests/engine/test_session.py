@@ -14,7 +14,6 @@ import torch
 from engine.latent.identity import w_from_seed
 from engine.motion.base import ROLES
 from engine.session import STAGES, AvatarEngine, AvatarSession, Frame, default_directions
-from engine.synthesis.checkpoints import load_generator
 
 SR = 16000
 
@@ -28,11 +27,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def demo_G():
-    return load_generator("demo")
 
 
 @pytest.fixture(scope="session")

@@ -14,24 +14,12 @@ from aiortc.mediastreams import MediaStreamError
 
 from engine.motion.base import MotionDriver
 from streaming.embed import AvatarTracks, audio_frame_to_pcm
-from streaming.ice import loopback_candidates
-from streaming.tracks import install_no_wait_audio, read_stamp
+from streaming.jitter import install_no_wait_audio
+from streaming.stamps import read_stamp
 from rtc_util import PcmTrack, tone
 
 FPS = 25.0
 RATE = 48000
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from engine.session import AvatarEngine
-    return AvatarEngine("random")   # streaming mechanics; big PCA-placeholder motions are easy to see
-
-
-@pytest.fixture(autouse=True)
-def loopback():
-    with loopback_candidates():
-        yield
 
 
 class ClickDriver(MotionDriver):

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -20,17 +19,11 @@ import pytest
 
 from streaming.ice import is_loopback_host, loopback_candidates
 from streaming.server import STATE_KEY, ServerConfig
-from streaming.tracks import read_stamp
+from streaming.stamps import read_stamp
+from repo_paths import REPO
 from rtc_util import (Client, OfferRejected, PcmTrack, get_json, running_server, tone,
-                            wait_sessions)
+                      wait_sessions)
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from engine.session import AvatarEngine
-    return AvatarEngine("random")   # streaming mechanics; big PCA-placeholder motions are easy to see
 
 
 @pytest.fixture
@@ -40,12 +33,6 @@ def web_root(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.css").write_text("body{}")
     return tmp_path
-
-
-@pytest.fixture(autouse=True)
-def loopback():
-    with loopback_candidates():
-        yield
 
 
 def config(engine, **kw) -> ServerConfig:
@@ -84,6 +71,61 @@ async def test_health_and_static_files(engine, web_root):
                     assert r.status == 404, path
             async with http.get(url + "/offer") as r:
                 assert r.status == 405 and "error" in await r.json()
+
+
+async def test_the_installed_web_client_is_served(engine):
+    """No ``web_root``: the ``web_client`` package (package data of the wheel) is found and served."""
+    from streaming.server import find_web_root
+
+    root = find_web_root()
+    assert (root / "index.html").is_file() and (root / "app.js").is_file()
+    async with running_server(config(engine)) as (url, _app):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "/") as r:
+                page = await r.text()
+                assert r.status == 200 and 'src="static/app.js"' in page
+            for path in ("/static/app.js", "/static/style.css"):
+                async with http.get(url + path) as r:
+                    assert r.status == 200 and await r.read() == (root / path.rsplit("/", 1)[1]).read_bytes(), path
+
+
+def test_missing_web_client_is_a_startup_error(engine, web_root, tmp_path, monkeypatch):
+    """A web root without the page, or no web_client package at all: create_app refuses to start
+    (one line naming what is missing) instead of answering 404 on "/"."""
+    import importlib.util
+
+    import streaming.server as server
+    from streaming.server import WebClientMissing, create_app, find_web_root
+
+    with pytest.raises(WebClientMissing) as info:
+        create_app(config(engine, web_root=tmp_path / "nowhere"))
+    assert str(info.value).startswith("web client not found: ") and "\n" not in str(info.value)
+    assert str(tmp_path / "nowhere" / "index.html") in str(info.value)
+    (web_root / "app.js").unlink()
+    with pytest.raises(WebClientMissing, match=re.escape(str(web_root / "app.js"))):
+        create_app(config(engine, web_root=web_root))
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(server.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "web_client" else real_find_spec(name, *a))
+    with pytest.raises(WebClientMissing, match="the web_client package is not installed"):
+        find_web_root()
+    with pytest.raises(WebClientMissing, match="the web_client package is not installed"):
+        create_app(config(engine))
+
+
+def test_cli_missing_web_client_fails_before_serving(tmp_path):
+    """``python -m engine.serve`` where ``web_client`` is a package without its page (a broken
+    install; here a shadowing one in the working folder): exit 2, one line, no "serving on"."""
+    (tmp_path / "web_client").mkdir()
+    (tmp_path / "web_client" / "__init__.py").write_text("")
+    r = subprocess.run([sys.executable, "-m", "engine.serve", "--host", "127.0.0.1", "--port", "0"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "serving on" not in r.stdout, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("python -m engine.serve: error: web client not found: "), r.stderr
+    assert str(tmp_path / "web_client" / "index.html") in r.stderr, r.stderr
 
 
 def test_loopback_host_detection():
@@ -417,8 +459,27 @@ async def test_cli_serves_and_stops_on_sigint(tmp_path):
             await client.close()
 
 
+def test_device_and_its_gpu_alias_fall_back_to_the_cpu_without_cuda(monkeypatch, capsys):
+    """--device and --gpu (its documented alias) are one option: a GPU asked for on a machine
+    without CUDA runs on the CPU after one notice line on stderr."""
+    import torch
+
+    from engine.serve import build_parser, pick_device
+
+    parser = build_parser()
+    assert parser.parse_args(["--gpu", "0"]).device == parser.parse_args(["--device", "0"]).device == "0"
+    assert parser.parse_args([]).device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for spec in ("0", "cuda", "cuda:1"):
+        assert pick_device(spec) == "cpu"
+        err = capsys.readouterr().err
+        assert err == "python -m engine.serve: CUDA not available, falling back to CPU\n", err
+    assert pick_device("cpu") == "cpu" and capsys.readouterr().err == ""
+
+
 def test_cli_errors():
-    for args, msg in ((["--port", "70000"], "--port"), (["--gpu", "tpu"], "--gpu"),
+    for args, msg in ((["--port", "70000"], "--port"), (["--gpu", "tpu"], "--gpu"), (["--device", "tpu"], "--device"),
+                      (["--threads", "0"], "--threads"),
                       (["--identity", "no_such_face.npy"], "--identity"),
                       (["--directions", "no_such_directions.json"], "no_such_directions.json: no such file")):
         r = subprocess.run([sys.executable, "-m", "engine.serve", *args], cwd=REPO, capture_output=True,
@@ -432,7 +493,7 @@ def test_cli_errors():
 async def test_latest_slot_keeps_only_the_newest():
     from aiortc.mediastreams import MediaStreamError
 
-    from streaming.tracks import LatestSlot
+    from streaming.slots import LatestSlot
 
     slot = LatestSlot()
     slot.bind(asyncio.get_running_loop())
@@ -453,7 +514,7 @@ async def test_latest_slot_keeps_only_the_newest():
 def test_no_wait_audio_jitter_buffer():
     from aiortc.rtp import RtpPacket
 
-    from streaming.tracks import NoWaitAudioJitterBuffer
+    from streaming.jitter import NoWaitAudioJitterBuffer
 
     jb = NoWaitAudioJitterBuffer()
 
@@ -472,7 +533,7 @@ def test_no_wait_audio_jitter_buffer():
 
 
 def test_audio_out_buffer_positions():
-    from streaming.tracks import AudioOutBuffer
+    from streaming.slots import AudioOutBuffer
 
     buf = AudioOutBuffer(48000, max_seconds=0.1)
     buf.write(0, np.arange(1000, dtype=np.int16))

@@ -15,7 +15,8 @@ from engine.demo_world.assets import main as assets_main, mouth_x, utterance_tra
 from engine.demo_world.faces import IDENTITY_FIELDS, render_face, sample_identity, sample_motion
 from engine.latent.identity import rest_z, w_from_seed
 from engine.synthesis.networks import Generator, seed_to_z
-from engine.train_demo import parse_generator_config, recon_config
+from engine.generator_training.config import recon_config
+from engine.train_demo import parse_generator_config
 
 
 def test_params_from_z_is_deterministic_and_matches_the_samplers():

@@ -1,4 +1,4 @@
-"""engine.demo_world.probes: a short CPU training on a few thousand renders reads mouth_open and
+"""engine.demo_world.probes (and its CLI, train_probes): a short CPU training on a few thousand renders reads mouth_open and
 blink back (held-out R² >= 0.9); files round-trip; the CLI's one-line errors."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli_util import UsageError
 from engine.demo_world import dataset as ds
 from engine.demo_world import probes as pr
+from engine.demo_world import train_probes
 from engine.demo_world.faces import IDENTITY_FIELDS, MOTION_FIELDS
 
 N_TRAIN = 3200
@@ -67,9 +67,9 @@ def test_save_load_round_trip(trained, tmp_path):
     assert again.report["r2"]["blink"] == pytest.approx(probes.report["r2"]["blink"])
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(UsageError, match="not a probes file"):
+    with pytest.raises(pr.ProbesError, match="not a probes file"):
         pr.load_probes(bad)
-    with pytest.raises(UsageError, match="no such probes file"):
+    with pytest.raises(pr.ProbesError, match="no such probes file"):
         pr.load_probes(tmp_path / "missing.safetensors")
 
 
@@ -83,16 +83,16 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     data = tmp_path / "faces"
     ds.write_dataset(data, 40, seed=3, size=32, shard_size=20, progress=False)
     out = tmp_path / "p.safetensors"
-    assert pr.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+    assert train_probes.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
                     "--input-size", "16", "--width", "4", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "mouth_open" in text and "blink" in text and out.is_file()
     assert pr.load_probes(out).cfg.input_size == 16
     with pytest.raises(SystemExit) as e:
-        pr.main(["--data", str(tmp_path / "nothing"), "--out", str(out)])
+        train_probes.main(["--data", str(tmp_path / "nothing"), "--out", str(out)])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such data-set folder" in err
     with pytest.raises(SystemExit):
-        pr.main(["--data", str(data), "--out", str(out), "--input-size", "48"])
+        train_probes.main(["--data", str(data), "--out", str(out), "--input-size", "48"])
     assert "power of two" in capsys.readouterr().err

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not speech.available(), reason="libespeak-ng is 
 
 
 def test_dataset_pairs_fit_the_motion_trainer(tmp_path):
-    from engine.motion.train import LENGTH_TOLERANCE, frame_windows, read_wav
+    from engine.motion.dataset import LENGTH_TOLERANCE, frame_windows, read_wav
 
     meta = talking.write_dataset(tmp_path / "d", 12, seed=1, progress=False)
     assert meta["train"] + meta["holdout"] == 12 and meta["holdout"] >= 1

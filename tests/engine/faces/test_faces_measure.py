@@ -14,7 +14,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +30,9 @@ from PIL import Image  # noqa: E402
 from engine.faces import (FFHQ_BOX, KEYS, SAME_PERSON, FaceMeasure, FaceModelsMissing, FaceReading,  # noqa: E402
                           identity_distance, model_path)
 from engine.faces.pose import line_of_sight, matrix_from_euler, project_model, POSE_POINTS, head_pose  # noqa: E402
+from repo_paths import REPO  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = REPO
 
 
 def grace_hopper() -> np.ndarray:

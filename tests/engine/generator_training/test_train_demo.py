@@ -15,9 +15,11 @@ from engine.synthesis.discriminator import (Discriminator, DiscriminatorConfig, 
                                             downsample2d)
 from engine.synthesis.networks import GeneratorConfig
 from engine.demo_world.latent import Z_DIM
-from engine.train_demo import (EXPORT_FILE, LOG_FILE, MAX_EXPORT_BYTES, STATE_FILE, DataError, DemoTrainer,
-                               RenderedFaces, TrainDemoConfig, export_bytes, load_images, main,
-                               parse_generator_config, recon_config)
+from engine.generator_training.config import (EXPORT_FILE, LOG_FILE, MAX_EXPORT_BYTES, STATE_FILE, TrainDemoConfig,
+                                              export_bytes, recon_config)
+from engine.generator_training.data import DataError, RenderedFaces, load_images
+from engine.generator_training.trainer import DemoTrainer
+from engine.train_demo import main, parse_generator_config
 
 TINY = "32,32,16"          # 4, 8, 16 px
 RECON_STEPS = 400
@@ -389,7 +391,7 @@ def test_motion_mask_covers_what_moves_and_nothing_at_rest():
     An open mouth marks the mouth (lower middle of the face) and nothing else; a face at rest
     marks nothing; it works on a dark face as on a light one."""
     from engine.demo_world.latent import REST, _I
-    from engine.train_demo import motion_mask
+    from engine.generator_training.data import motion_mask
     as_image = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1   # noqa: E731
     rest = np.zeros((2, Z_DIM))
     for name, v in REST.items():
@@ -434,7 +436,7 @@ def test_cli_recon_objective(tmp_path, capsys):
 
 def test_demo_schedule_settings_by_kimg():
     """--schedule demo: the shipped generator's curriculum, cumulative, by images seen."""
-    from engine.train_demo import scheduled_settings
+    from engine.generator_training.config import scheduled_settings
     head = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
     assert scheduled_settings("none", 100.0) == {}
     assert scheduled_settings("demo", 0.0) == {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
@@ -449,7 +451,7 @@ def test_demo_schedule_settings_by_kimg():
 
 
 def test_a_schedule_switches_loss_terms_mid_run_and_resumes_exactly(tmp_path, monkeypatch):
-    import engine.train_demo as td
+    import engine.generator_training.config as td
     monkeypatch.setitem(td.SCHEDULES, "tiny", ((0.0, {}), (0.024, {"l2_weight": 1.0, "motion_weight": 1.0}),
                                                (0.04, {"frozen": ("yaw",)})))
     data = RenderedFaces(16)
@@ -471,7 +473,8 @@ def test_a_schedule_switches_loss_terms_mid_run_and_resumes_exactly(tmp_path, mo
 
 
 def test_cli_a_new_recon_run_follows_the_demo_schedule(tmp_path, capsys):
-    from engine.train_demo import DEMO_SCHEDULE_KIMG, _train_config, build_parser
+    from engine.generator_training.config import DEMO_SCHEDULE_KIMG
+    from engine.train_demo import _train_config, build_parser
     cfg = _train_config(build_parser().parse_args(["--out", str(tmp_path / "a"), "--objective", "recon"]), None)
     assert cfg.schedule == "demo" and cfg.kimg == DEMO_SCHEDULE_KIMG
     cfg = _train_config(build_parser().parse_args(["--out", str(tmp_path / "a"), "--objective", "recon",

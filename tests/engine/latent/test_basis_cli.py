@@ -9,15 +9,14 @@ from PIL import Image
 from engine import basis as cli
 from engine.latent.basis import LatentBasis, generator_hash
 from engine.latent.directions import DirectionSet
-from engine.synthesis.checkpoints import load_generator
 from engine.synthesis.networks import seed_to_z
 
 N = "5000"
 
 
 @pytest.fixture(scope="module")
-def G():
-    return load_generator("demo")
+def G(demo_G):
+    return demo_G
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +69,7 @@ def test_local_writes_basis_and_spectrum_plot(G, capsys, tmp_path):
 def test_show_grid_shape_and_identity_column(global_npz, G, tmp_path):
     out = tmp_path / "grid.png"
     assert cli.main(["show", "--seed", "5", "--basis", str(global_npz), "--components", "0-2,7",
-                     "--steps", "5", "--out", str(out)]) == 0
+                     "--steps", "5", "--trunc", "1", "--out", str(out)]) == 0   # --trunc: --truncation's alias
     grid = np.asarray(Image.open(out).convert("RGB"))
     R = G.img_resolution
     assert grid.shape == (4 * R, 5 * R, 3)
@@ -86,7 +85,7 @@ def test_show_grid_shape_and_identity_column(global_npz, G, tmp_path):
 def test_show_local_with_layer_range(G, tmp_path):
     out = tmp_path / "grid_local.png"
     assert cli.main(["show", "--seed", "1", "--local", "--components", "0", "--steps", "3",
-                     "--layers", "10-11", "--trunc", "0.7", "--out", str(out)]) == 0
+                     "--layers", "10-11", "--out", str(out)]) == 0          # --truncation: 0.7 by default
     grid = np.asarray(Image.open(out).convert("RGB"))
     R = G.img_resolution
     assert grid.shape == (R, 3 * R, 3)

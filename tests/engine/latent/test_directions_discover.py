@@ -164,6 +164,14 @@ def test_cli_writes_set_report_grid_and_reuses_the_cache(tmp_path, monkeypatch, 
     capsys.readouterr()
     assert main(argv) == 0                                                # second time: from the cache
     assert "using the cached set" in capsys.readouterr().err
+    # other settings are another discovery, not the cached one (a --refine run was served the plain set)
+    assert report["settings"]["refine"] is False and report["settings"]["n"] == 200
+    assert main(argv + ["--no-calibrate", "--no-grid"]) == 0
+    err = capsys.readouterr().err
+    assert "discovered with other settings (calibrate)" in err and "using the cached set" not in err
+    report2 = json.loads(out.with_name("demo.report.json").read_text())
+    assert report2["calibrated"] is False and report2["settings"]["calibrate"] is False
+    assert all(r.get("unit") is None for r in report2["roles"].values())
 
 
 def test_cli_on_a_generator_without_faces_fails_in_one_line(tmp_path, monkeypatch, capsys):

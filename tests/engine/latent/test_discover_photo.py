@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from engine.latent.defaults import faces_available
+from repo_paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not faces_available(), reason="the faces extra (dlib-bin, face-recognition-models, "
                                 "opencv-python-headless) is not installed")
@@ -104,7 +105,6 @@ def test_cli_on_a_freshly_initialised_nvlabs_pickle_says_how_many_had_no_face(tm
     one line with the count and writes nothing (nor caches a set)."""
     import subprocess
     import sys
-    from pathlib import Path
 
     import formats
 
@@ -114,7 +114,7 @@ def test_cli_on_a_freshly_initialised_nvlabs_pickle_says_how_many_had_no_face(tm
                                  mapping_layers=2)
     pkl = formats.write_nvlabs_pkl(formats.random_generator(cfg, seed=3), tmp_path / "network-snapshot-000000.pkl")
     out = tmp_path / "d.json"
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     r = subprocess.run([sys.executable, "-m", "engine.directions", "discover", "--generator", str(pkl),
                         "--out", str(out), "--quiet"], cwd=repo, capture_output=True, text=True, timeout=300,
                        env={**__import__("os").environ, "STYLECAST_CACHE": str(tmp_path / "cache"),

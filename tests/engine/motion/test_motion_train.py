@@ -10,7 +10,7 @@ import pytest
 
 from engine.audio.features import FeatureStream
 from engine.audio.input import SAMPLE_RATE
-from engine.motion.train import DatasetError, MotionDataset, frame_windows, read_wav
+from engine.motion.dataset import DatasetError, MotionDataset, frame_windows, read_wav
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1, width: int = 2):
@@ -150,8 +150,8 @@ def test_dataset_errors_are_one_line(tmp_path, case, match):
 import torch  # noqa: E402
 
 from engine.motion.lstm import AudioLSTMConfig, load_motion_model  # noqa: E402
-from engine.motion.train import (MODEL_FILE, STATE_FILE, Clip, TrainConfig, losses, predict,  # noqa: E402
-                                 train)
+from engine.motion.dataset import Clip  # noqa: E402
+from engine.motion.train import MODEL_FILE, STATE_FILE, TrainConfig, losses, predict, train  # noqa: E402
 
 
 def random_dataset(n_clips=3, frames=40, k=3, w_dim=5, window=8, seed=0):

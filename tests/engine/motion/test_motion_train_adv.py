@@ -10,9 +10,10 @@ import torch
 
 from engine.latent.directions import Direction, DirectionSet
 from engine.motion.lstm import AudioLSTMConfig, AudioLSTMDriver, load_motion_model
-from engine.motion.train import (MODEL_FILE, STATE_FILE, DatasetError, MotionDataset, SequenceDiscriminator,
-                                 TrainConfig, discriminator_loss, train)
-from tests.test_motion_train import TINY, _cli, _weights, make_pair, random_dataset
+from engine.motion.dataset import DatasetError, MotionDataset
+from engine.motion.train import (MODEL_FILE, STATE_FILE, SequenceDiscriminator, TrainConfig, discriminator_loss,
+                                 train)
+from test_motion_train import TINY, _cli, _weights, make_pair, random_dataset
 
 W_DIM, NUM_WS = 6, 4
 
@@ -179,8 +180,9 @@ def test_cli_latent_targets_store_names_for_the_driver(tmp_path, capsys):
 def test_learnability_holds_with_the_adversarial_term(tmp_path):
     """The causal-audio learnability task of test_motion_train, trained with the discriminator on:
     the adversarial term must not break what the reconstruction loss learns."""
-    from engine.motion.train import Clip, frame_windows, predict
-    from tests.test_motion_train import synth_clip
+    from engine.motion.dataset import Clip, frame_windows
+    from engine.motion.train import predict
+    from test_motion_train import synth_clip
 
     rng = np.random.default_rng(0)
     W = 16

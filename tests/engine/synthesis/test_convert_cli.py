@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,8 +16,8 @@ from engine import convert
 from engine.synthesis.checkpoints import load_generator, read_checkpoint
 from engine.synthesis.networks import GeneratorConfig
 import formats
+from repo_paths import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 NV_CFG = GeneratorConfig.nvlabs(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16,
                                 mapping_layers=2, conv_clamp=256)
 ROS_CFG = GeneratorConfig.rosinality(size=8, style_dim=4, n_mlp=1)

@@ -1,4 +1,4 @@
-"""trt_build.export: the synthesis network as ONNX with a dynamic batch axis, checked against
+"""engine.synthesis.onnx_export (and its CLI, trt_build.export): the synthesis network as ONNX with a dynamic batch axis, checked against
 torch with onnxruntime; the export record; CLI errors."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ ort = pytest.importorskip("onnxruntime", reason="the export check needs onnxrunt
 pytest.importorskip("onnxscript", reason="torch's dynamo ONNX exporter needs onnxscript (the onnx extra)")
 
 from engine.synthesis.networks import Generator, GeneratorConfig  # noqa: E402
-from trt_build import export  # noqa: E402
+from engine.synthesis import onnx_export as export  # noqa: E402
+from trt_build import export as export_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_export_matches_torch_at_any_batch(small_G, exported):
     (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
     assert inp.name == "ws" and not isinstance(inp.shape[0], int)            # dynamic batch axis
     assert inp.shape[1:] == [small_G.num_ws, small_G.w_dim]
+    assert outp.name == "img" and outp.shape[1:] == [3, small_G.img_resolution, small_G.img_resolution]
     for b in (1, 4, 7):                                                         # sizes the check did not use
         ws = torch.randn(b, small_G.num_ws, small_G.w_dim)
         with torch.inference_mode():
@@ -75,6 +77,6 @@ def test_sidecar_errors_and_random_noise_refused(tmp_path, small_G):
 def test_cli_errors_one_line_exit_2(tmp_path, capsys, argv, match):
     argv = [a if not a.startswith("x.") else str(tmp_path / a) for a in argv]
     with pytest.raises(SystemExit) as exc:
-        export.main(argv)
+        export_cli.main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and match in err and err.count("\n") == 1

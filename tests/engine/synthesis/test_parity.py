@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engine.synthesis.checkpoints import load_generator
-from engine.synthesis.networks import Generator, GeneratorConfig
+from engine.synthesis.networks import Generator
 from make_parity_fixtures import CASES, Case, load_fixture, state_sha256, z_batch
 
 PARITY_ATOL = 1e-4

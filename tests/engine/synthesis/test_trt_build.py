@@ -1,4 +1,4 @@
-"""trt_build.build: everything up to the engine build runs without TensorRT (cache keys, paths,
+"""engine.synthesis.trt_engine / trt_backend and the trt_build.build CLI: everything up to the engine build runs without TensorRT (cache keys, paths,
 profiles, FP32 layer rule, PSNR); the build and the runtime need tensorrt + CUDA."""
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from trt_build import build
+from engine.cli_util import UsageError
+from engine.synthesis import trt_backend
+from engine.synthesis import trt_engine as build
+from trt_build import build as build_cli
 
 SPEC = build.EngineSpec(generator_hash="ab" * 32, img_resolution=512, num_ws=16, w_dim=512, max_batch=16,
                         opt_batch=4, precision="fp16", trt_version="10.3.0", gpu_name="NVIDIA H100 80GB HBM3",
@@ -57,7 +60,7 @@ def test_without_tensorrt_the_build_says_why(capsys):
     with pytest.raises(build.TRTBuildError, match="tensorrt is not installed"):
         build.spec_for(torch.nn.Linear(1, 1), device="cuda")
     with pytest.raises(SystemExit) as exc:
-        build.main([])
+        build_cli.main([])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "tensorrt is not installed" in err and err.count("\n") == 1
     from engine.synthesis.backends import BackendError, available_backends, create_backend
@@ -65,6 +68,20 @@ def test_without_tensorrt_the_build_says_why(capsys):
     assert "TensorRT" in available_backends("cpu")["trt"]
     with pytest.raises(BackendError):
         create_backend("trt", demo_generator())
+
+
+def test_device_option_and_its_gpu_alias():
+    parser = build_cli.build_parser()
+    assert parser.parse_args([]).device == "cuda:0"
+    assert parser.parse_args(["--gpu", "1"]).device == parser.parse_args(["--device", "1"]).device == "1"
+    for text, want in (("1", "cuda:1"), ("cuda", "cuda:0"), ("cuda:2", "cuda:2"), (" CUDA:0 ", "cuda:0")):
+        assert build_cli.cuda_device_name(text) == want
+    for bad in ("cpu", "tpu", "cuda:x", ""):
+        with pytest.raises(UsageError, match="--device must be a CUDA device"):
+            build_cli.cuda_device_name(bad)
+    with pytest.raises(SystemExit) as exc:
+        build_cli.main(["--device", "cpu"])            # before tensorrt is even looked for
+    assert exc.value.code == 2
 
 
 def _has_trt_gpu() -> bool:
@@ -78,13 +95,13 @@ def _has_trt_gpu() -> bool:
 @pytest.mark.skipif(not _has_trt_gpu(), reason="building and running a TensorRT engine needs tensorrt and a CUDA GPU")
 def test_engine_build_cache_and_psnr(tmp_path):
     from engine.synthesis.networks import demo_generator
-    from trt_build.runtime import TensorRTBackend
+    from engine.synthesis.trt_backend import TensorRTBackend
 
     G = demo_generator()
-    path, spec, record = build.ensure_engine(G, device="cuda", max_batch=4, cache_dir=tmp_path, log=lambda m: None)
+    path, spec, record = trt_backend.ensure_engine(G, device="cuda", max_batch=4, cache_dir=tmp_path, log=lambda m: None)
     assert path.is_file() and record["psnr_db"] >= build.MIN_PSNR_DB
     lines = []
-    path2, _, _ = build.ensure_engine(G, device="cuda", max_batch=4, cache_dir=tmp_path, log=lines.append)
+    path2, _, _ = trt_backend.ensure_engine(G, device="cuda", max_batch=4, cache_dir=tmp_path, log=lines.append)
     assert path2 == path and any("loading cached engine" in m for m in lines)
     backend = TensorRTBackend(path, spec, device="cuda")
     ws = G.cuda().mapping(torch.randn(3, G.z_dim, device="cuda"), truncation_psi=0.7)

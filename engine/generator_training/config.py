@@ -1,0 +1,156 @@
+"""The demo generator's training settings: file names, objectives, the shipped schedule, and
+:class:`TrainDemoConfig` (the networks' shapes live in GeneratorConfig / DiscriminatorConfig)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from engine.synthesis.networks import Generator, GeneratorConfig, demo_config
+
+__all__ = ["STATE_FILE", "EXPORT_FILE", "DIRECTIONS_FILE", "LOG_FILE", "MAX_EXPORT_BYTES", "STATE_VERSION", "OBJECTIVES",
+           "RECON_SCALES", "MOTION_MASK_THRESHOLD", "RECON_LR", "SCHEDULED", "DEMO_SCHEDULE", "DEMO_SCHEDULE_KIMG",
+           "SCHEDULES", "scheduled_settings", "recon_config", "export_bytes", "TrainDemoConfig"]
+
+STATE_FILE = "trainer_state.pt"
+EXPORT_FILE = "demo_generator.safetensors"
+DIRECTIONS_FILE = "demo_directions.json"
+LOG_FILE = "train_log.jsonl"
+MAX_EXPORT_BYTES = 8_000_000        # the shipped float16 weights must stay under 8 MB
+STATE_VERSION = 1
+OBJECTIVES = ("gan", "recon")
+RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 and 4
+MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
+RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
+#: the fields a schedule sets, and their values before its first phase
+SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
+#: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
+#: on, these settings (cumulative). Plain L1 first (layout and colour); then edges and squared
+#: error (small features); then the head held still (eyes and mouths did not form while the head
+#: also turned); then the L1 over moving pixels (mouths on every skin tone). 258 kimg: ~2 h on the
+#: 2-core VM.
+DEMO_SCHEDULE = ((0.0, {}),
+                 (35.0, {"grad_weight": 2.0}),
+                 (45.5, {"l2_weight": 4.0}),
+                 (58.0, {"frozen": ("yaw", "pitch", "roll", "gaze_x", "gaze_y")}),
+                 (200.0, {"motion_weight": 1.0}),
+                 (209.0, {"motion_weight": 3.0}))
+DEMO_SCHEDULE_KIMG = 258.0
+SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE}
+
+
+def scheduled_settings(schedule: str, kimg: float) -> dict:
+    """The SCHEDULED fields' values at ``kimg`` of schedule ``schedule`` ({} for "none")."""
+    phases = SCHEDULES[schedule]
+    if not phases:
+        return {}
+    out = dict(SCHEDULED)
+    for start, settings in phases:
+        if kimg + 1e-9 >= start:
+            out.update(settings)
+    return out
+
+
+
+
+def recon_config(base: Optional[GeneratorConfig] = None) -> GeneratorConfig:
+    """The generator shape for ``--objective recon``: ``base`` (default the demo shape) with z the
+    demo world's code (``Z_DIM`` wide, not normalised) and a mapping network at full learning rate."""
+    from engine.demo_world.latent import Z_DIM, rest_pairs
+    return dataclasses.replace(base or demo_config(), z_dim=Z_DIM, normalize_z=False, mapping_lr_multiplier=1.0,
+                               z_rest=rest_pairs())
+
+
+
+
+def export_bytes(config: GeneratorConfig) -> int:
+    """Size of the float16 tensors of a generator with this config (the export is this + ~10 kB header)."""
+    G = Generator(config)
+    return 2 * sum(t.numel() for t in G.state_dict().values())
+
+
+@dataclass
+class TrainDemoConfig:
+    """Optimisation settings (the networks' shapes live in GeneratorConfig / DiscriminatorConfig)."""
+    kimg: float = 100.0                  # total length in thousands of real images shown to D
+    batch: int = 16
+    lr: float = 0.0025                   # Adam lr of G and D
+    r1_gamma: Optional[float] = None     # None: 0.0002 · R² / batch (NVlabs' auto heuristic)
+    r1_interval: int = 16                # lazy R1 every this many steps
+    ema_kimg: Optional[float] = None     # G_ema half-life; None: batch · 10 / 32
+    ema_rampup: Optional[float] = 0.05   # None: no ramp-up
+    style_mixing: float = 0.9
+    mbstd_group: int = 4
+    w_avg_beta: float = 0.995
+    snap_kimg: float = 4.0               # grid + state + export every this many kimg
+    grid: int = 4                        # samples grid is grid x grid images
+    objective: str = "gan"               # "gan" (StyleGAN2's) or "recon" (decoder of the demo world's code)
+    linear_motion: float = 0.5           # recon: share of each batch whose motion enters w linearly
+    grad_weight: float = 0.0             # recon: weight of the L1 between image gradients (edges: eyes, mouth)
+    l2_weight: float = 0.0               # recon: weight of a squared error next to the L1 (features a median hides)
+    frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
+    motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
+    schedule: str = "none"               # recon: "demo" sets the four fields above by kimg (DEMO_SCHEDULE)
+
+    # settings a resumed run may change
+    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule")
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.kimg) and self.kimg >= 0):
+            raise ValueError(f"kimg must be a finite number >= 0, got {self.kimg!r}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.mbstd_group < 1:
+            raise ValueError(f"mbstd_group must be >= 1, got {self.mbstd_group}")
+        g = min(self.mbstd_group, self.batch)
+        if self.batch % g:
+            raise ValueError(f"batch {self.batch} must be a multiple of the minibatch-stddev group size {g}")
+        if self.r1_interval < 1:
+            raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
+        for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg", "grad_weight", "l2_weight",
+                     "motion_weight"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.lr <= 0 or self.snap_kimg <= 0:
+            raise ValueError("lr and snap_kimg must be > 0")
+        if not 0 <= self.style_mixing <= 1:
+            raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
+        if not 0 <= self.w_avg_beta < 1:
+            raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
+        from engine.demo_world.latent import MOTION_Z
+        self.frozen = tuple(self.frozen)
+        bad = [f for f in self.frozen if f not in MOTION_Z]
+        if bad:
+            raise ValueError(f"frozen: unknown motion fields {bad} (known: {', '.join(MOTION_Z)})")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule != "none" and self.objective != "recon":
+            raise ValueError("a schedule sets the recon objective's loss terms; the gan objective has none")
+        if not 0 <= self.linear_motion <= 1:
+            raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not 1 <= self.grid <= 16:
+            raise ValueError(f"grid must be 1..16, got {self.grid}")
+
+    def gamma(self, resolution: int) -> float:
+        return 0.0002 * resolution**2 / self.batch if self.r1_gamma is None else float(self.r1_gamma)
+
+    def ema_half_life_kimg(self) -> float:
+        return self.batch * 10 / 32 if self.ema_kimg is None else float(self.ema_kimg)
+
+    @property
+    def total_steps(self) -> int:
+        return int(math.ceil(self.kimg * 1000 / self.batch - 1e-9))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainDemoConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
