@@ -94,7 +94,7 @@ def test_missing_web_client_is_a_startup_error(engine, web_root, tmp_path, monke
     (one line naming what is missing) instead of answering 404 on "/"."""
     import importlib.util
 
-    import streaming.server as server
+    import streaming.web_root as web_root_module
     from streaming.server import WebClientMissing, create_app, find_web_root
 
     with pytest.raises(WebClientMissing) as info:
@@ -106,7 +106,7 @@ def test_missing_web_client_is_a_startup_error(engine, web_root, tmp_path, monke
         create_app(config(engine, web_root=web_root))
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(server.importlib.util, "find_spec",
+    monkeypatch.setattr(web_root_module.importlib.util, "find_spec",
                         lambda name, *a: None if name == "web_client" else real_find_spec(name, *a))
     with pytest.raises(WebClientMissing, match="the web_client package is not installed"):
         find_web_root()

@@ -1,0 +1,65 @@
+"""The server's configuration and the state its handlers share (``app[STATE_KEY]``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer
+
+from .ice import is_loopback_host
+from .sessions import SessionRegistry
+from .web_root import check_web_root, find_web_root
+
+__all__ = ["ServerConfig", "ServerState", "STATE_KEY"]
+
+
+@dataclass
+class ServerConfig:
+    """What ``create_app`` needs. ``engine`` may be a ready AvatarEngine (tests share one)."""
+
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    generator: str = "demo"
+    resolution: Optional[int] = None
+    fps: float = 25.0
+    max_sessions: int = 4
+    identity: Union[int, str] = 0      # a seed or the path of a .npy latent (w / ws)
+    truncation: float = 0.7
+    driver: str = "default"
+    web_root: Optional[Path] = None           # None: the installed web_client package (find_web_root)
+    engine: Any = None
+    synthesize: Optional[Callable] = None    # AvatarEngine(synthesize=...) hook (overload tests)
+    stamp: bool = False                       # frame index in the image (tests, benchmarks)
+    grace_s: float = 0.06
+    idle_timeout_s: float = 5.0
+    connect_timeout_s: float = 15.0
+    stats_interval_s: float = 1.0
+    loopback_ice: Optional[bool] = None       # None: decided from ``host``
+    ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.web_root = check_web_root(config.web_root) if config.web_root is not None else find_web_root()
+        self.registry = SessionRegistry(config.max_sessions)
+        self.engine = config.engine
+        self.clients: dict[str, Any] = {}        # sid -> streaming.connection.ClientConnection
+        self.closing = False
+        self.bad_requests = 0
+        self.loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        """No STUN round trips for a loopback server (nothing to discover); else the configured
+        servers, or aiortc's default STUN server when none are configured."""
+        servers = self.config.ice_servers
+        if servers is None:
+            return RTCConfiguration(iceServers=[]) if self.loopback else RTCConfiguration()
+        return RTCConfiguration(iceServers=[RTCIceServer(u) for u in servers])
+
+
+#: ``app[STATE_KEY]``: the server's ServerState (config, registry, engine, clients).
+STATE_KEY = web.AppKey("stylecast", ServerState)
