@@ -12,10 +12,12 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["Frame", "STAGES", "images_to_uint8", "frame_rgb"]
+__all__ = ["Frame", "STAGES", "STATS_WINDOW", "images_to_uint8", "frame_rgb", "stage_summary"]
 
 #: Keys of ``Frame.timings`` (milliseconds).
 STAGES = ("features", "motion", "latent", "synthesis", "convert", "total")
+#: frames the per-stage statistics of a session cover
+STATS_WINDOW = 250
 
 
 def images_to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -50,3 +52,14 @@ def frame_rgb(frame: Frame) -> np.ndarray:
     tensors: quantised here, by :func:`images_to_uint8`)."""
     img = frame.image
     return img if isinstance(img, np.ndarray) else images_to_uint8(img)
+
+
+def stage_summary(rows) -> dict:
+    """``{"window": n, "timings": {stage: {"p50": ms, "p95": ms}}}`` over ``Frame.timings`` rows
+    (None where there are none)."""
+    out = {"window": len(rows), "timings": {}}
+    for s in STAGES:
+        v = np.array([r[s] for r in rows], dtype=np.float64)
+        out["timings"][s] = ({"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+                             if v.size else {"p50": None, "p95": None})
+    return out

@@ -18,15 +18,10 @@ arrived. :attr:`AvatarSession.clock` counts the 16 kHz samples that reached the 
 input rate (``AudioInput.latency_ms``, 0 at 16 kHz) + ``FeatureStream.latency_ms`` (the
 lookahead): how long after the end of frame k's audio, at the earliest, frame k can be built.
 
-**Audio out, offset 0.** With ``audio_out=True`` the session keeps the pushed audio as int16 mono
-at ``audio_out_rate`` (copied as is when the input already has that rate; otherwise resampled
-with libsoxr) on the same timeline, and each Frame carries exactly the samples
-``[O(k), O(k+1))``, ``O(k) = round(k·audio_out_rate/fps)``: the audio that drove frame k, zeros
-where silence was filled. Playing ``Frame.audio`` back to back while showing the frames at
-``k/fps`` is therefore in sync by construction (audio/video offset 0, up to one sample of
-rounding at a silence fill). When frames were skipped (``latest=True``), a Frame's audio
-starts where the previous Frame's audio ended, so the concatenation of ``Frame.audio`` over all
-Frames is always the pushed signal (a 48 kHz int16 mono input comes back bit for bit).
+**Audio out, offset 0.** With ``audio_out=True`` each Frame carries exactly the pushed samples
+``[O(k), O(k+1))``, ``O(k) = round(k·audio_out_rate/fps)`` (zeros where silence was filled), so
+playing them back to back while showing frame k at k/fps is in sync by construction; see
+:mod:`engine.audio.output`.
 
 **Silence fill.** ``next_frame(fill_silence=True)`` is for a stream whose audio may be late or
 absent (no mic yet): when frame k is not ready, audio held inside the resampler is flushed out
@@ -55,11 +50,11 @@ import numpy as np
 import torch
 
 from engine.audio.features import FeatureStream
-from engine.audio.input import SAMPLE_RATE, AudioInput
+from engine.audio.input import SAMPLE_RATE, AudioInput, sample_format
 from engine.audio.output import AudioOut
 from engine.avatar import DEFAULT_BASIS_SAMPLES, AvatarEngine, default_directions
 from engine.drivers import feature_needs, make_driver
-from engine.frames import STAGES, Frame
+from engine.frames import STAGES, STATS_WINDOW, Frame, stage_summary
 from engine.latent.path import LatentPath
 from engine.motion.base import MotionDriver
 
@@ -67,22 +62,10 @@ __all__ = ["AvatarSession", "AvatarEngine", "Frame", "default_directions", "STAG
            "DEFAULT_LOOKAHEAD_MS", "DEFAULT_BASIS_SAMPLES"]
 
 DEFAULT_LOOKAHEAD_MS = 40.0
-_STATS_WINDOW = 250
 
 
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
-
-
-def _pcm_dtype(pcm) -> str:
-    if isinstance(pcm, (bytes, bytearray, memoryview)):
-        return "int16"
-    dt = np.asarray(pcm).dtype if not hasattr(pcm, "dtype") else np.dtype(pcm.dtype)
-    if dt == np.int16:
-        return "int16"
-    if dt in (np.float32, np.float64):
-        return "float32"
-    raise ValueError(f"unsupported sample format {dt} (int16, or float32 with full scale 1.0)")
 
 
 class AvatarSession:
@@ -142,7 +125,7 @@ class AvatarSession:
         self._audio_from_k = 0                  # first frame whose audio was not handed out yet
         self._frames_out = 0
         self._dropped_total = 0
-        self._timings: deque = deque(maxlen=_STATS_WINDOW)
+        self._timings: deque = deque(maxlen=STATS_WINDOW)
 
         drv = self._make_driver(driver)
         need = feature_needs(drv)
@@ -219,7 +202,7 @@ class AvatarSession:
         the session unchanged."""
         if torch.is_tensor(pcm):
             pcm = pcm.detach().cpu().numpy()
-        dtype = _pcm_dtype(pcm)
+        dtype = sample_format(pcm)
         with self._lock:
             self._check_open()
             key = (sample_rate, channels, dtype)
@@ -465,14 +448,9 @@ class AvatarSession:
         """``frames`` and ``dropped`` so far, ``latency_ms``, and per stage p50/p95 ms over the last
         250 frames: ``{"timings": {"synthesis": {"p50": .., "p95": ..}, ...}}``."""
         with self._lock:
+            out = {"frames": self._frames_out, "dropped": self._dropped_total, "latency_ms": self.latency_ms}
             rows = list(self._timings)
-            out = {"frames": self._frames_out, "dropped": self._dropped_total, "latency_ms": self.latency_ms,
-                   "window": len(rows), "timings": {}}
-        for s in STAGES:
-            v = np.array([r[s] for r in rows], dtype=np.float64)
-            out["timings"][s] = ({"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
-                                 if v.size else {"p50": None, "p95": None})
-        return out
+        return {**out, **stage_summary(rows)}
 
     def close(self) -> None:
         """Release the session's buffers; later calls raise RuntimeError (close twice is fine)."""

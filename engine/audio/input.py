@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "AudioInput", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE", "resampler_lag_ms"]
+__all__ = ["SAMPLE_RATE", "AudioInput", "sample_format", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE", "resampler_lag_ms"]
 
 SAMPLE_RATE = 16000
 MIN_RATE = 8000
@@ -171,3 +171,15 @@ class AudioInput:
             self._new_resampler()
         self.samples_in = self.samples_out = 0
         return y
+
+
+def sample_format(pcm) -> str:
+    """``"int16"`` or ``"float32"``: the sample format of a chunk (bytes are int16); ValueError for others."""
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        return "int16"
+    dt = np.asarray(pcm).dtype if not hasattr(pcm, "dtype") else np.dtype(pcm.dtype)
+    if dt == np.int16:
+        return "int16"
+    if dt in (np.float32, np.float64):
+        return "float32"
+    raise ValueError(f"unsupported sample format {dt} (int16, or float32 with full scale 1.0)")

@@ -6,6 +6,16 @@ addressed by absolute sample position: ``[base, base + len)``. The session cuts 
 ``[O(k), O(k+1))`` out of it, pads it with zeros where it filled silence, and cuts it back when
 it drops pushed audio (``interrupt``). A 48 kHz int16 mono input at a 48 kHz output comes back
 bit for bit.
+
+The session's guarantee: with ``audio_out=True`` the session keeps the pushed audio as int16 mono
+at ``audio_out_rate`` (copied as is when the input already has that rate; otherwise resampled
+with libsoxr) on the same timeline, and each Frame carries exactly the samples
+``[O(k), O(k+1))``, ``O(k) = round(k·audio_out_rate/fps)``: the audio that drove frame k, zeros
+where silence was filled. Playing ``Frame.audio`` back to back while showing the frames at
+``k/fps`` is therefore in sync by construction (audio/video offset 0, up to one sample of
+rounding at a silence fill). When frames were skipped (``latest=True``), a Frame's audio
+starts where the previous Frame's audio ended, so the concatenation of ``Frame.audio`` over all
+Frames is always the pushed signal (a 48 kHz int16 mono input comes back bit for bit).
 """
 from __future__ import annotations
 
