@@ -229,10 +229,10 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
     was_open = False
     for arrival, f in got["video"]:
         img = f.to_ndarray(format="rgb24")
-        body = img[:-8].astype(np.float32)
+        body = img[:-8]
         if ref is None:
             ref = body
-        is_open = bool(np.abs(body - ref).mean() > 10)
+        is_open = moved(body, ref) > MIN_MOVED
         if is_open and not was_open:
             video_on.append((read_stamp(img) / args.fps, arrival))
         was_open = is_open

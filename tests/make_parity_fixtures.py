@@ -62,7 +62,7 @@ FIXTURE_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Cases (shared with tests/test_parity.py)
+# Cases (shared with tests/engine/synthesis/test_parity.py)
 
 
 def scale_extreme(G: Generator) -> None:

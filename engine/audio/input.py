@@ -2,7 +2,7 @@
 
 Resampling is python-soxr's ``ResampleStream`` (libsoxr), not a hand-written filter. Pushing a
 signal in any chunking gives bit-identical output to pushing it at once (libsoxr keeps its
-state between chunks; checked in ``tests/test_audio_input.py``).
+state between chunks; checked in ``tests/engine/audio/test_audio_input.py``).
 
 Layout: int16 (full scale 32768) or float32 (full scale 1.0); mono, or ``channels`` > 1 given
 interleaved (1-D) or as ``[n, channels]``. Channels are averaged (downmix) before resampling.

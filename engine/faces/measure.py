@@ -32,7 +32,7 @@ TIE_AREA = 0.10          # boxes within 10 % of the largest area are "as large";
 # The box dlib's HOG detector puts on an FFHQ-aligned crop, as fractions (left, top, right, bottom)
 # of the crop's side: the mean over FFHQ-recipe crops (engine.faces.align) of the astronaut and
 # Grace Hopper photos at 160-512 px, HOG upsample 0 and 1; single boxes scatter by 0.03-0.04 of the
-# side (one standard deviation; HOG's boxes come in discrete scales). tests/test_faces_measure.py checks it.
+# side (one standard deviation; HOG's boxes come in discrete scales). tests/engine/faces/test_faces_measure.py checks it.
 FFHQ_BOX = (0.21, 0.33, 0.79, 0.91)
 # The same for StyleCast's demo generator (128 px): the mean HOG box over the 27 of seeds 0-63
 # (truncation 0.7) that HOG finds; boxes scatter by 0.02-0.03 of the side (one standard deviation).

@@ -10,7 +10,7 @@ audio model was trained on: the same x opens the mouth as far on any generator, 
 latent space.
 
 ``UNIT_MOTION`` holds those fractions, measured with the demo probes on the shipped learned demo
-directions (``tests/test_calibrate.py`` checks them against the shipped set). Roles without an
+directions (``tests/engine/latent/test_calibrate.py`` checks them against the shipped set). Roles without an
 entry (the ones no shipped audio model drives: head pose, blinks, gaze) keep σ units. The search is
 monotone bisection on held-out faces; one unit is kept within ``MIN_SIGMA``…``MAX_SIGMA`` σ
 (further, the moved faces leave the generator's faces), and a role whose target is not reached
