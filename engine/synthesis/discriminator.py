@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .networks import (LRELU_GAIN, LRELU_SLOPE, ChannelTableConfig, FullyConnectedLayer, GeneratorConfig,
-                       _check_shape, _fir_kernel)
+from .config import ChannelTableConfig, GeneratorConfig
+from .layers import LRELU_GAIN, LRELU_SLOPE, FullyConnectedLayer, _check_shape, _fir_kernel
 
 __all__ = ["DiscriminatorConfig", "Discriminator", "MinibatchStdLayer", "downsample2d"]
 

@@ -17,8 +17,8 @@ from engine.synthesis.networks import (
     demo_config,
     demo_generator,
     seed_to_z,
-    upsample2d,
 )
+from engine.synthesis.layers import upsample2d
 
 
 def small_config(**kw) -> GeneratorConfig:
