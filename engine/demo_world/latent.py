@@ -1,8 +1,8 @@
 """The demo world's latent code: a Gaussian vector z that *is* a face's parameters.
 
 ``params_from_z(z)`` turns z ~ N(0, I) of width :data:`Z_DIM` into an (Identity, Motion) pair
-distributed like :func:`~engine.demo_world.faces.sample_identity` /
-:func:`~engine.demo_world.faces.sample_motion` draw them: each coordinate goes through the
+distributed like :func:`~engine.demo_world.params.sample_identity` /
+:func:`~engine.demo_world.params.sample_motion` draw them: each coordinate goes through the
 standard normal CDF to a uniform u in (0, 1), and the uniforms are used where the samplers use
 random draws (skin tone along the light–dark line, categorical hair / eye colours, small colour
 jitters, shapes, hair style); head angles and gaze are 0.45·z clipped to ±1. Two motion fields are
@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .faces import (_EYE_COLOURS, _HAIR_COLOURS, _HAIR_P, _SKIN_TONES, HAIR_STYLES, Identity, Motion, _rgb,
-                    render_face)
+from .params import _EYE_COLOURS, _HAIR_COLOURS, _HAIR_P, _SKIN_TONES, HAIR_STYLES, Identity, Motion, _rgb
+from .faces import render_face
 
 __all__ = ["REST", "rest_pairs", "at_rest", "motion_params", "rest_motion", "motion_x", "MOTION_SCALE", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
            "mouth_from_z", "z_for_mouth", "normal_cdf", "normal_ppf"]

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .faces import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_RANGES
+from .params import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_RANGES
 from .name_directions import ROLE_OF
 from .probes import Probes, load_probes
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .faces import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_FIELDS, MOTION_RANGES
+from .params import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_FIELDS, MOTION_RANGES
 
 __all__ = ["OUTPUT_NAMES", "ProbeConfig", "ProbeNet", "Probes", "ProbesError", "train_probes", "r2_scores",
            "load_probes", "save_probes"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from engine.demo_world import dataset as ds
-from engine.demo_world.faces import (HAIR_STYLES, IDENTITY_FIELDS, MOTION_FIELDS, Identity, Motion, render_face,
-                                     sample_identity, sample_motion)
+from engine.demo_world.params import (HAIR_STYLES, IDENTITY_FIELDS, MOTION_FIELDS, Identity, Motion, sample_identity,
+                                      sample_motion)
+from engine.demo_world.faces import render_face
 
 # light hair and background so that the darkest pixels of the face are the pupils and lashes
 IDENT = Identity(hair_style=0, hair_rgb=(0.85, 0.7, 0.45), bg_rgb=(0.8, 0.85, 0.9), eye_rgb=(0.3, 0.5, 0.8))

@@ -12,7 +12,8 @@ import torch
 
 from engine.demo_world import latent
 from engine.demo_world.assets import main as assets_main, mouth_x, utterance_trajectory, write_targets
-from engine.demo_world.faces import IDENTITY_FIELDS, render_face, sample_identity, sample_motion
+from engine.demo_world.params import IDENTITY_FIELDS, sample_identity, sample_motion
+from engine.demo_world.faces import render_face
 from engine.latent.identity import rest_z, w_from_seed
 from engine.synthesis.networks import Generator, seed_to_z
 from engine.generator_training.config import recon_config

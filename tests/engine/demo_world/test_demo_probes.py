@@ -11,7 +11,7 @@ import torch
 from engine.demo_world import dataset as ds
 from engine.demo_world import probes as pr
 from engine.demo_world import train_probes
-from engine.demo_world.faces import IDENTITY_FIELDS, MOTION_FIELDS
+from engine.demo_world.params import IDENTITY_FIELDS, MOTION_FIELDS
 
 N_TRAIN = 3200
 
