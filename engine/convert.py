@@ -48,7 +48,9 @@ def build_parser() -> ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", help="checkpoint file, or a preset name (demo, ffhq256, ffhq512, ffhq1024)")
-    parser.add_argument("output", help="output path, must end in .safetensors (OUT.json is written beside it)")
+    parser.add_argument("output", nargs="?", default=None,
+                        help="output path, must end in .safetensors (OUT.json is written beside it); or --out")
+    parser.add_argument("--out", dest="out", default=None, help="the output path (the same as the second argument)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="on-disk float type (default: float32, lossless; float16 halves the size)")
     return parser
@@ -83,12 +85,15 @@ def convert(input: str, output: str, dtype: str = "float32") -> tuple[Path, str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.output is None) == (args.out is None):
+        parser.error("give the output path once: as the second argument or as --out")
     try:
-        _, summary, notes = convert(args.input, args.output, args.dtype)
+        _, summary, notes = convert(args.input, args.output or args.out, args.dtype)
     except (CheckpointError, ValueError, OSError) as exc:
         message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
     print(summary)
     for note in notes:

@@ -62,7 +62,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0] == "error: photo.pkl: not a generator checkpoint (this is a PNG image)"
+    assert lines[0] == "python -m engine.convert: error: photo.pkl: not a generator checkpoint (this is a PNG image)"
     assert not (tmp_path / "g.safetensors").exists()
 
 
@@ -85,6 +85,12 @@ def test_notes_are_printed(tmp_path, capsys):
 
 def test_converts_stylecast_and_demo(tmp_path, capsys):
     assert convert.main(["demo", str(tmp_path / "demo.safetensors"), "--dtype", "float16"]) == 0
+    assert convert.main(["demo", "--out", str(tmp_path / "demo2.safetensors")]) == 0        # --out, like the others
+    assert (tmp_path / "demo2.safetensors").is_file()
+    for argv in (["demo"], ["demo", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "b.safetensors")]):
+        with pytest.raises(SystemExit) as exc:
+            convert.main(argv)
+        assert exc.value.code == 2 and "give the output path once" in capsys.readouterr().err
     assert convert.main([str(tmp_path / "demo.safetensors"), str(tmp_path / "again.safetensors")]) == 0
     assert read_checkpoint(tmp_path / "again.safetensors").config == read_checkpoint(tmp_path / "demo.safetensors").config
     a = load_generator(tmp_path / "demo.safetensors").state_dict()
@@ -135,7 +141,7 @@ def test_errors_exit_2_with_one_line_naming_the_file(tmp_path, capsys, monkeypat
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert len(lines) == 1 and lines[0].startswith("python -m engine.convert: error: ")
     assert expect in lines[0]
     assert "Traceback" not in captured.err
     assert not Path(out).exists()
