@@ -99,7 +99,8 @@ def bench_audio_input(seconds: float) -> list[dict[str, Any]]:
 def bench_motion(seconds: float, repeats: int = 3) -> list[dict[str, Any]]:
     from engine.motion import IdleDriver
     from engine.motion.base import ROLES
-    from engine.motion.lstm import AudioLSTMConfig, AudioLSTMDriver, AudioMotionModel
+    from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
+    from engine.motion.lstm_driver import AudioLSTMDriver
 
     fs = FeatureStream(fps=25.0, lookahead_ms=40.0)
     feats = fs.push(speech_like(max(seconds, 4.0))) + fs.flush()

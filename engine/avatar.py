@@ -25,7 +25,7 @@ from engine.latent.directions import DirectionSet
 from engine.latent.identity import load_ws_array, truncate, w_from_seed
 from engine.latent.pca import global_basis
 from engine.motion.base import ROLES
-from engine.motion.lstm import load_motion_model
+from engine.motion.lstm_file import load_motion_model
 from engine.synthesis.backends import create_backend
 from engine.synthesis.checkpoints import DEMO_ASSET, load_generator
 from engine.synthesis.fingerprint import generator_hash

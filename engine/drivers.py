@@ -12,7 +12,8 @@ from typing import Optional
 from engine.motion.base import MotionDriver
 from engine.motion.idle import IdleDriver
 from engine.motion.layered import LayeredDriver
-from engine.motion.lstm import AudioLSTMDriver, load_motion_model
+from engine.motion.lstm_driver import AudioLSTMDriver
+from engine.motion.lstm_file import load_motion_model
 from engine.motion.trajectory import TrajectoryDriver
 
 __all__ = ["make_driver", "feature_needs", "DRIVER_SPECS"]

@@ -3,7 +3,7 @@
 DIR holds pairs NAME.wav (int16 PCM, any rate 8-48 kHz) + NAME.npy (x_t [T, k] in stdev units at
 the dataset fps, or latents w_t [T, w_dim] / ws_t [T, num_ws, w_dim] with ``--directions``) +
 optional NAME.json ({"fps": 25, "anchor": [w_dim floats]}); see ``engine.motion.train``. The model is written to OUT/motion.safetensors (+ motion.json, loadable
-with ``engine.motion.lstm.load_motion_model`` / usable by ``AudioLSTMDriver``), the resumable
+with ``engine.motion.lstm_file.load_motion_model`` / usable by ``AudioLSTMDriver``), the resumable
 trainer state to OUT/trainer_state.pt, the per-step losses to OUT/train_log.jsonl.
 """
 from __future__ import annotations

@@ -42,28 +42,22 @@ metadata (``"stylecast_motion_config"``) plus a sidecar ``<stem>.json``;
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from engine.audio.features import LOG_FLOOR, N_MELS
-from engine.weights_io import save_with_sidecar
+from engine.audio.features import N_MELS
 
-from .base import MotionDriver, resolve_names
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from engine.audio.features import FrameFeatures
-    from engine.latent.directions import DirectionSet
+    pass
 
-__all__ = ["AudioLSTMConfig", "AudioMotionModel", "AudioLSTMDriver", "MotionModelError",
-           "save_motion_model", "load_motion_model", "LOG_MEAN", "LOG_STD"]
+__all__ = ["AudioLSTMConfig", "AudioMotionModel", "MotionModelError", "LOG_MEAN", "LOG_STD",
+           "METADATA_CONFIG_KEY", "METADATA_FORMAT_KEY", "FORMAT_VERSION"]
 
 #: Default log-mel normalisation: (mel - LOG_MEAN) / LOG_STD. Silence (LOG_FLOOR ≈ -23.0) → ≈ -2.2,
 #: speech at -40 .. -10 dBFS lies around -8 .. 0 → ≈ 0.3 .. 1.7.
@@ -287,183 +281,3 @@ class AudioMotionModel(nn.Module):
         state = self.init_state(w_anchor) if self.uses_identity else self.init_state(batch=a.shape[0])
         x, _ = self.unroll(a, state, noise)
         return x
-
-
-# -------------------------------------------------------------------------------------------------
-# files
-
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json") if path.suffix else path.with_name(path.name + ".json")
-
-
-def save_motion_model(model: AudioMotionModel, path: Union[str, os.PathLike]) -> Path:
-    """Write ``model`` as float32 safetensors (config JSON in the metadata) + sidecar ``<stem>.json``.
-    Atomic (temporary files + rename). Returns the safetensors path."""
-    path = Path(path)
-    side = _sidecar(path)
-    if side == path:
-        raise MotionModelError(f"{path}: the model file must not be a .json file (the sidecar is {side.name})")
-    cfg = model.config.to_dict()
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-    for k, v in tensors.items():
-        if not bool(torch.isfinite(v).all()):
-            raise MotionModelError(f"{path}: tensor '{k}' is not finite")
-    metadata = {METADATA_FORMAT_KEY: FORMAT_VERSION, METADATA_CONFIG_KEY: json.dumps(cfg, sort_keys=True)}
-    sidecar = {"format": "stylecast-motion-lstm", "format_version": int(FORMAT_VERSION), "weights": path.name,
-               "config": cfg, "num_parameters": int(sum(t.numel() for t in tensors.values())),
-               "tensors": {k: list(v.shape) for k, v in tensors.items()}}
-    return save_with_sidecar(tensors, path, side, metadata, sidecar)
-
-
-def load_motion_model(path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "cpu"
-                      ) -> AudioMotionModel:
-    """Read a file written by :func:`save_motion_model` (config from the metadata, else from the
-    sidecar). Returns the model in eval mode. Raises :class:`MotionModelError` naming the file."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    name = str(path)
-    if not path.is_file():
-        raise MotionModelError(f"{name}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for truncated / foreign files
-        raise MotionModelError(f"{name}: not a readable safetensors motion model ({type(exc).__name__}: {exc})") from None
-    raw = metadata.get(METADATA_CONFIG_KEY)
-    try:
-        if raw is not None:
-            cfg_dict = json.loads(raw)
-        else:
-            side = _sidecar(path)
-            if not side.is_file():
-                raise MotionModelError(f"{name}: no '{METADATA_CONFIG_KEY}' in the metadata and no sidecar {side.name}")
-            cfg_dict = json.loads(side.read_text()).get("config")
-        config = AudioLSTMConfig.from_dict(cfg_dict)
-    except MotionModelError:
-        raise
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise MotionModelError(f"{name}: bad motion model config ({exc})") from None
-    model = AudioMotionModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise MotionModelError(f"{name}: tensors do not match the config (missing: {missing or 'none'}, "
-                               f"unexpected: {extra or 'none'})")
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise MotionModelError(f"{name}: tensor '{k}' has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-        if not v.is_floating_point() or not bool(torch.isfinite(v).all()):
-            raise MotionModelError(f"{name}: tensor '{k}' is not finite float data")
-    model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
-    return model.to(device).eval()
-
-
-# -------------------------------------------------------------------------------------------------
-# driver
-
-class AudioLSTMDriver(MotionDriver):
-    """A :class:`MotionDriver` around an :class:`AudioMotionModel` (one stream, B = 1).
-
-    Args:
-        model: the model (put in eval mode; its parameters are not changed).
-        names: output direction names (a DirectionSet or names), ``len == model.config.k``;
-            default: the names stored in the model's config.
-        seed: seed of the motion noise ε_t (only used when ``noise_dim > 0``); ``reset`` re-seeds.
-        device: where the model runs.
-        flush_frames: frames over which ``flush()`` ramps x to 0.
-        noise_scale: multiplier of ε_t ~ N(0, 1) (0 switches the noise off).
-    """
-
-    def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str], None] = None, *,
-                 seed: int = 0, device: Union[str, torch.device] = "cpu", flush_frames: int = 3,
-                 noise_scale: float = 1.0):
-        c = model.config
-        if names is None:
-            if c.names is None:
-                raise ValueError("the model's config stores no direction names; pass names=")
-            names = c.names
-        self.names = resolve_names(names)
-        if len(self.names) != c.k:
-            raise ValueError(f"the model outputs k = {c.k} components but {len(self.names)} names were given")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.config = c
-        self.fps = float(c.fps)
-        self.lookahead_ms = float(c.lookahead_ms)
-        self.seed = int(seed)
-        self.flush_frames = max(int(flush_frames), 1)
-        self.noise_scale = float(noise_scale)
-        self._silence = torch.full((1, c.window_frames, c.n_mels), LOG_FLOOR, dtype=torch.float32, device=self.device)
-        self._w = torch.zeros(1, max(c.w_dim, 1), dtype=torch.float32, device=self.device)
-        self.reset()
-
-    def _anchor_w(self, anchor) -> torch.Tensor:
-        if not self.model.uses_identity:     # audio-only model: the anchor is not read
-            return self._w
-        a = torch.as_tensor(np.asarray(anchor, dtype=np.float32) if not torch.is_tensor(anchor) else anchor)
-        a = a.detach().to(self.device, torch.float32)
-        given = list(a.shape)
-        if a.ndim == 3 and a.shape[0] == 1:
-            a = a[0]
-        if a.ndim == 2:          # ws [num_ws, w_dim] (or [1, w_dim]): the first layer's w
-            a = a[0]
-        if a.shape != (self.config.w_dim,):
-            raise ValueError(f"anchor: this motion model reads the identity's w from a generator with w_dim "
-                             f"{self.config.w_dim} (expected w [{self.config.w_dim}] or ws [num_ws, "
-                             f"{self.config.w_dim}]), got {given}: use a generator-independent "
-                             "model (engine.train_motion --identity none) on this generator")
-        if not bool(torch.isfinite(a).all()):
-            raise ValueError("anchor contains NaN or infinity")
-        return a[None].clone()
-
-    def reset(self, anchor: Optional[object] = None) -> None:
-        """Frame 0 for the face at ``anchor`` (w [w_dim] or ws [num_ws, w_dim], ws[0] used); None
-        keeps the previous anchor (zeros at first). Re-seeds the noise."""
-        if anchor is not None:
-            self._w = self._anchor_w(anchor)
-        self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(self.seed)
-        with torch.inference_mode():
-            self._state = self.model.init_state(self._w)
-        self._x = np.zeros(self.config.k, dtype=np.float32)
-        self._flush_left = 0
-        self._flush_from = self._x.copy()
-
-    def flush(self) -> None:
-        """Interruption: x ramps linearly from its last value to exactly 0 over ``flush_frames``
-        frames; the state is re-initialised from the anchor now, and the model keeps consuming the
-        incoming audio during the ramp (its output is used again afterwards)."""
-        self._flush_from = self._x.copy()
-        self._flush_left = self.flush_frames
-        with torch.inference_mode():
-            self._state = self.model.init_state(self._w)
-
-    def _mel(self, features) -> torch.Tensor:
-        if features is None:
-            return self._silence
-        c = self.config
-        mel = np.asarray(features.mel if hasattr(features, "mel") else features, dtype=np.float32)
-        if mel.shape != (c.window_frames, c.n_mels):
-            raise ValueError(f"features.mel must be [{c.window_frames}, {c.n_mels}], got {list(mel.shape)}")
-        if not np.isfinite(mel).all():
-            raise ValueError("features.mel contains NaN or infinity")
-        return torch.from_numpy(mel).to(self.device)[None]
-
-    def step(self, features: Optional["FrameFeatures"]) -> np.ndarray:
-        """x_t [k] float32 (stdev units, |x| ≤ clamp_sigma) for this frame; ``None`` = silence."""
-        mel = self._mel(features)           # validates before any state changes
-        noise = None
-        if self.config.noise_dim:
-            noise = torch.randn(1, self.config.noise_dim, generator=self._gen, device=self.device)
-            noise = noise * self.noise_scale
-        with torch.inference_mode():
-            x, self._state = self.model.step(mel, self._state, noise)
-        x = x[0].to("cpu").numpy().astype(np.float32)
-        if self._flush_left > 0:
-            self._flush_left -= 1
-            x = (self._flush_from * (self._flush_left / self.flush_frames)).astype(np.float32)
-        self._x = x
-        return x.copy()

@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from engine.audio.features import N_MELS
-
 from engine.motion.dataset import MotionDataset
+from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
+from engine.motion.lstm_file import save_motion_model
 
 __all__ = ["TrainConfig", "SequenceDiscriminator", "discriminator_loss", "generator_adv_loss",
            "train", "predict", "MODEL_FILE", "STATE_FILE"]
@@ -124,11 +125,6 @@ def generator_adv_loss(D: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.softplus(-D(fake)).mean()
 
 
-def _lstm():
-    from engine.motion import lstm
-    return lstm
-
-
 def _sample_batch(dataset: MotionDataset, cfg: TrainConfig, rng: np.random.Generator):
     """One batch: clip indices, a crop length (same for all) and start frames, all from ``rng``."""
     idx = rng.integers(0, len(dataset.clips), size=cfg.batch_size)
@@ -164,8 +160,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def _save(out_dir: Path, model, opt, step: int, rng: np.random.Generator, gen: torch.Generator,
           cfg: TrainConfig, seed: int, dataset: MotionDataset, history: list, disc=None) -> None:
-    lstm = _lstm()
-    lstm.save_motion_model(model, out_dir / MODEL_FILE)          # atomic (temporary files + rename)
+    save_motion_model(model, out_dir / MODEL_FILE)          # atomic (temporary files + rename)
     extra = {}
     if disc is not None:
         D, d_opt = disc
@@ -201,7 +196,6 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
     one it starts at step 0. ``resume=False`` refuses to overwrite an existing state.
     ``model.history`` (attribute set on return) holds the per-step losses of this run.
     """
-    lstm = _lstm()
     config.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,15 +217,15 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
         if json.loads(state["features"]) != _features(dataset):
             raise ValueError(f"resume: feature settings {_features(dataset)} differ from the saved run's "
                              f"{json.loads(state['features'])}")
-        model_config = lstm.AudioLSTMConfig.from_dict(json.loads(state["model_config"]))
+        model_config = AudioLSTMConfig.from_dict(json.loads(state["model_config"]))
         seed = int(state["seed"])
     if model is None:
         if model_config is None:
             raise ValueError("give model_config (AudioLSTMConfig) or model")
         if isinstance(model_config, dict):
-            model_config = lstm.AudioLSTMConfig.from_dict(model_config)
+            model_config = AudioLSTMConfig.from_dict(model_config)
         torch.manual_seed(seed)
-        model = lstm.AudioMotionModel(model_config)
+        model = AudioMotionModel(model_config)
     mc = model.config
     checks = [("k", mc.k, dataset.k), ("window_frames", mc.window_frames, dataset.window_frames),
               ("n_mels", mc.n_mels, N_MELS)]

@@ -461,7 +461,8 @@ def test_trajectory_driver_plays_its_recording(fast, tmp_path):
 
 
 def test_lstm_driver_and_lookahead_rules(fast, tmp_path):
-    from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel, save_motion_model
+    from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
+    from engine.motion.lstm_file import save_motion_model
 
     torch.manual_seed(0)
     cfg = AudioLSTMConfig(w_dim=fast.w_dim, k=8, hidden=32, audio_dim=16, conv_channels=8, lookahead_ms=40.0)

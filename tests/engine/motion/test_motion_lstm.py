@@ -10,8 +10,9 @@ import torch
 
 from engine.audio.features import LOG_FLOOR, FeatureStream, FrameFeatures
 from engine.motion import MotionDriver
-from engine.motion.lstm import (AudioLSTMConfig, AudioLSTMDriver, AudioMotionModel, MotionModelError,
-                                load_motion_model, save_motion_model)
+from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel, MotionModelError
+from engine.motion.lstm_driver import AudioLSTMDriver
+from engine.motion.lstm_file import load_motion_model, save_motion_model
 
 SR = 16000
 FPS = 25.0

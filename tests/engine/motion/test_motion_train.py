@@ -149,7 +149,8 @@ def test_dataset_errors_are_one_line(tmp_path, case, match):
 # -- training loop --------------------------------------------------------------------------------
 import torch  # noqa: E402
 
-from engine.motion.lstm import AudioLSTMConfig, load_motion_model  # noqa: E402
+from engine.motion.lstm import AudioLSTMConfig  # noqa: E402
+from engine.motion.lstm_file import load_motion_model  # noqa: E402
 from engine.motion.dataset import Clip  # noqa: E402
 from engine.motion.train import MODEL_FILE, STATE_FILE, TrainConfig, losses, predict, train  # noqa: E402
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from engine.latent.directions import Direction, DirectionSet
-from engine.motion.lstm import AudioLSTMConfig, AudioLSTMDriver, load_motion_model
+from engine.motion.lstm import AudioLSTMConfig
+from engine.motion.lstm_driver import AudioLSTMDriver
+from engine.motion.lstm_file import load_motion_model
 from engine.motion.dataset import DatasetError, MotionDataset
 from engine.motion.train import (MODEL_FILE, STATE_FILE, SequenceDiscriminator, TrainConfig, discriminator_loss,
                                  train)
