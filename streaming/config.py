@@ -9,7 +9,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from .ice import is_loopback_host
-from .sessions import SessionRegistry
+from .registry import SessionRegistry
 from .web_root import check_web_root, find_web_root
 
 __all__ = ["ServerConfig", "ServerState", "STATE_KEY"]

@@ -23,7 +23,8 @@ from .config import STATE_KEY, ServerConfig, ServerState
 from .connection import ClientConnection, _identity_fields
 from .ice import loopback_candidates
 from .jitter import install_no_wait_audio
-from .sessions import ServerFull, StreamSession
+from .registry import ServerFull
+from .sessions import StreamSession
 from .tracks import AvatarVideoTrack
 from .web_root import WebClientMissing, find_web_root
 

@@ -1,4 +1,4 @@
-"""StreamSession: one avatar stream driven on its own worker thread; SessionRegistry: the limit.
+"""StreamSession: one avatar stream driven on its own worker thread.
 
 The asyncio side only routes: received PCM goes into a bounded inbox, commands into a bounded
 queue, and finished frames come back through a :class:`~streaming.slots.LatestSlot`. Everything
@@ -28,7 +28,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -38,7 +37,7 @@ from engine.audio.input import SAMPLE_RATE
 from .slots import AudioOutBuffer, LatestSlot
 from .webrtc_sink import WebRTCSink
 
-__all__ = ["StreamSession", "SessionRegistry", "ServerFull"]
+__all__ = ["StreamSession"]
 
 log = logging.getLogger("stylecast.streaming")
 _ids = itertools.count(1)
@@ -405,35 +404,3 @@ class StreamSession:
             "stages_ms": stages,
             "last_error": self.last_error,
         }
-
-
-class ServerFull(Exception):
-    """No free session slot."""
-
-
-class SessionRegistry:
-    """Counts live sessions against ``max_sessions`` (event-loop only, no locking needed)."""
-
-    def __init__(self, max_sessions: int) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
-        self.max_sessions = int(max_sessions)
-        self._items: dict[str, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def reserve(self, item: Any = None) -> str:
-        """Take a slot (raises :class:`ServerFull`); returns the new session id."""
-        if len(self._items) >= self.max_sessions:
-            raise ServerFull(f"server full ({self.max_sessions} sessions)")
-        sid = uuid.uuid4().hex[:16]
-        self._items[sid] = item
-        return sid
-
-    def set(self, sid: str, item: Any) -> None:
-        if sid in self._items:
-            self._items[sid] = item
-
-    def release(self, sid: str) -> None:
-        self._items.pop(sid, None)
