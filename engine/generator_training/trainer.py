@@ -27,40 +27,17 @@ from engine.generator_training.config import (
     scheduled_settings,
 )
 from engine.generator_training.data import ImageData, RenderedFaces, motion_mask
+from engine.generator_training.outputs import (
+    atomic_torch_save,
+    export_generator,
+    image_grid,
+    learned_directions,
+    save_png,
+)
 from engine.synthesis.discriminator import Discriminator, DiscriminatorConfig
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_config, seed_to_z
 
 __all__ = ["DemoTrainer"]
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _image_grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """uint8 [n, H, W, 3] → one [rows·H, cols·W, 3] image (missing cells black)."""
-    n, h, w, c = images.shape
-    rows = int(math.ceil(n / cols))
-    grid = np.zeros((rows * h, cols * w, c), np.uint8)
-    for i, img in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-    return grid
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 class DemoTrainer:
     """G, D, G_ema, their optimisers and the RNG streams of one run in ``out_dir``.
@@ -329,7 +306,7 @@ class DemoTrainer:
         path = self.out_dir / STATE_FILE
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cpu = lambda sd: {k: v.detach().to("cpu").clone() for k, v in sd.items()}  # noqa: E731
-        _atomic_torch_save({
+        atomic_torch_save({
             "version": STATE_VERSION,
             "step": self.step,
             "nimg": self.nimg,
@@ -355,45 +332,19 @@ class DemoTrainer:
         return path
 
     def export(self) -> Path:
-        """G_ema as float16 safetensors + JSON config in ``out_dir`` (``load_generator`` reads it)."""
-        from engine.synthesis.checkpoints import save_generator
-        G = copy.deepcopy(self.G_ema).to("cpu")
-        if G.config.z_rest:
-            # w_avg, the face truncation pulls toward, is the mean face at rest (random z with the
-            # rest coordinates fixed), not the mean over random mouths, eyes and poses
-            from engine.latent.identity import rest_z
-            gen = torch.Generator().manual_seed(self.seed)
-            with torch.no_grad():
-                w = G.mapping.forward_w(rest_z(G, torch.randn(4096, G.z_dim, generator=gen)))
-                G.mapping.w_avg.copy_(w.mean(dim=0))
-        path = save_generator(G, self.out_dir / EXPORT_FILE, dtype=torch.float16,
-                              source=f"engine.train_demo ({self.config.objective}): {self.nimg / 1000:.3f} kimg, "
-                                     f"seed {self.seed}")
+        """G_ema as float16 safetensors + JSON config in ``out_dir`` (``load_generator`` reads it),
+        and its learned directions beside it."""
+        path = export_generator(self.G_ema, self.out_dir / EXPORT_FILE, seed=self.seed,
+                                source=f"engine.train_demo ({self.config.objective}): {self.nimg / 1000:.3f} kimg, "
+                                       f"seed {self.seed}")
         if self.motion_dirs is not None:
             self.export_directions(path)
         return path
 
     def export_directions(self, generator_path: Path) -> Path:
         """The learned motion directions (G_ema's) as a DirectionSet JSON beside the export
-        (``DIRECTIONS_FILE``), tied to the exported generator's hash: one direction per motion
-        role (:data:`engine.demo_world.name_directions.ROLE_OF`), x in standard deviations of the
-        motion field over random faces (``MOTION_SCALE``), so x = (value − rest) / scale."""
-        from engine.demo_world.latent import MOTION_SCALE, MOTION_Z
-        from engine.demo_world.name_directions import ROLE_OF
-        from engine.latent.basis import generator_hash
-        from engine.latent.directions import Direction, DirectionSet
-        from engine.synthesis.checkpoints import load_generator
-
-        h = generator_hash(load_generator(generator_path))
-        ds = DirectionSet()
-        A = self.motion_dirs_ema.detach().cpu().double().numpy()
-        for k, name in enumerate(MOTION_Z):
-            if name not in ROLE_OF or name in self.config.frozen:
-                continue
-            norm = float(np.linalg.norm(A[k]))
-            ds.add(Direction(ROLE_OF[name], A[k], stdev=max(norm, 1e-12), origin="learned",
-                             source=f"engine.train_demo: learned with the generator; x = ({name} - rest) / "
-                                    f"{MOTION_SCALE[name]:.4f}"), checkpoint_hash=h)
+        (``DIRECTIONS_FILE``), tied to the exported generator's hash (:func:`learned_directions`)."""
+        ds = learned_directions(self.motion_dirs_ema, generator_path, frozen=self.config.frozen)
         return ds.save(self.out_dir / DIRECTIONS_FILE)
 
     @torch.no_grad()
@@ -405,7 +356,7 @@ class DemoTrainer:
         for i in range(0, n, 16):
             imgs.append(images_to_uint8(self.G_ema(z[i:i + 16].to(self.device), noise_mode="const")))
         path = self.out_dir / f"samples-{self.nimg / 1000:08.3f}kimg.png"
-        _save_png(_image_grid(np.concatenate(imgs), self.config.grid), path)
+        save_png(image_grid(np.concatenate(imgs), self.config.grid), path)
         return path
 
     def write_reals(self) -> Path:
@@ -414,11 +365,11 @@ class DemoTrainer:
         if isinstance(self.data, RenderedFaces):
             n = self.config.grid ** 2
             z = np.concatenate([seed_to_z(s, self.G.z_dim) for s in range(n)])
-            _save_png(_image_grid(self.data.render(z), self.config.grid), path)
+            save_png(image_grid(self.data.render(z), self.config.grid), path)
             return path
         n = min(self.config.grid ** 2, len(self.data))
         idx = np.random.default_rng(self.seed).choice(len(self.data), size=n, replace=False)
-        _save_png(_image_grid(self.data.batch(np.sort(idx)), self.config.grid), path)
+        save_png(image_grid(self.data.batch(np.sort(idx)), self.config.grid), path)
         return path
 
     def snapshot(self) -> dict:
