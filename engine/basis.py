@@ -21,8 +21,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from engine.cli_util import (ArgumentParser, UsageError, fail, finite_float, parse_int_ranges,
-                             resolve_device)
+from engine.cli_util import (
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    parse_int_ranges,
+    resolve_device,
+)
 from engine.frames import images_to_uint8
 
 PROG = "python -m engine.basis"

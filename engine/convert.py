@@ -17,8 +17,13 @@ from pathlib import Path
 import torch
 
 from engine.cli_util import ArgumentParser
-
-from engine.synthesis.checkpoints import CheckpointError, load_generator, read_checkpoint, save_generator, sidecar_path
+from engine.synthesis.checkpoints import (
+    CheckpointError,
+    load_generator,
+    read_checkpoint,
+    save_generator,
+    sidecar_path,
+)
 
 EXAMPLES = """\
 examples:

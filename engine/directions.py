@@ -20,7 +20,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, resolve_device
+from engine.cli_util import (
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    resolve_device,
+)
 from engine.latent.defaults import MEASURES, cached_path, report_path, save_cached
 from engine.latent.directions import DirectionSet
 

@@ -12,10 +12,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from engine.runtime import tune_cpu_allocator
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, parse_seeds, resolve_device
+from engine.cli_util import (
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    parse_seeds,
+    resolve_device,
+)
 from engine.frames import images_to_uint8
 from engine.latent.identity import load_ws_array
+from engine.runtime import tune_cpu_allocator
 from engine.synthesis.networks import NOISE_MODES, Generator, seed_to_z
 
 PROG = "python -m engine.generate"

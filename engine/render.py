@@ -22,8 +22,15 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from engine.cli_util import (THREADS_HELP, ArgumentParser, UsageError, fail, finite_float, parse_identity,
-                             resolve_device)
+from engine.cli_util import (
+    THREADS_HELP,
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    parse_identity,
+    resolve_device,
+)
 from engine.runtime import set_threads, tune_cpu_allocator
 from engine.sinks import Mp4Sink
 

@@ -8,8 +8,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from engine.cli_util import (THREADS_HELP, ArgumentParser, UsageError, fail, finite_float, parse_identity,
-                             resolve_device)
+from engine.cli_util import (
+    THREADS_HELP,
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    parse_identity,
+    resolve_device,
+)
 
 PROG = "python -m engine.serve"
 EPILOG = """examples:
@@ -130,7 +137,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
     from engine.runtime import set_threads, tune_cpu_allocator
     from engine.session import AvatarEngine, AvatarSession
-    from streaming.server import ServerConfig, WebClientMissing, create_app, find_web_root
+    from streaming.server import (
+        ServerConfig,
+        WebClientMissing,
+        create_app,
+        find_web_root,
+    )
 
     try:   # the page ships in the package: a missing one stops the start here, not as a 404 on "/"
         web_root = find_web_root()

@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from engine.cli_util import ArgumentParser, UsageError, fail, finite_float, resolve_device
+from engine.cli_util import (
+    ArgumentParser,
+    UsageError,
+    fail,
+    finite_float,
+    resolve_device,
+)
 
 PROG = "python -m engine.train_motion"
 EPILOG = """examples:
@@ -96,8 +102,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.motion.lstm import AudioLSTMConfig
     from engine.motion.dataset import DatasetError, MotionDataset
+    from engine.motion.lstm import AudioLSTMConfig
     from engine.motion.train import STATE_FILE, TrainConfig, train
 
     try:

@@ -35,3 +35,15 @@ def save_with_sidecar(tensors: Mapping[str, torch.Tensor], path: Path, side: Pat
         tmp.unlink(missing_ok=True)
         tmp_side.unlink(missing_ok=True)
     return path
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save(obj, path)`` through a temporary file and a rename: a reader (a resume) never
+    sees a half-written state, and a failed write leaves the old one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

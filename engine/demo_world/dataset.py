@@ -28,8 +28,15 @@ from typing import Iterator
 import numpy as np
 
 from ..cli_util import ArgumentParser, UsageError, fail
-from .params import IDENTITY_FIELDS, MOTION_FIELDS, Identity, Motion, sample_identity, sample_motion
 from .faces import RENDERER_VERSION, render_face
+from .params import (
+    IDENTITY_FIELDS,
+    MOTION_FIELDS,
+    Identity,
+    Motion,
+    sample_identity,
+    sample_motion,
+)
 
 __all__ = ["FORMAT_VERSION", "RENDERER_VERSION", "DatasetError", "sample_pair", "render_range",
            "write_dataset", "read_meta", "shard_paths", "load_shards", "iter_images", "build_parser", "main"]

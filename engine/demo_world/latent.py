@@ -23,8 +23,17 @@ from typing import Sequence
 
 import numpy as np
 
-from .params import _EYE_COLOURS, _HAIR_COLOURS, _HAIR_P, _SKIN_TONES, HAIR_STYLES, Identity, Motion, _rgb
 from .faces import render_face
+from .params import (
+    _EYE_COLOURS,
+    _HAIR_COLOURS,
+    _HAIR_P,
+    _SKIN_TONES,
+    HAIR_STYLES,
+    Identity,
+    Motion,
+    _rgb,
+)
 
 __all__ = ["REST", "rest_pairs", "at_rest", "motion_params", "rest_motion", "motion_x", "MOTION_SCALE", "Z_FIELDS", "Z_DIM", "IDENTITY_Z", "MOTION_Z", "LATENT_VERSION", "params_from_z", "render_z",
            "mouth_from_z", "z_for_mouth", "normal_cdf", "normal_ppf"]

@@ -15,8 +15,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .params import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_RANGES
 from .name_directions import ROLE_OF
+from .params import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_RANGES
 from .probes import Probes, load_probes
 
 __all__ = ["ProbeMeasure", "DEMO_PROBES", "IDENTITY_SCALE"]

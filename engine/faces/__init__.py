@@ -10,8 +10,20 @@ raises :class:`FaceModelsMissing` (an ``ImportError``) naming the extra.
     values = fm(batch_uint8)                 # {"mouth_open": [B], "jaw": [B], ..., "found": [B]}
 """
 from engine.faces.align import align_landmarks, ffhq_align, ffhq_quad
-from engine.faces.measure import (DEMO_BOX, EAR_OPEN, FFHQ_BOX, KEYS, ROLES, SAME_PERSON, FaceMeasure, FaceReading,
-                                  as_rgb_uint8, eye_aspect_ratio, identity_distance, landmark_ratios)
+from engine.faces.measure import (
+                                  DEMO_BOX,
+                                  EAR_OPEN,
+                                  FFHQ_BOX,
+                                  KEYS,
+                                  ROLES,
+                                  SAME_PERSON,
+                                  FaceMeasure,
+                                  FaceReading,
+                                  as_rgb_uint8,
+                                  eye_aspect_ratio,
+                                  identity_distance,
+                                  landmark_ratios,
+)
 from engine.faces.models import FaceModelsMissing, load_models, model_path, models_dir
 from engine.faces.pose import euler_from_matrix, head_pose, matrix_from_euler
 

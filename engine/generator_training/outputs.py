@@ -19,16 +19,7 @@ from engine.latent.identity import rest_z
 from engine.synthesis.checkpoints import load_generator, save_generator
 from engine.synthesis.fingerprint import generator_hash
 
-__all__ = ["atomic_torch_save", "image_grid", "save_png", "export_generator", "learned_directions"]
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["image_grid", "save_png", "export_generator", "learned_directions"]
 
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:

@@ -28,7 +28,6 @@ from engine.generator_training.config import (
 )
 from engine.generator_training.data import ImageData, RenderedFaces, motion_mask
 from engine.generator_training.outputs import (
-    atomic_torch_save,
     export_generator,
     image_grid,
     learned_directions,
@@ -36,6 +35,7 @@ from engine.generator_training.outputs import (
 )
 from engine.synthesis.discriminator import Discriminator, DiscriminatorConfig
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_config, seed_to_z
+from engine.weights_io import atomic_torch_save
 
 __all__ = ["DemoTrainer"]
 

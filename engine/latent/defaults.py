@@ -85,8 +85,8 @@ def resolve_directions(G, placeholder: Callable[[object], DirectionSet], *, chec
             _say(log, f"directions: the cached set {cached} is unreadable ({exc}); ignoring it")
     noface = cache_dir() / f"{checkpoint_hash}-landmarks.noface"
     if discover_now and faces_available() and not noface.is_file():
-        from engine.latent.discover import GeneratorSource, NoFaceError, discover
         from engine.faces.landmark_measure import LandmarkMeasure
+        from engine.latent.discover import GeneratorSource, NoFaceError, discover
 
         _say(log, "directions: discovering this generator's motion directions with the face measure "
                   "(once; cached by checkpoint hash)")

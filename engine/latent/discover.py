@@ -42,8 +42,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from engine.latent.directions import Direction, DirectionSet
-from engine.latent.sources import (PROBE_SIGMA, GeneratorSource, Readings, as_source, moved, read, render_measure,
-                                   score_move)
+from engine.latent.sources import (
+    PROBE_SIGMA,
+    GeneratorSource,
+    Readings,
+    as_source,
+    moved,
+    read,
+    render_measure,
+    score_move,
+)
 
 __all__ = ["discover", "fit_directions", "layer_candidates", "GeneratorSource", "as_source", "settings",
            "NoFaceError", "PRIORITY", "MIN_DETECTED", "MIN_GAIN", "DISCOVERY_VERSION"]

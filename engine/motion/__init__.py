@@ -7,8 +7,8 @@
 """
 from .base import ROLES, MotionDriver, resolve_names  # noqa: F401
 from .idle import IdleDriver  # noqa: F401
-from .trajectory import TrajectoryDriver  # noqa: F401
+from .layered import LayeredDriver  # noqa: F401
 from .lstm import AudioLSTMConfig, AudioMotionModel  # noqa: F401
 from .lstm_driver import AudioLSTMDriver  # noqa: F401
 from .lstm_file import load_motion_model, save_motion_model  # noqa: F401
-from .layered import LayeredDriver  # noqa: F401
+from .trajectory import TrajectoryDriver  # noqa: F401

@@ -52,7 +52,6 @@ from torch import nn
 
 from engine.audio.features import N_MELS
 
-
 if TYPE_CHECKING:  # pragma: no cover - typing only
     pass
 

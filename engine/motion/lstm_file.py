@@ -11,12 +11,17 @@ import torch
 
 from engine.weights_io import save_with_sidecar
 
-
 if TYPE_CHECKING:  # pragma: no cover - typing only
     pass
 
-from .lstm import (FORMAT_VERSION, METADATA_CONFIG_KEY, METADATA_FORMAT_KEY, AudioLSTMConfig, AudioMotionModel,
-                   MotionModelError)
+from .lstm import (
+    FORMAT_VERSION,
+    METADATA_CONFIG_KEY,
+    METADATA_FORMAT_KEY,
+    AudioLSTMConfig,
+    AudioMotionModel,
+    MotionModelError,
+)
 
 __all__ = ["save_motion_model", "load_motion_model"]
 

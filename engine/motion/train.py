@@ -40,6 +40,7 @@ from engine.audio.features import N_MELS
 from engine.motion.dataset import MotionDataset
 from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
 from engine.motion.lstm_file import save_motion_model
+from engine.weights_io import atomic_torch_save
 
 __all__ = ["TrainConfig", "SequenceDiscriminator", "discriminator_loss", "generator_adv_loss",
            "train", "predict", "MODEL_FILE", "STATE_FILE"]
@@ -152,12 +153,6 @@ def _features(dataset: MotionDataset) -> dict:
             "lookahead_ms": float(dataset.lookahead_ms)}
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _save(out_dir: Path, model, opt, step: int, rng: np.random.Generator, gen: torch.Generator,
           cfg: TrainConfig, seed: int, dataset: MotionDataset, history: list, disc=None) -> None:
     save_motion_model(model, out_dir / MODEL_FILE)          # atomic (temporary files + rename)
@@ -166,7 +161,7 @@ def _save(out_dir: Path, model, opt, step: int, rng: np.random.Generator, gen: t
         D, d_opt = disc
         extra = {"discriminator": {k: v.detach().clone() for k, v in D.state_dict().items()},
                  "d_optimizer": d_opt.state_dict()}
-    _atomic_torch_save({
+    atomic_torch_save({
         **extra,
         "step": step,
         "seed": seed,

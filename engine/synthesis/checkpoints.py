@@ -28,9 +28,18 @@ from pathlib import Path
 import torch
 
 from engine.synthesis import presets
-from engine.synthesis.formats.common import (FORMAT_NVLABS, FORMAT_ROSINALITY, FORMAT_STYLECAST, FOREIGN_MAGIC,
-                                             TORCH_LEGACY_MAGIC, ZIP_MAGIC, Checkpoint, CheckpointError, read_head,
-                                             sidecar_path)
+from engine.synthesis.formats.common import (
+    FOREIGN_MAGIC,
+    FORMAT_NVLABS,
+    FORMAT_ROSINALITY,
+    FORMAT_STYLECAST,
+    TORCH_LEGACY_MAGIC,
+    ZIP_MAGIC,
+    Checkpoint,
+    CheckpointError,
+    read_head,
+    sidecar_path,
+)
 from engine.synthesis.formats.nvlabs import read_nvlabs
 from engine.synthesis.formats.rosinality import read_rosinality
 from engine.synthesis.formats.stylecast import read_stylecast, save_generator

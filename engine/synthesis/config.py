@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-
 __all__ = ["ChannelTableConfig", "GeneratorConfig", "demo_config", "DEMO_SEED"]
 
 # ---------------------------------------------------------------------------------------------

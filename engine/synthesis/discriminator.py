@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ChannelTableConfig, GeneratorConfig
-from .layers import LRELU_GAIN, LRELU_SLOPE, FullyConnectedLayer, _check_shape, _fir_kernel
+from .layers import (
+    LRELU_GAIN,
+    LRELU_SLOPE,
+    FullyConnectedLayer,
+    _check_shape,
+    _fir_kernel,
+)
 
 __all__ = ["DiscriminatorConfig", "Discriminator", "MinibatchStdLayer", "downsample2d"]
 

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 __all__ = ["NOISE_MODES", "LRELU_SLOPE", "LRELU_GAIN", "FullyConnectedLayer", "SynthesisLayer", "ToRGBLayer",
            "SynthesisBlock", "upsample2d"]
 

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 
 from engine.synthesis.config import DEMO_SEED, GeneratorConfig, demo_config
-from engine.synthesis.layers import NOISE_MODES, FullyConnectedLayer, SynthesisBlock, _acc_dtype, _check_shape
+from engine.synthesis.layers import (
+    NOISE_MODES,
+    FullyConnectedLayer,
+    SynthesisBlock,
+    _acc_dtype,
+    _check_shape,
+)
 
 __all__ = [
     "GeneratorConfig",

@@ -12,8 +12,14 @@ from typing import Any
 import torch
 
 from engine.synthesis import safe_pickle
-from engine.synthesis.formats.common import (FORMAT_NVLABS, RESAMPLE_FILTER, Checkpoint, CheckpointError, first_line,
-                                             gather)
+from engine.synthesis.formats.common import (
+    FORMAT_NVLABS,
+    RESAMPLE_FILTER,
+    Checkpoint,
+    CheckpointError,
+    first_line,
+    gather,
+)
 from engine.synthesis.networks import GeneratorConfig
 
 __all__ = ["read_nvlabs"]

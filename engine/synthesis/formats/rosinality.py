@@ -16,8 +16,19 @@ import numpy as np
 import torch
 
 from engine.synthesis import safe_pickle
-from engine.synthesis.formats.common import (FORMAT_ROSINALITY, RESAMPLE_FILTER, ZIP_MAGIC, Checkpoint, CheckpointError,
-                                             Slot, first_line, fmt_shape, gather, make_generator, read_head)
+from engine.synthesis.formats.common import (
+    FORMAT_ROSINALITY,
+    RESAMPLE_FILTER,
+    ZIP_MAGIC,
+    Checkpoint,
+    CheckpointError,
+    Slot,
+    first_line,
+    fmt_shape,
+    gather,
+    make_generator,
+    read_head,
+)
 from engine.synthesis.networks import GeneratorConfig
 
 __all__ = ["read_rosinality"]

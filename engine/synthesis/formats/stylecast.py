@@ -10,9 +10,17 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engine.synthesis.formats.common import (FORMAT_STYLECAST, METADATA_CONFIG_KEY, METADATA_FORMAT_KEY,
-                                             STYLECAST_FORMAT_VERSION, Checkpoint, CheckpointError, first_line,
-                                             gather, sidecar_path)
+from engine.synthesis.formats.common import (
+    FORMAT_STYLECAST,
+    METADATA_CONFIG_KEY,
+    METADATA_FORMAT_KEY,
+    STYLECAST_FORMAT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    first_line,
+    gather,
+    sidecar_path,
+)
 from engine.synthesis.networks import Generator, GeneratorConfig
 from engine.weights_io import save_with_sidecar
 
