@@ -9,6 +9,12 @@ from typing import Mapping
 import torch
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``OUT.safetensors`` → ``OUT.json`` (the human-readable config next to the weights)."""
+    path = Path(path)
+    return path.with_suffix(".json") if path.suffix else path.with_name(path.name + ".json")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
-from engine.weights_io import save_with_sidecar
+from engine.weights_io import save_with_sidecar, sidecar_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     pass
@@ -26,15 +26,11 @@ from .lstm import (
 __all__ = ["save_motion_model", "load_motion_model"]
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json") if path.suffix else path.with_name(path.name + ".json")
-
-
 def save_motion_model(model: AudioMotionModel, path: Union[str, os.PathLike]) -> Path:
     """Write ``model`` as float32 safetensors (config JSON in the metadata) + sidecar ``<stem>.json``.
     Atomic (temporary files + rename). Returns the safetensors path."""
     path = Path(path)
-    side = _sidecar(path)
+    side = sidecar_path(path)
     if side == path:
         raise MotionModelError(f"{path}: the model file must not be a .json file (the sidecar is {side.name})")
     cfg = model.config.to_dict()
@@ -70,7 +66,7 @@ def load_motion_model(path: Union[str, os.PathLike], *, device: Union[str, torch
         if raw is not None:
             cfg_dict = json.loads(raw)
         else:
-            side = _sidecar(path)
+            side = sidecar_path(path)
             if not side.is_file():
                 raise MotionModelError(f"{name}: no '{METADATA_CONFIG_KEY}' in the metadata and no sidecar {side.name}")
             cfg_dict = json.loads(side.read_text()).get("config")

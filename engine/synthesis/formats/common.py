@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from engine.synthesis.networks import Generator, GeneratorConfig
+from engine.weights_io import sidecar_path
 
 __all__ = ["CheckpointError", "Checkpoint", "FORMAT_NVLABS", "FORMAT_ROSINALITY", "FORMAT_STYLECAST", "sidecar_path",
            "Slot", "gather", "RESAMPLE_FILTER", "make_generator", "first_line", "read_head", "fmt_shape", "name_list"]
@@ -58,12 +59,6 @@ class Checkpoint:
         G = Generator(self.config)
         G.load_state_dict(self.state, strict=True)
         return G.to(device).eval().requires_grad_(False)
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """``OUT.safetensors`` → ``OUT.json`` (the human-readable config next to the weights)."""
-    path = Path(path)
-    return path.with_suffix(".json") if path.suffix else path.with_name(path.name + ".json")
 
 
 @dataclass
