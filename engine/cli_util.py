@@ -71,6 +71,17 @@ def finite_float(text: str) -> float:
     return value
 
 
+def thread_count(text: str) -> int:
+    """argparse type of every ``--threads``: an integer in 1 .. 1024."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (and at most 1024), got {n}")
+    return n
+
+
 #: help of every ``--threads`` option (the count is set once at startup: engine.runtime.set_threads)
 THREADS_HELP = ("torch CPU threads (default: engine.runtime.default_threads(), 1 on machines with up to 4 cores "
                 "(see the README's thread measurement); on a CUDA device torch's default)")

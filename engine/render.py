@@ -30,6 +30,7 @@ from engine.cli_util import (
     finite_float,
     parse_identity,
     resolve_device,
+    thread_count,
 )
 from engine.runtime import set_threads, tune_cpu_allocator
 from engine.sinks import Mp4Sink
@@ -76,7 +77,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--preset", default="medium",
                    choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
                    help="x264 preset (default medium)")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -146,8 +147,6 @@ def render(args: argparse.Namespace) -> dict:
         raise UsageError(f"--out {args.out}: use an .mp4 file name")
     if args.out.resolve() == args.audio.resolve():
         raise UsageError("--out would overwrite the input audio")
-    if args.threads is not None and not 1 <= args.threads <= 1024:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     identity = parse_identity(args.identity)
     device = resolve_device(args.device)
     set_threads(args.threads, device)

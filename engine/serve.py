@@ -16,6 +16,7 @@ from engine.cli_util import (
     finite_float,
     parse_identity,
     resolve_device,
+    thread_count,
 )
 
 PROG = "python -m engine.serve"
@@ -42,7 +43,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", "--gpu", dest="device", default="cpu",
                    help="cpu, cuda, cuda:N or a GPU index (default cpu); a GPU without CUDA falls back to the CPU "
                         "with a notice. --gpu is the alias (--gpu 0 = --device 0)")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=thread_count, default=None, help=THREADS_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
     p.add_argument("--generator", default="demo",
@@ -123,8 +124,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--fps must be in (0, 120]")
         if args.resolution is not None and not 8 <= args.resolution <= 4096:
             raise UsageError("--resolution must be in 8 .. 4096")
-        if args.threads is not None and not 1 <= args.threads <= 1024:
-            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         identity = parse_identity(args.identity)
         device = pick_device(args.device)
     except UsageError as exc:

@@ -54,6 +54,7 @@ from engine.cli_util import (
     fail,
     finite_float,
     resolve_device,
+    thread_count,
 )
 from engine.generator_training.config import (
     DEMO_SCHEDULE_KIMG,
@@ -180,7 +181,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-minutes", type=finite_float, default=None,
                    help="stop after this many minutes of training (state saved; --resume continues)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or a GPU index (default cpu)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help=THREADS_HELP + "; resume with the same count for exact reproduction")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -238,8 +239,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--max-minutes must be > 0")
         if args.z_dim < 1 or args.mapping_layers < 1:
             raise UsageError("--z-dim and --mapping-layers must be at least 1")
-        if args.threads is not None and args.threads < 1:
-            raise UsageError("--threads must be at least 1")
         device = resolve_device(args.device)
         set_threads(args.threads, device)
         if not hasattr(args, "objective") and not state_exists:

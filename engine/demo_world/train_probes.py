@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from engine.cli_util import THREADS_HELP, ArgumentParser, UsageError, fail
+from engine.cli_util import THREADS_HELP, ArgumentParser, UsageError, fail, thread_count
 from engine.demo_world.dataset import load_shards
 from engine.demo_world.probes import ProbeConfig, ProbesError, save_probes, train_probes
 from engine.runtime import set_threads
@@ -32,7 +32,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--width", type=int, default=16, help="stem channels, doubling per stage up to 8x (default 16)")
     parser.add_argument("--val", type=float, default=0.1, help="held-out fraction (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    parser.add_argument("--threads", type=thread_count, default=None, help=THREADS_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--val must be in (0, 0.9), got {args.val}")
     if args.input_size < 8 or args.input_size & (args.input_size - 1):
         parser.error(f"--input-size must be a power of two >= 8, got {args.input_size}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
     set_threads(args.threads)
     try:
         data = load_shards(args.data, limit=args.limit)
