@@ -32,7 +32,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .input import SAMPLE_RATE, finite_float32
+from .input import SAMPLE_RATE, finite_float32, to_int16
 
 __all__ = ["FrameFeatures", "FeatureStream", "LogMel", "log_mel", "mel_filterbank",
            "N_MELS", "WIN_LENGTH", "HOP_LENGTH", "POWER_FLOOR", "LOG_FLOOR"]
@@ -258,7 +258,7 @@ class FeatureStream:
         if i1 > i0:
             off = i0 * f - self._buf_start
             seg = self._buf[off: off + (i1 - i0) * f]
-            pcm = np.clip(np.round(seg * 32768.0), -32768, 32767).astype("<i2")
+            pcm = to_int16(seg).astype("<i2", copy=False)            # webrtcvad reads little-endian int16
             flags = [self._vad_engine.is_speech(pcm[i * f:(i + 1) * f].tobytes(), SAMPLE_RATE)
                      for i in range(i1 - i0)]
             self._vad = np.concatenate([self._vad, np.asarray(flags, dtype=np.float32)])

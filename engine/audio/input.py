@@ -27,7 +27,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "AudioInput", "sample_format", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE", "resampler_lag_ms"]
+__all__ = ["SAMPLE_RATE", "AudioInput", "sample_format", "to_int16", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE",
+           "resampler_lag_ms"]
 
 SAMPLE_RATE = 16000
 MIN_RATE = 8000
@@ -183,3 +184,8 @@ def sample_format(pcm) -> str:
     if dt in (np.float32, np.float64):
         return "float32"
     raise ValueError(f"unsupported sample format {dt} (int16, or float32 with full scale 1.0)")
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    """float samples (full scale 1.0) → int16, rounded and clipped."""
+    return np.clip(np.round(np.asarray(x, np.float32) * 32768.0), -32768, 32767).astype(np.int16)

@@ -23,14 +23,9 @@ from typing import Optional
 
 import numpy as np
 
-from engine.audio.input import AudioInput
+from engine.audio.input import AudioInput, to_int16
 
-__all__ = ["AudioOut", "to_int16"]
-
-
-def to_int16(x: np.ndarray) -> np.ndarray:
-    """float samples (full scale 1.0) → int16, rounded and clipped."""
-    return np.clip(np.round(np.asarray(x, np.float32) * 32768.0), -32768, 32767).astype(np.int16)
+__all__ = ["AudioOut"]
 
 
 class AudioOut:
