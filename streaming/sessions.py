@@ -75,7 +75,6 @@ class StreamSession:
         self.grace_s = float(grace_s)
         self.max_behind_frames = float(max_behind_frames)
         self.max_audio_s = float(max_audio_s)
-        self.stamp = stamp
         self.video_slot: LatestSlot = LatestSlot()
         self.audio_out: Optional[AudioOutBuffer] = AudioOutBuffer(audio_out_rate) if audio_out else None
         self.sink = WebRTCSink(self.fps, self.video_slot, self.audio_out, stamp=stamp)
@@ -91,7 +90,6 @@ class StreamSession:
         self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
         self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
         # stats
-        self.frames = 0
         self.engine_dropped = 0      # frames stepped but not synthesized (Frame.dropped)
         self.audio_dropped_s = 0.0   # received audio dropped because the inbox was full
         self.audio_errors = 0
@@ -107,6 +105,11 @@ class StreamSession:
         self._pixel_lag: collections.deque = collections.deque(maxlen=250)
 
     # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        """Frames published so far (the sink's count)."""
+        return self.sink.frames
 
     @property
     def started(self) -> bool:
@@ -353,7 +356,6 @@ class StreamSession:
         t_start = time.monotonic()
         index = frame.index
         self.sink.write(frame)      # the slot's put wakes the track: the stats below are this frame's
-        self.frames += 1
         self.engine_dropped += int(getattr(frame, "dropped", 0) or 0)
         self.last_index = index
         self._latency_ms = getattr(frame, "latency_ms", None)
