@@ -147,13 +147,6 @@ class AvatarSession:
         return self._fs_sample0 + self._fs.samples_received
 
     @property
-    def pushed_samples(self) -> float:
-        """16 kHz samples of audio pushed so far (silence included), counting what is still inside
-        the resampler: where the next pushed sample lands on the clock."""
-        ai = self._ai
-        return self.clock + (float(ai.pending_samples) if ai is not None else 0.0)
-
-    @property
     def driver(self) -> MotionDriver:
         return self._driver
 

@@ -5,10 +5,8 @@ queue, and finished frames come back through a :class:`~streaming.slots.LatestSl
 that touches the :class:`engine.session.AvatarSession` (push_audio, next_frame, set_identity, ...)
 runs on the worker thread, so synthesis never blocks the event loop and the session needs no lock.
 
-Clock: the timeline is the session's own 16 kHz sample clock (``AvatarSession.pushed_samples``:
-audio and silence pushed so far); there is no second count here, so an interrupt that rewinds the
-session rewinds the stream too. Wall time enters only at the edges: ``t0``
-(``time.monotonic()`` seconds) is the wall time of audio sample 0 of that timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves no earlier than
+Clock: ``t0`` (``time.monotonic()`` seconds) is the wall time of audio sample 0 of the session
+timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves no earlier than
 ``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
 ``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
@@ -32,14 +30,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from engine.audio.input import SAMPLE_RATE
-
 from .slots import AudioOutBuffer, LatestSlot
 from .webrtc_sink import WebRTCSink
 
 __all__ = ["StreamSession"]
 
 log = logging.getLogger("stylecast.streaming")
+SAMPLE_RATE = 16000   # the engine's timeline rate (samples of 16 kHz audio)
 _ids = itertools.count(1)
 
 
@@ -81,6 +78,7 @@ class StreamSession:
         self._lock = threading.Lock()
         self._inbox: collections.deque = collections.deque()
         self._inbox_s = 0.0
+        self._timeline_s = 0.0       # seconds of audio pushed into the session (incl. silence; worker)
         self._commands: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -206,23 +204,17 @@ class StreamSession:
                 old = self._inbox.popleft()
                 self._inbox_s -= old[3]
                 self.audio_dropped_s += old[3]
-            end = self._timeline() + self._inbox_s
+            end = self._timeline_s + self._inbox_s
             if arrival is not None:
                 self._arrivals.append((end, arrival))
                 if self.realtime and self._t0 is not None:
                     self._t0 = min(self._t0, arrival - end)
         self._wake.set()
 
-    def _timeline(self) -> float:
-        """Seconds of audio pushed into the session so far (silence included, what sits in its
-        resampler too): the session's 16 kHz clock, the one timeline; seconds only here, at the
-        edge where it meets the wall clock."""
-        return float(self.session.pushed_samples) / SAMPLE_RATE
-
     def fed_seconds(self) -> float:
         """Timeline position (seconds) once everything queued so far is consumed."""
         with self._lock:
-            return self._timeline() + self._inbox_s
+            return self._timeline_s + self._inbox_s
 
     def ahead_seconds(self) -> float:
         """How far the fed audio runs ahead of the wall clock (negative: behind)."""
@@ -250,8 +242,12 @@ class StreamSession:
 
     def interrupt(self) -> concurrent.futures.Future:
         """Barge-in: ``session.interrupt()`` on the worker (mouth back to rest, pending audio
-        dropped); the timeline is the session's own clock, so it rewinds with it."""
-        return self.submit(lambda session: session.interrupt())
+        dropped), then the timeline bookkeeping follows the session's rewound clock."""
+        def run(session: Any) -> None:
+            session.interrupt()
+            with self._lock:
+                self._timeline_s = session.clock / SAMPLE_RATE
+        return self.submit(run)
 
     def note_sent(self, index: int) -> None:
         self.sent_index = index
@@ -281,11 +277,15 @@ class StreamSession:
                 self._inbox_s -= duration
             try:
                 self.session.push_audio(pcm, rate, channels)
+                pushed = duration
             except ValueError as exc:
+                pushed = 0.0
                 self.audio_errors += 1
                 self.last_error = f"bad audio: {exc}"
                 if self.audio_errors <= 3:
                     log.warning("%s: dropped audio chunk: %s", self.name, exc)
+            with self._lock:
+                self._timeline_s += pushed
 
     def _fill_silence(self) -> None:
         """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
@@ -296,10 +296,12 @@ class StreamSession:
         with self._lock:
             if self._inbox:
                 return
-            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline()
+            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline_s
         if missing >= 0.001:
             self.session.push_silence(missing)
             self.silence_s += missing
+            with self._lock:
+                self._timeline_s += missing
 
     def _run(self) -> None:
         try:
