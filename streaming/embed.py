@@ -134,6 +134,7 @@ class AvatarTracks:
             self._feed = asyncio.ensure_future(self._run_feed())
 
     async def _run_feed(self) -> None:
+        self.stream.source_waiting(False)
         if not self.realtime:
             self.stream.fill_ahead_s = self.lead_s
         try:
@@ -146,15 +147,18 @@ class AvatarTracks:
         except Exception:
             log.exception("audio source failed; the avatar idles on silence")
         finally:
+            self.stream.source_waiting(True)
             if self.source_done is not None:
                 self.source_done.set()
 
     async def _feed_track(self, track: MediaStreamTrack) -> None:
         while True:
+            self.stream.source_waiting(True)
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            self.stream.source_waiting(False)
             self._push(frame, arrival=time.monotonic())
 
     async def _feed_iter(self, source) -> None:
@@ -179,9 +183,11 @@ class AvatarTracks:
             if ahead > 0:
                 await asyncio.sleep(min(ahead, 0.05))
                 continue
+            self.stream.source_waiting(True)
             item = await next_item()
             if item is end:
                 return
+            self.stream.source_waiting(False)
             self._push(item, arrival=time.monotonic() if self.realtime else None)
 
     def _push(self, item: Any, arrival: Optional[float]) -> None:

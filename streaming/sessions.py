@@ -86,6 +86,7 @@ class StreamSession:
         self._t0: Optional[float] = None
         self._closed = False
         self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
+        self._source_waiting_since: Optional[float] = time.monotonic()   # see source_waiting()
         self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
         # stats
         self.engine_dropped = 0      # frames stepped but not synthesized (Frame.dropped)
@@ -249,6 +250,16 @@ class StreamSession:
                 self._timeline_s = session.clock / SAMPLE_RATE
         return self.submit(run)
 
+    def source_waiting(self, waiting: bool) -> None:
+        """The feeder of a pulled source (``realtime=False``) says whether it is waiting on its source
+        (True: paused or ended) or delivering (False). Silence fills a pulled source's timeline only
+        while its source is waiting: an event loop that is merely late to pull (a busy machine) never
+        puts a gap into a bot's speech. With no feeder, the source counts as waiting."""
+        if not waiting:
+            self._source_waiting_since = None
+        elif self._source_waiting_since is None:
+            self._source_waiting_since = time.monotonic()
+
     def note_sent(self, index: int) -> None:
         self.sent_index = index
         self._sent_times.append(time.monotonic())
@@ -291,8 +302,13 @@ class StreamSession:
         """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
         most ``grace_s`` behind the wall clock (plus ``fill_ahead_s``, the lead a pulled source is
         fed with, so a pause in a bot's source does not shift its frame schedule). Live audio that
-        arrives on time never triggers it, so the resampler is not flushed mid-stream."""
+        arrives on time never triggers it, so the resampler is not flushed mid-stream. A pulled
+        source is filled only while it is waiting (:meth:`source_waiting`) for 10 ms or more."""
         assert self._t0 is not None
+        if not self.realtime:
+            since = self._source_waiting_since
+            if since is None or time.monotonic() - since < 0.01:
+                return
         with self._lock:
             if self._inbox:
                 return
