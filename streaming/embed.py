@@ -110,7 +110,9 @@ class AvatarTracks:
                                     audio_out_rate=int(getattr(session, "audio_out_rate", audio_out_rate)))
         self.stream.on_start.append(self._start_feed)
         self.video = AvatarVideoTrack(self.stream)
-        self._audio = AvatarAudioTrack(self.stream) if self.stream.audio_out is not None else None
+        # a pulled source's speech is never replaced by silence when the worker stalls: it goes late
+        self._audio = (AvatarAudioTrack(self.stream, max_wait_s=0.25 if self.realtime else None)
+                       if self.stream.audio_out is not None else None)
         self._feed: Optional[asyncio.Task] = None
         self.source_done = asyncio.Event() if _has_loop() else None
         self.chunks_in = 0
@@ -201,7 +203,11 @@ class AvatarTracks:
         self.stream.push_audio(pcm, rate, channels, arrival=arrival)
 
     def stats(self) -> dict:
-        return self.stream.stats()
+        """:meth:`StreamSession.stats` plus ``audio_silenced_chunks`` (20 ms chunks sent as silence
+        because their frame was more than 250 ms late; live sources only)."""
+        out = self.stream.stats()
+        out["audio_silenced_chunks"] = self._audio.silenced_chunks if self._audio is not None else 0
+        return out
 
     async def interrupt(self) -> None:
         """Barge-in: the mouth goes back to rest within a few frames and audio not yet shown is

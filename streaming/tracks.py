@@ -72,17 +72,21 @@ class AvatarAudioTrack(MediaStreamTrack):
     Returns 20 ms int16 mono ``av.AudioFrame``s at the session's output rate; chunk n (pts
     ``n * 20 ms`` in samples) leaves no earlier than ``t0 + n * 20 ms`` and as soon as the worker
     has published the frame that covers it. If the video side stalls for longer than
-    ``max_wait_s`` past the deadline the chunk is sent as silence so the stream stays continuous.
+    ``max_wait_s`` past the deadline the chunk is sent as silence so a live stream stays
+    continuous (counted in ``silenced_chunks``; the late audio of that chunk is then dropped).
+    ``max_wait_s=None`` waits for the audio as long as the stream runs: a pulled source's speech
+    (a bot's TTS) is sent late after a stall, never replaced by silence.
     """
 
     kind = "audio"
 
-    def __init__(self, stream: "Producer", max_wait_s: float = 0.25) -> None:
+    def __init__(self, stream: "Producer", max_wait_s: Optional[float] = 0.25) -> None:
         super().__init__()
         self._stream = stream
         self._buffer = stream.audio_out
         self._n = 0
         self._max_wait = max_wait_s
+        self.silenced_chunks = 0
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -97,16 +101,18 @@ class AvatarAudioTrack(MediaStreamTrack):
                 raise MediaStreamError
             now = time.monotonic()
             pcm = None
+            give_up = None if self._max_wait is None else deadline + self._max_wait
             if now >= deadline:
                 pcm = self._buffer.read(position, size)
-                if pcm is None and now >= deadline + self._max_wait:
+                if pcm is None and give_up is not None and now >= give_up:
                     pcm = self._buffer.read(position, size, force=True)
+                    self.silenced_chunks += 1
             if pcm is not None:
                 break
             if now < deadline:
                 await asyncio.sleep(deadline - now)
             else:   # due but not written yet: wake on the worker's next write (or give up in time)
-                await self._buffer.wait_written(min(0.05, deadline + self._max_wait - now))
+                await self._buffer.wait_written(0.05 if give_up is None else min(0.05, give_up - now))
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         frame.pts = position

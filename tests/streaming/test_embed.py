@@ -178,6 +178,7 @@ async def test_bot_audio_and_video_stay_in_sync(engine, pause_s, stall_s):
         assert all(b - a == 960 for a, b in zip(apts, apts[1:])), set(np.diff(apts))
         st = tracks.stats()
         assert st["frames"] >= 50 and st["audio_errors"] == 0
+        assert st["audio_silenced_chunks"] == 0       # a late worker delays the speech, never cuts it
         # a pulled source is paced, not drained into a buffer: at most the lead ahead of the wall clock
         assert tracks.stream.ahead_seconds() <= tracks.lead_s + 0.1
     finally:
