@@ -147,6 +147,13 @@ class AvatarSession:
         return self._fs_sample0 + self._fs.samples_received
 
     @property
+    def pushed_samples(self) -> float:
+        """16 kHz samples of audio pushed so far (silence included), counting what still sits in
+        the resampler: where the next pushed sample lands on the clock (fractional mid-resampler)."""
+        with self._lock:
+            return self.clock + (float(self._ai.pending_samples) if self._ai is not None else 0.0)
+
+    @property
     def driver(self) -> MotionDriver:
         return self._driver
 

@@ -5,7 +5,11 @@ queue, and finished frames come back through a :class:`~streaming.slots.LatestSl
 that touches the :class:`engine.session.AvatarSession` (push_audio, next_frame, set_identity, ...)
 runs on the worker thread, so synthesis never blocks the event loop and the session needs no lock.
 
-Clock: ``t0`` (``time.monotonic()`` seconds) is the wall time of audio sample 0 of the session
+Clock: the timeline is the session's own 16 kHz count of pushed audio
+(``AvatarSession.pushed_samples``, silence and resampler contents included), read by the worker
+after each change and kept beside the inbox under one lock, so readers on other threads see both
+at once; an interrupt that rewinds the session rewinds the stream with it. Wall time enters only at
+the edges: ``t0`` (``time.monotonic()`` seconds) is the wall time of audio sample 0 of that
 timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves no earlier than
 ``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
@@ -30,13 +34,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from engine.audio.input import SAMPLE_RATE
+
 from .slots import AudioOutBuffer, LatestSlot
 from .webrtc_sink import WebRTCSink
 
 __all__ = ["StreamSession"]
 
 log = logging.getLogger("stylecast.streaming")
-SAMPLE_RATE = 16000   # the engine's timeline rate (samples of 16 kHz audio)
 _ids = itertools.count(1)
 
 
@@ -77,8 +82,9 @@ class StreamSession:
         self.sink = WebRTCSink(self.fps, self.video_slot, self.audio_out, stamp=stamp)
         self._lock = threading.Lock()
         self._inbox: collections.deque = collections.deque()
-        self._inbox_s = 0.0
-        self._timeline_s = 0.0       # seconds of audio pushed into the session (incl. silence; worker)
+        self._inbox_s = 0.0          # seconds of received audio waiting in the inbox
+        self._inflight_s = 0.0       # ... and of the chunk the worker is pushing right now
+        self._timeline = 0.0         # session.pushed_samples (16 kHz) as of the worker's last change
         self._commands: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -205,17 +211,20 @@ class StreamSession:
                 old = self._inbox.popleft()
                 self._inbox_s -= old[3]
                 self.audio_dropped_s += old[3]
-            end = self._timeline_s + self._inbox_s
+            end = self._fed_locked()
             if arrival is not None:
                 self._arrivals.append((end, arrival))
                 if self.realtime and self._t0 is not None:
                     self._t0 = min(self._t0, arrival - end)
         self._wake.set()
 
+    def _fed_locked(self) -> float:
+        return self._timeline / SAMPLE_RATE + self._inflight_s + self._inbox_s
+
     def fed_seconds(self) -> float:
         """Timeline position (seconds) once everything queued so far is consumed."""
         with self._lock:
-            return self._timeline_s + self._inbox_s
+            return self._fed_locked()
 
     def ahead_seconds(self) -> float:
         """How far the fed audio runs ahead of the wall clock (negative: behind)."""
@@ -243,12 +252,8 @@ class StreamSession:
 
     def interrupt(self) -> concurrent.futures.Future:
         """Barge-in: ``session.interrupt()`` on the worker (mouth back to rest, pending audio
-        dropped), then the timeline bookkeeping follows the session's rewound clock."""
-        def run(session: Any) -> None:
-            session.interrupt()
-            with self._lock:
-                self._timeline_s = session.clock / SAMPLE_RATE
-        return self.submit(run)
+        dropped); the stream's timeline is the session's, so it rewinds with it."""
+        return self.submit(lambda session: session.interrupt())
 
     def source_waiting(self, waiting: bool) -> None:
         """The feeder of a pulled source (``realtime=False``) says whether it is waiting on its source
@@ -275,9 +280,21 @@ class StreamSession:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(fn(self.session))
+                result = fn(self.session)
             except BaseException as exc:  # reported to the caller through the future
+                self._sync_timeline()
                 fut.set_exception(exc)
+            else:
+                self._sync_timeline()     # a command may move the clock (interrupt rewinds it)
+                fut.set_result(result)
+
+    def _sync_timeline(self, done_s: float = 0.0) -> None:
+        """Read the session's clock after the worker changed it; ``done_s``: the in-flight chunk
+        is now on it (both in one step, so fed_seconds never counts it twice or not at all)."""
+        pushed = self.session.pushed_samples
+        with self._lock:
+            self._timeline = pushed
+            self._inflight_s -= done_s
 
     def _drain_audio(self) -> None:
         while True:
@@ -286,17 +303,16 @@ class StreamSession:
                     return
                 pcm, rate, channels, duration = self._inbox.popleft()
                 self._inbox_s -= duration
+                self._inflight_s += duration
             try:
                 self.session.push_audio(pcm, rate, channels)
-                pushed = duration
             except ValueError as exc:
-                pushed = 0.0
                 self.audio_errors += 1
                 self.last_error = f"bad audio: {exc}"
                 if self.audio_errors <= 3:
                     log.warning("%s: dropped audio chunk: %s", self.name, exc)
-            with self._lock:
-                self._timeline_s += pushed
+            finally:
+                self._sync_timeline(done_s=duration)
 
     def _fill_silence(self) -> None:
         """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
@@ -312,12 +328,11 @@ class StreamSession:
         with self._lock:
             if self._inbox:
                 return
-            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline_s
+            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline / SAMPLE_RATE
         if missing >= 0.001:
             self.session.push_silence(missing)
             self.silence_s += missing
-            with self._lock:
-                self._timeline_s += missing
+            self._sync_timeline()
 
     def _run(self) -> None:
         try:

@@ -548,3 +548,36 @@ def test_audio_out_buffer_positions():
     assert buf.end == 2880
     buf.write(buf.end, np.ones(10_000, np.int16))      # beyond 0.1 s: oldest samples dropped
     assert buf.dropped_samples == 10_000 - 4800
+
+
+def test_stream_timeline_is_the_session_clock(engine):
+    """One clock: the stream's timeline is the session's 16 kHz count of pushed audio (resampler
+    contents included), so an interrupt that drops pushed audio rewinds the stream with it; and
+    while the worker moves chunks from the inbox into the session, another thread's fed_seconds
+    never counts a chunk twice or not at all."""
+    from engine.session import AvatarSession
+    from streaming.sessions import StreamSession
+
+    session = AvatarSession(engine, fps=25, identity=0)
+    stream = StreamSession(session, realtime=False)
+    try:
+        for _ in range(25):
+            stream.push_audio(tone(0.02), 48000)
+        assert stream.fed_seconds() == pytest.approx(0.5)           # queued, not pushed yet
+        seen = []
+        drainer = threading.Thread(target=stream._drain_audio)
+        drainer.start()
+        while drainer.is_alive():
+            seen.append(stream.fed_seconds())
+        drainer.join()
+        assert len(seen) > 1 and all(abs(v - 0.5) < 1e-4 for v in seen), (min(seen), max(seen))
+        assert session.pushed_samples == pytest.approx(8000, abs=1)  # 0.5 s at 16 kHz, part still in soxr
+        assert session.clock < 8000 and stream.fed_seconds() == pytest.approx(0.5, abs=1e-4)
+        while session.next_frame() is not None:
+            pass
+        k = session.frame_start(session.stats()["frames"]) / 16000  # start of the next frame
+        dropped = stream.interrupt().result(timeout=10)            # not started: runs here
+        assert dropped == pytest.approx(0.5 - k, abs=1e-3) and dropped > 0
+        assert stream.fed_seconds() == pytest.approx(k, abs=1e-6) == session.pushed_samples / 16000
+    finally:
+        stream.stop()
