@@ -12,7 +12,9 @@ The data flow of DESIGN.md as plain function calls::
 ``S(k+1) + lookahead`` (the FeatureStream rule), so a frame never shows audio that has not
 arrived. :attr:`AvatarSession.clock` counts the 16 kHz samples that reached the feature stream
 (pushed audio that left the resampler, plus silence); audio still inside the resampler is
-:attr:`engine.audio.input.AudioInput.pending_samples` further on.
+:attr:`engine.audio.input.AudioInput.pending_samples` further on. The audio side (resampler,
+feature stream, ready frames, audio out) is :class:`engine.audio.timeline.AudioTimeline`; the
+session adds the motion, the latent path and synthesis on top.
 
 **Latency.** :attr:`AvatarSession.latency_ms` = the resampler's worst-case lag for the current
 input rate (``AudioInput.latency_ms``, 0 at 16 kHz) + ``FeatureStream.latency_ms`` (the
@@ -49,9 +51,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from engine.audio.features import FeatureStream
-from engine.audio.input import SAMPLE_RATE, AudioInput, sample_format
-from engine.audio.output import AudioOut
+from engine.audio.input import SAMPLE_RATE, sample_format
+from engine.audio.timeline import AudioTimeline, round_half_up
 from engine.avatar import DEFAULT_BASIS_SAMPLES, AvatarEngine, default_directions
 from engine.drivers import feature_needs, make_driver
 from engine.frames import STAGES, STATS_WINDOW, Frame, stage_summary
@@ -62,10 +63,6 @@ __all__ = ["AvatarSession", "AvatarEngine", "Frame", "default_directions", "STAG
            "DEFAULT_LOOKAHEAD_MS", "DEFAULT_BASIS_SAMPLES"]
 
 DEFAULT_LOOKAHEAD_MS = 40.0
-
-
-def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
 
 
 class AvatarSession:
@@ -114,15 +111,6 @@ class AvatarSession:
         self._pull_lock = threading.Lock()      # one next_frame at a time
         self._closed = False
 
-        self._ai: Optional[AudioInput] = None   # current input stream
-        self._ai_key = None                     # (rate, channels, dtype)
-        self._queue: deque = deque()            # (k, FrameFeatures, features_ms) ready, not yet pulled
-        self._next_k = 0                        # next frame to hand out (or step)
-        self._feat_carry_ms = 0.0               # feature time not yet attributed to a frame
-        self._overflow_dropped = 0
-        # audio out: int16 mono at audio_out_rate on the session's timeline (None without audio_out)
-        self._out: Optional[AudioOut] = AudioOut(self.audio_out_rate) if self.audio_out else None
-        self._audio_from_k = 0                  # first frame whose audio was not handed out yet
         self._frames_out = 0
         self._dropped_total = 0
         self._timings: deque = deque(maxlen=STATS_WINDOW)
@@ -133,9 +121,11 @@ class AvatarSession:
             lookahead_ms = need[0] if need[0] is not None else DEFAULT_LOOKAHEAD_MS
         elif need[0] is not None and abs(need[0] - lookahead_ms) > 1e-9:
             raise ValueError(f"the driver was trained with a {need[0]:g} ms lookahead, not {lookahead_ms:g} ms")
-        self._fs = self._new_feature_stream(lookahead_ms, need[1])
-        self._fs_frame0 = 0
-        self._fs_sample0 = 0
+        # the audio side: resampler, features, ready frames, audio out (all on the 16 kHz clock)
+        self._audio = AudioTimeline(fps, lookahead_ms, need[1],
+                                    audio_out_rate=self.audio_out_rate if self.audio_out else None,
+                                    max_pending_frames=self.max_pending_frames,
+                                    on_overflow=lambda f: self._driver.step(f))
         self._anchor = self.engine.identity_ws(identity)
         self._install_driver(drv)
         self.engine.attach()
@@ -144,14 +134,14 @@ class AvatarSession:
     @property
     def clock(self) -> int:
         """16 kHz samples of audio that reached the feature stream (pushed + silence-filled)."""
-        return self._fs_sample0 + self._fs.samples_received
+        return self._audio.clock
 
     @property
     def pushed_samples(self) -> float:
         """16 kHz samples of audio pushed so far (silence included), counting what still sits in
         the resampler: where the next pushed sample lands on the clock (fractional mid-resampler)."""
         with self._lock:
-            return self.clock + (float(self._ai.pending_samples) if self._ai is not None else 0.0)
+            return self._audio.pushed_samples
 
     @property
     def driver(self) -> MotionDriver:
@@ -159,14 +149,13 @@ class AvatarSession:
 
     @property
     def lookahead_ms(self) -> float:
-        return self._fs.lookahead_ms
+        return self._audio.lookahead_ms
 
     @property
     def latency_ms(self) -> float:
         """Resampler lag estimate of the current input (``AudioInput.latency_ms``; 0 before any
         audio and at 16 kHz) + ``FeatureStream.latency_ms`` (lookahead)."""
-        ai_ms = float(getattr(self._ai, "latency_ms", 0.0)) if self._ai is not None else 0.0
-        return ai_ms + self._fs.latency_ms
+        return self._audio.latency_ms
 
     @property
     def identity_ws(self) -> torch.Tensor:
@@ -180,19 +169,11 @@ class AvatarSession:
     # -- frame time ----------------------------------------------------------------------------
     def frame_start(self, k: int) -> int:
         """S(k) = round(k · 16000 / fps), 16 kHz samples."""
-        return _round_half_up(k * SAMPLE_RATE / self.fps)
-
-    def _out_at(self, k: int) -> int:
-        return _round_half_up(k * self.audio_out_rate / self.fps)
+        return self._audio.frame_start(k)
 
     # -- drivers -----------------------------------------------------------------------------
     def _make_driver(self, spec) -> MotionDriver:
         return make_driver(spec, self.engine, fps=self.fps, seed=self.seed)
-
-    def _new_feature_stream(self, lookahead_ms: float, window_ms: Optional[float]) -> FeatureStream:
-        if window_ms is None:
-            return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms)
-        return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms, window_ms=window_ms)
 
     def _install_driver(self, drv: MotionDriver) -> None:
         basis, masks = self.engine.directions.to_path(self.engine.num_ws, drv.names)
@@ -212,23 +193,7 @@ class AvatarSession:
         dtype = sample_format(pcm)
         with self._lock:
             self._check_open()
-            key = (sample_rate, channels, dtype)
-            t0 = time.perf_counter()
-            new_ai = None
-            if self._ai is None or key != self._ai_key:
-                new_ai = AudioInput(sample_rate, channels, dtype)        # validates rate/channels
-                y = new_ai.push(pcm)                                     # validates the samples
-            else:
-                y = self._ai.push(pcm)                                   # raises before any change
-            if new_ai is not None:
-                if self._ai is not None:
-                    self._flush_streams()
-                self._ai, self._ai_key = new_ai, (new_ai.sample_rate, new_ai.channels, dtype)
-                if self._out is not None:
-                    self._out.start(new_ai.sample_rate, new_ai.channels, dtype)
-            if self._out is not None:
-                self._out.push(pcm)
-            self._feed(y, t0)
+            self._audio.push(pcm, sample_rate, channels, dtype)
 
     def push_silence(self, seconds: float) -> None:
         """Let the clock run on with ``seconds`` of zeros (e.g. no mic yet). Audio still inside
@@ -238,86 +203,17 @@ class AvatarSession:
             raise ValueError(f"seconds must be in [0, 3600], got {seconds!r}")
         with self._lock:
             self._check_open()
-            self._flush_streams()
-            self._push_zeros16(_round_half_up(s * SAMPLE_RATE))
+            self._audio.push_silence(round_half_up(s * SAMPLE_RATE))
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the session is closed")
 
-    def _feed(self, y16: np.ndarray, t0: float) -> None:
-        """16 kHz samples into the feature stream; ready frames join the queue."""
-        feats = self._fs.push(y16) if y16.size else []
-        ms = (time.perf_counter() - t0) * 1000.0 + self._feat_carry_ms
-        if not feats:
-            self._feat_carry_ms = ms
-            return
-        self._feat_carry_ms = 0.0
-        per = ms / len(feats)
-        for f in feats:
-            self._queue.append((self._fs_frame0 + f.frame_index, f, per))
-        while len(self._queue) > self.max_pending_frames:
-            k, f, _ = self._queue.popleft()
-            self._driver.step(f)                 # motion stays continuous
-            self._overflow_dropped += 1
-            self._next_k = k + 1
-            self._audio_from_k = k + 1
-            if self._out is not None:
-                self._out.release(self._out_at(k + 1))
-
-    def _push_zeros16(self, n: int) -> None:
-        """n 16 kHz zeros into the feature stream, and the matching zeros into audio out."""
-        if n > 0:
-            self._feed(np.zeros(n, dtype=np.float32), time.perf_counter())
-        if self._out is not None:
-            self._out.pad_to(_round_half_up(self.clock * self.audio_out_rate / SAMPLE_RATE))
-
-    def _flush_streams(self) -> None:
-        """End the current input stream: drain both resamplers (AudioInput for the features, the
-        audio-out one) and line the two timelines up again (zeros on the side that is behind)."""
-        if self._ai is not None and (self._ai.samples_in or self._ai.pending_samples):
-            t0 = time.perf_counter()
-            self._feed(self._ai.flush(), t0)
-        if self._out is not None:
-            self._out.flush()
-            behind = _round_half_up(self._out.total * SAMPLE_RATE / self.audio_out_rate) - self.clock
-            if behind > 0:
-                self._feed(np.zeros(behind, dtype=np.float32), time.perf_counter())
-            self._push_zeros16(0)
-
     # -- frames out ----------------------------------------------------------------------------
-    def _ready_count(self) -> int:
-        if self._out is None:
-            return len(self._queue)
-        n = 0
-        total = self._out.total
-        for k, _, _ in self._queue:
-            if self._out_at(k + 1) > total:
-                break
-            n += 1
-        return n
-
     def frames_ready(self) -> int:
         """Frames whose audio is complete (``next_frame`` returns one without filling silence)."""
         with self._lock:
-            return self._ready_count()
-
-    def _fill_for(self, k: int) -> None:
-        """Make frame k ready: flush the resamplers, then add exactly the missing zeros."""
-        self._flush_streams()
-        if self._ready_count():
-            return
-        if not self._queue:
-            j = k - self._fs_frame0
-            fs = self._fs
-            end = _round_half_up((j + 1) * SAMPLE_RATE / fs.fps)
-            vad_end = -(-end // fs.vad_frame) * fs.vad_frame
-            ready_at = max(end + fs.lookahead_samples, vad_end)
-            self._push_zeros16(ready_at - fs.samples_received)
-        if self._out is not None and self._queue and not self._ready_count():
-            # rounding between the 16 kHz and the audio-out timelines can leave the head frame's
-            # audio one sample short: complete it with zeros
-            self._out.pad_to(self._out_at(self._queue[0][0] + 1))
+            return self._audio.ready_count()
 
     def next_frame(self, *, fill_silence: bool = False, latest: bool = False) -> Optional[Frame]:
         """The next frame, or None when no frame's audio is complete (``fill_silence=False``).
@@ -330,13 +226,13 @@ class AvatarSession:
         with self._pull_lock:
             with self._lock:
                 self._check_open()
-                n = self._ready_count()
+                n = self._audio.ready_count()
                 if n == 0 and fill_silence:
-                    self._fill_for(self._next_k)
-                    n = self._ready_count()
+                    self._audio.fill_next()
+                    n = self._audio.ready_count()
                 if n == 0:
                     return None
-                take = [self._queue.popleft() for _ in range(n if latest else 1)]
+                take, dropped, audio = self._audio.take(n if latest else 1)
                 t0 = time.perf_counter()
                 x = None
                 for _, f, _ in take:
@@ -347,13 +243,6 @@ class AvatarSession:
                 t2 = time.perf_counter()
                 k, feats, _ = take[-1]
                 feat_ms = sum(t[2] for t in take)
-                dropped = len(take) - 1 + self._overflow_dropped
-                self._overflow_dropped = 0
-                audio = None
-                if self._out is not None:
-                    audio = self._out.take(self._out_at(self._audio_from_k), self._out_at(k + 1))
-                self._audio_from_k = k + 1
-                self._next_k = k + 1
                 latency = self.latency_ms
                 engine, output = self.engine, self.output
             # synthesis outside the session lock: push_audio from another thread goes on meanwhile
@@ -407,34 +296,17 @@ class AvatarSession:
             self._check_open()
             drv = self._make_driver(driver)
             look, window = feature_needs(drv)
-            fs = self._fs
-            same_look = look is None or abs(look - fs.lookahead_ms) < 1e-9
-            same_window = window is None or _round_half_up(window / 10.0) == fs.window_frames
+            audio = self._audio
+            same_look = look is None or abs(look - audio.lookahead_ms) < 1e-9
+            same_window = window is None or round_half_up(window / 10.0) == audio.window_frames
             if not (same_look and same_window):
-                idle = (not self._queue and self.clock == self.frame_start(self._next_k)
-                        and (self._ai is None or (self._ai.samples_in == 0 and not self._ai.pending_samples)))
-                if not idle:
-                    raise ValueError(f"this driver needs {look if look is not None else fs.lookahead_ms:g} ms "
+                if not audio.is_fresh():
+                    raise ValueError(f"this driver needs {look if look is not None else audio.lookahead_ms:g} ms "
                                      f"lookahead and a {window if window is not None else 'default'} ms mel window; "
-                                     f"the session streams {fs.lookahead_ms:g} ms: set it before pushing audio or "
+                                     f"the session streams {audio.lookahead_ms:g} ms: set it before pushing audio or "
                                      "after interrupt(), or create the session with it")
-                self._restart_features(look if look is not None else fs.lookahead_ms, window)
+                audio.restart(look if look is not None else audio.lookahead_ms, window)
             self._install_driver(drv)
-
-    def _restart_features(self, lookahead_ms: float, window_ms: Optional[float]) -> None:
-        """New feature stream starting at the next frame's audio; everything pushed after that
-        point (queue, resampler, audio out) is discarded."""
-        k0 = self._next_k
-        self._queue.clear()
-        self._fs = self._new_feature_stream(lookahead_ms, window_ms)
-        self._fs_frame0 = k0
-        self._fs_sample0 = self.frame_start(k0)
-        self._feat_carry_ms = 0.0
-        if self._ai is not None:
-            self._ai = AudioInput(self._ai.sample_rate, self._ai.channels, self._ai.dtype)
-        if self._out is not None:
-            self._out.discard_pending()
-            self._out.cut_to(self._out_at(k0))
 
     def interrupt(self) -> float:
         """Barge-in: ``driver.flush()`` (mouth back to rest within a few frames) and drop all audio
@@ -444,12 +316,10 @@ class AvatarSession:
         account of the audio timeline)."""
         with self._lock:
             self._check_open()
-            pending = float(self._ai.pending_samples) if self._ai is not None else 0.0
-            before = self.clock + pending
             self._driver.flush()
-            self._restart_features(self._fs.lookahead_ms, self._fs.window_frames * 10.0)
-            self._overflow_dropped = 0
-            return max(0.0, before - self.clock) / SAMPLE_RATE
+            dropped = self._audio.restart(self._audio.lookahead_ms, self._audio.window_ms)
+            self._audio.overflow_dropped = 0
+            return dropped
 
     def stats(self) -> dict:
         """``frames`` and ``dropped`` so far, ``latency_ms``, and per stage p50/p95 ms over the last
@@ -465,10 +335,7 @@ class AvatarSession:
             if not self._closed:
                 self.engine.detach()
             self._closed = True
-            self._queue.clear()
-            self._ai = None
-            if self._out is not None:
-                self._out.clear()
+            self._audio.clear()
 
     def __enter__(self) -> "AvatarSession":
         return self

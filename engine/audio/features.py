@@ -176,7 +176,7 @@ class FeatureStream:
         # Wait after the end of frame k's interval before it can be emitted: the lookahead, or
         # the rest of the webrtcvad frame straddling the interval end when that is longer.
         period = max(1, min(10_000, _round_half_up(fps) * 100))
-        wait = max(self._ready_at(k) - self._bounds(k)[1] for k in range(period))
+        wait = max(self.ready_at(k) - self._bounds(k)[1] for k in range(period))
         self.latency_samples = int(wait)
         self.reset()
 
@@ -187,7 +187,8 @@ class FeatureStream:
     def _t_end(self, k: int) -> int:
         return self._bounds(k)[1] + self.lookahead_samples
 
-    def _ready_at(self, k: int) -> int:
+    def ready_at(self, k: int) -> int:
+        """Samples (of this stream) that must have arrived before frame k's features are emitted."""
         end = self._bounds(k)[1]
         vad_end = -(-end // self.vad_frame) * self.vad_frame
         return max(end + self.lookahead_samples, vad_end)
@@ -226,7 +227,7 @@ class FeatureStream:
         self._n += x.size
         self._advance()
         out = []
-        while self._ready_at(self._k) <= self._n:
+        while self.ready_at(self._k) <= self._n:
             out.append(self._features(self._k, self._t_end(self._k)))
             self._k += 1
         self._trim()
