@@ -37,18 +37,13 @@ import numpy as np
 from engine.audio.input import SAMPLE_RATE
 
 from .slots import AudioOutBuffer, LatestSlot
+from .stream_stats import StreamStats
 from .webrtc_sink import WebRTCSink
 
 __all__ = ["StreamSession"]
 
 log = logging.getLogger("stylecast.streaming")
 _ids = itertools.count(1)
-
-
-def _percentile(values, q: float) -> Optional[float]:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 class StreamSession:
@@ -101,13 +96,8 @@ class StreamSession:
         self.frame_errors = 0
         self.last_error: Optional[str] = None
         self.silence_s = 0.0
-        self.last_index = -1
-        self.sent_index = -1
-        self._sent_times: collections.deque = collections.deque(maxlen=64)
-        self._timings: collections.deque = collections.deque(maxlen=250)
-        self._latency_ms: Optional[float] = None
-        self._arrivals: collections.deque = collections.deque(maxlen=256)   # (timeline end s, wall)
-        self._pixel_lag: collections.deque = collections.deque(maxlen=250)
+        self.last_index = -1         # the last published frame
+        self.measured = StreamStats()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -213,7 +203,7 @@ class StreamSession:
                 self.audio_dropped_s += old[3]
             end = self._fed_locked()
             if arrival is not None:
-                self._arrivals.append((end, arrival))
+                self.measured.note_arrival(end, arrival)
                 if self.realtime and self._t0 is not None:
                     self._t0 = min(self._t0, arrival - end)
         self._wake.set()
@@ -266,8 +256,7 @@ class StreamSession:
             self._source_waiting_since = time.monotonic()
 
     def note_sent(self, index: int) -> None:
-        self.sent_index = index
-        self._sent_times.append(time.monotonic())
+        self.measured.note_sent(index)
 
     # -- worker ---------------------------------------------------------------------------------
 
@@ -387,46 +376,22 @@ class StreamSession:
 
     def _publish(self, frame: Any) -> None:
         t_start = time.monotonic()
-        index = frame.index
         self.sink.write(frame)      # the slot's put wakes the track: the stats below are this frame's
         self.engine_dropped += int(getattr(frame, "dropped", 0) or 0)
-        self.last_index = index
-        self._latency_ms = getattr(frame, "latency_ms", None)
+        self.last_index = frame.index
         timings = dict(getattr(frame, "timings", {}) or {})
         timings["publish"] = (time.monotonic() - t_start) * 1e3
-        self._timings.append(timings)
-        self._note_pixel_lag(index)
-
-    def _note_pixel_lag(self, index: int) -> None:
-        """Wall time from the arrival of the audio that completed frame ``index`` to now (ms)."""
-        need = (index + 1) / self.fps
-        with self._lock:
-            arrival = None
-            for end, wall in self._arrivals:
-                if end >= need:
-                    arrival = wall
-                    break
-            while self._arrivals and self._arrivals[0][0] < need - 1.0:
-                self._arrivals.popleft()
-        if arrival is not None:
-            self._pixel_lag.append((time.monotonic() - arrival) * 1e3)
+        self.measured.note_frame(frame.index, self.fps, timings, getattr(frame, "latency_ms", None))
 
     # -- stats ----------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """Counters and per-stage p50/p95 (ms) over the last 250 frames."""
-        times = list(self._sent_times)
-        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
-        stages: dict[str, dict[str, Optional[float]]] = {}
-        timings = list(self._timings)
-        for key in sorted({k for t in timings for k in t}):
-            vals = [t[key] for t in timings if key in t]
-            stages[key] = {"p50": _percentile(vals, 50), "p95": _percentile(vals, 95)}
-        lag = list(self._pixel_lag)
+        """Counters, and per-stage p50/p95 (ms) over the last 250 frames (:class:`StreamStats`)."""
+        measured = self.measured.summary()
         return {
             "frames": self.frames,
-            "sent_index": self.sent_index,
-            "fps": fps,
+            "sent_index": measured["sent_index"],
+            "fps": measured["fps"],
             "dropped": self.engine_dropped + self.video_slot.dropped,
             "engine_dropped": self.engine_dropped,
             "slot_dropped": self.video_slot.dropped,
@@ -434,8 +399,8 @@ class StreamSession:
             "audio_errors": self.audio_errors,
             "frame_errors": self.frame_errors,
             "silence_s": self.silence_s,
-            "latency_ms": self._latency_ms,
-            "arrival_to_frame_ms": {"p50": _percentile(lag, 50), "p95": _percentile(lag, 95)},
-            "stages_ms": stages,
+            "latency_ms": measured["latency_ms"],
+            "arrival_to_frame_ms": measured["arrival_to_frame_ms"],
+            "stages_ms": measured["stages_ms"],
             "last_error": self.last_error,
         }
