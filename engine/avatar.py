@@ -21,7 +21,7 @@ import torch
 from engine.batching import BatchingSynthesizer
 from engine.frames import images_to_uint8
 from engine.latent.defaults import resolve_directions
-from engine.latent.directions import DirectionSet
+from engine.latent.direction_set import DirectionSet
 from engine.latent.identity import load_ws_array, truncate, w_from_seed
 from engine.latent.pca import global_basis
 from engine.motion.base import ROLES

@@ -6,7 +6,7 @@
 * ``show``: a grid image, one row per direction, columns from -sigma to +sigma (the middle column
   is the seed's own image).
 * ``name``: store one component of a basis under a name (optionally on a layer range) in a JSON
-  direction set (``engine.latent.directions``), which the motion drivers read.
+  direction set (``engine.latent.direction_set``), which the motion drivers read.
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def _check_k(k: Optional[int], limit: int, what: str) -> None:
 
 
 def _load_basis(path: Path, G=None):
-    from engine.latent.basis import LatentBasis
+    from engine.latent.latent_basis import LatentBasis
 
     try:
         basis = LatentBasis.load(path)
@@ -207,7 +207,7 @@ def _load_basis(path: Path, G=None):
     if G is not None:
         if basis.w_dim != G.w_dim:
             raise UsageError(f"{path}: basis has w_dim {basis.w_dim}, the generator has {G.w_dim}")
-        from engine.latent.basis import generator_hash
+        from engine.latent.latent_basis import generator_hash
 
         h = generator_hash(G)
         if basis.checkpoint_hash and basis.checkpoint_hash != h:
@@ -265,7 +265,7 @@ def plot_spectrum(spectra: np.ndarray, seeds: Sequence[int], threshold_rtol: flo
 
 
 def cmd_global(args, G) -> int:
-    from engine.latent.basis import generator_hash
+    from engine.latent.latent_basis import generator_hash
     from engine.latent.pca import global_basis
 
     _check_k(args.k, G.w_dim, "w_dim")
@@ -399,7 +399,7 @@ def cmd_show(args, G) -> int:
 
 
 def cmd_name(args, G) -> int:
-    from engine.latent.directions import DirectionSet, valid_name
+    from engine.latent.direction_set import DirectionSet, valid_name
 
     if not valid_name(args.name):
         raise UsageError(f"bad direction name {args.name!r}: use a letter or _ then letters, digits, _ . - "

@@ -28,7 +28,7 @@ from engine.cli_util import (
     resolve_device,
 )
 from engine.latent.defaults import MEASURES, cached_path, report_path, save_cached
-from engine.latent.directions import DirectionSet
+from engine.latent.direction_set import DirectionSet
 
 PROG = "python -m engine.directions"
 EPILOG = """examples:

@@ -142,3 +142,15 @@ def test_no_library_module_imports_a_command_line():
     bad = sorted((m, t) for m, targets in GRAPH.items() if m not in cli and m.split(".")[0] != "benchmarks"
                  for t in targets & cli)
     assert bad == []
+
+
+def test_no_command_line_shares_a_name_with_a_library_module():
+    """``engine/basis.py`` (the CLI) beside ``engine/latent/basis.py`` (the data type) made both
+    ambiguous to read and to grep: a top-level module of a package names no module below it."""
+    clashes = []
+    for pkg in ("engine", "streaming", "trt_build"):
+        top = {f.stem for f in (ROOT / pkg).glob("*.py") if f.stem != "__init__"}
+        for f in (ROOT / pkg).rglob("*.py"):
+            if f.parent != ROOT / pkg and f.stem in top:
+                clashes.append(f"{pkg}/{f.stem}.py vs {f.relative_to(ROOT)}")
+    assert not clashes, clashes

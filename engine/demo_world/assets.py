@@ -132,8 +132,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.avatar import DEMO_DIRECTIONS
-    from engine.latent.basis import generator_hash
-    from engine.latent.directions import DirectionSet
+    from engine.latent.latent_basis import generator_hash
+    from engine.latent.direction_set import DirectionSet
     from engine.synthesis.checkpoints import CheckpointError, load_generator
     try:
         G = load_generator(args.generator)

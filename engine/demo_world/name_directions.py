@@ -8,7 +8,7 @@ in priority order (head pose first, then mouth and eyes), so moving the mouth do
 head (the regression itself is :func:`engine.latent.discover.fit_directions`; ``python -m
 engine.directions discover`` is the measure-agnostic tool, with the layer choice). The direction's stdev is the spread of the data along it (one x unit = one standard
 deviation of w along v, like a global PCA basis), and ``r2`` says how well w predicts the
-attribute linearly. The result is a :class:`~engine.latent.directions.DirectionSet` with the
+attribute linearly. The result is a :class:`~engine.latent.direction_set.DirectionSet` with the
 motion roles' names, which every driver uses.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from engine.latent import discover
-from engine.latent.directions import DirectionSet
+from engine.latent.direction_set import DirectionSet
 
 __all__ = ["fit_directions", "sample_measurements", "ROLE_OF", "PRIORITY"]
 

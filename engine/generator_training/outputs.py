@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine.demo_world.latent import MOTION_SCALE, MOTION_Z
 from engine.demo_world.name_directions import ROLE_OF
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.identity import rest_z
 from engine.synthesis.checkpoints import load_generator, save_generator
 from engine.synthesis.fingerprint import generator_hash

@@ -3,7 +3,7 @@
 ``LatentBasis`` holds directions and their scales; ``global_basis`` / ``local_basis`` make one;
 ``LatentPath`` turns control vectors x_t into per-layer ws around an anchor face.
 """
-from .basis import LatentBasis, generator_hash  # noqa: F401
+from .latent_basis import LatentBasis, generator_hash  # noqa: F401
 from .identity import (  # noqa: F401
     interpolate,
     mean_ws,

@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.sources import Readings, moved, read
 
 __all__ = ["UNIT_MOTION", "UNIT_AT", "MIN_SIGMA", "MAX_SIGMA", "calibrate", "response"]

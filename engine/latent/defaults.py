@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
-from engine.latent.directions import DirectionSet
+from engine.latent.direction_set import DirectionSet
 from engine.latent.discover import DISCOVERY_VERSION
 
 __all__ = ["MEASURES", "PLACEHOLDER_WARNING", "cache_dir", "cached_path", "report_path", "save_cached",

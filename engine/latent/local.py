@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.func import jacrev, vmap
 
-from .basis import LatentBasis, generator_hash
+from .latent_basis import LatentBasis, generator_hash
 
 __all__ = ["mapping_jacobian", "local_basis", "singular_spectrum", "local_traverse", "local_svd"]
 

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .basis import LatentBasis
+from .latent_basis import LatentBasis
 
 __all__ = ["LatentPath"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .basis import LatentBasis, generator_hash
+from .latent_basis import LatentBasis, generator_hash
 
 __all__ = ["global_basis", "iter_w_batches", "sample_z_chunk", "pca_from_covariance", "basis_cache_path",
            "CHUNK", "DEFAULT_N_SAMPLES"]

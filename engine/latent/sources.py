@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from engine.latent.directions import Direction
+from engine.latent.direction_set import Direction
 from engine.latent.identity import rest_z
 
 __all__ = ["GeneratorSource", "as_source", "Readings", "read", "moved", "score_move", "render_measure",
@@ -32,7 +32,7 @@ class GeneratorSource:
     uint8 images [B, H, W, 3]."""
 
     def __init__(self, G, *, truncation_psi: float = 1.0, batch: int = 32, checkpoint_hash: Optional[str] = None):
-        from engine.latent.basis import generator_hash
+        from engine.latent.latent_basis import generator_hash
 
         self.G = G
         self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)

@@ -4,7 +4,7 @@ A driver owns the motion of one avatar session. Each video frame the session cal
 :meth:`MotionDriver.step` once with that frame's :class:`engine.audio.features.FrameFeatures`
 and gets back ``x_t`` [len(names)] float32, measured in **stdev units** of the directions named
 in :attr:`MotionDriver.names` (x = 1 is one standard deviation along that direction). The order
-of ``names`` is the order of a :class:`engine.latent.directions.DirectionSet`, so::
+of ``names`` is the order of a :class:`engine.latent.direction_set.DirectionSet`, so::
 
     basis, masks = direction_set.to_path(G.num_ws, driver.names)
     path = LatentPath(basis, G.num_ws, layer_masks=masks)     # ws_t = anchor + V·(x_t·stdev)
@@ -23,7 +23,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
-    from engine.latent.directions import DirectionSet
+    from engine.latent.direction_set import DirectionSet
 
 __all__ = ["MotionDriver", "ROLES", "resolve_names"]
 

@@ -7,7 +7,7 @@ Data: a directory of pairs ``NAME.wav`` + ``NAME.npy`` (+ optional ``NAME.json``
 * ``NAME.npy``: the per-frame targets, one row per video frame at the clip's fps, either
   control vectors x_t [T, k] (stdev units), or latents, the form an inversion pipeline produces
   from video: w_t [T, w_dim] (one w for all layers) or ws_t [T, num_ws, w_dim]. Latents need a
-  :class:`~engine.latent.directions.DirectionSet` (``directions=``): they are turned into x_t by
+  :class:`~engine.latent.direction_set.DirectionSet` (``directions=``): they are turned into x_t by
   the least-squares projection of their offsets from the anchor onto the chosen directions
   (``DirectionSet.project``, with each direction's layer mask and stdev — the same map the
   ``TrajectoryDriver`` uses), so the loss is on x_t and the model drives the same ``LatentPath``.
@@ -174,7 +174,7 @@ class MotionDataset:
     def _directions(directions):
         if directions is None:
             return None
-        from engine.latent.directions import DirectionSet
+        from engine.latent.direction_set import DirectionSet
         if isinstance(directions, DirectionSet):
             return directions
         try:

@@ -13,7 +13,7 @@ from .base import MotionDriver, resolve_names
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
-    from engine.latent.directions import DirectionSet
+    from engine.latent.direction_set import DirectionSet
 
 from .lstm import AudioMotionModel
 

@@ -125,7 +125,7 @@ def test_backend_errors_reach_every_caller_and_the_batcher_lives_on(G):
 
 
 def test_engine_batching_gives_the_same_frames(G):
-    from engine.latent.directions import Direction, DirectionSet
+    from engine.latent.direction_set import Direction, DirectionSet
     from engine.session import AvatarEngine, AvatarSession
 
     rng = np.random.default_rng(0)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.basis import generator_hash
+from engine.latent.latent_basis import generator_hash
 from engine.latent.defaults import PLACEHOLDER_WARNING, cached_path, faces_available
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.avatar import DEMO_MOTION
 from engine.session import AvatarEngine, AvatarSession, default_directions
 from engine.synthesis.checkpoints import load_generator

@@ -87,8 +87,8 @@ def test_seed_identity_is_at_rest():
 def learned_like_directions(G):
     """A direction set shaped like the trainer's export: one random direction per role."""
     from engine.demo_world.name_directions import ROLE_OF
-    from engine.latent.basis import generator_hash
-    from engine.latent.directions import Direction, DirectionSet
+    from engine.latent.latent_basis import generator_hash
+    from engine.latent.direction_set import Direction, DirectionSet
     rng = np.random.default_rng(0)
     ds = DirectionSet()
     for name in latent.MOTION_Z:

@@ -339,8 +339,8 @@ def test_recon_objective_steps_resume_and_export(tmp_path):
     G = load_generator(tmp_path / "one" / EXPORT_FILE)
     assert G.z_dim == Z_DIM and not G.config.normalize_z and G.config.z_rest
     # the learned motion directions are exported beside it, tied to the exported weights
-    from engine.latent.basis import generator_hash
-    from engine.latent.directions import DirectionSet
+    from engine.latent.latent_basis import generator_hash
+    from engine.latent.direction_set import DirectionSet
     ds = DirectionSet.load(tmp_path / "one" / "demo_directions.json", num_ws=G.num_ws, w_dim=G.w_dim,
                            checkpoint_hash=generator_hash(G))
     assert ds.names == ["mouth_open", "jaw", "blink", "head_yaw", "head_pitch", "head_roll", "gaze_x", "gaze_y"]
@@ -417,7 +417,7 @@ def test_cli_recon_objective(tmp_path, capsys):
     code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.024, "--resume", "--quiet")   # the saved objective
     assert code == 0 and len((out / LOG_FILE).read_text().splitlines()) == 3
     # loss weights and frozen fields may change on resume; frozen fields export no direction
-    from engine.latent.directions import DirectionSet
+    from engine.latent.direction_set import DirectionSet
     assert "head_yaw" in DirectionSet.load(out / "demo_directions.json").names
     code, _, _ = run_cli(capsys, "--out", out, "--kimg", 0.04, "--resume", "--quiet", "--l2-weight", 4,
                          "--grad-weight", 2, "--freeze", "yaw,pitch,roll,gaze_x,gaze_y", "--motion-weight", 1)

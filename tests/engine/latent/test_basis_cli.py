@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from engine import basis as cli
-from engine.latent.basis import LatentBasis, generator_hash
-from engine.latent.directions import DirectionSet
+from engine.latent.latent_basis import LatentBasis, generator_hash
+from engine.latent.direction_set import DirectionSet
 from engine.synthesis.networks import seed_to_z
 
 N = "5000"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.latent.calibrate import UNIT_AT, UNIT_MOTION, calibrate
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.sources import GeneratorSource, read
 
 W_DIM, NUM_WS = 8, 4

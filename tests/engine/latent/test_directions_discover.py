@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.directions import DirectionSet
+from engine.latent.direction_set import DirectionSet
 from engine.latent.discover import NoFaceError, discover, layer_candidates
 
 W_DIM, NUM_WS = 16, 6
@@ -146,7 +146,7 @@ def test_cli_writes_set_report_grid_and_reuses_the_cache(tmp_path, monkeypatch, 
     from PIL import Image
 
     from engine.directions import main
-    from engine.latent.basis import generator_hash
+    from engine.latent.latent_basis import generator_hash
     from engine.latent.defaults import cached_path
     from engine.synthesis.checkpoints import load_generator
 

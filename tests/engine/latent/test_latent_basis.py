@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.basis import LatentBasis, generator_hash
+from engine.latent.latent_basis import LatentBasis, generator_hash
 from engine.synthesis.networks import Generator, GeneratorConfig
 
 

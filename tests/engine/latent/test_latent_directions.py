@@ -1,11 +1,11 @@
-"""engine.latent.directions: Direction / DirectionSet validation, JSON round trips, to_path."""
+"""engine.latent.direction_set: Direction / DirectionSet validation, JSON round trips, to_path."""
 import json
 
 import numpy as np
 import pytest
 
-from engine.latent.basis import LatentBasis
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.latent_basis import LatentBasis
+from engine.latent.direction_set import Direction, DirectionSet
 
 W_DIM = 16
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.basis import generator_hash
+from engine.latent.latent_basis import generator_hash
 from engine.latent.local import TRAVERSE_MODES, local_basis, local_traverse, mapping_jacobian, singular_spectrum
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_generator
 

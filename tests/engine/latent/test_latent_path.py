@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.basis import LatentBasis
+from engine.latent.latent_basis import LatentBasis
 from engine.latent.path import LatentPath
 from engine.synthesis.networks import Generator, GeneratorConfig
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.latent import pca
-from engine.latent.basis import LatentBasis, generator_hash
+from engine.latent.latent_basis import LatentBasis, generator_hash
 from engine.latent.pca import CHUNK, global_basis, iter_w_batches, sample_z_chunk
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_generator
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.audio.features import FeatureStream, FrameFeatures
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.path import LatentPath
 from engine.motion import ROLES, IdleDriver, MotionDriver
 

@@ -429,7 +429,7 @@ def run_hour(model, windows, path, anchor, *, streams=3, steps=90_000, chunk=100
 
 
 def test_one_hour_has_no_identity_drift(fitted, minute_of_windows):
-    from engine.latent.basis import LatentBasis
+    from engine.latent.latent_basis import LatentBasis
     from engine.latent.path import LatentPath
 
     rng = np.random.RandomState(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.motion.lstm import AudioLSTMConfig
 from engine.motion.lstm_driver import AudioLSTMDriver
 from engine.motion.lstm_file import load_motion_model

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.latent.directions import Direction, DirectionSet
+from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.path import LatentPath
 from engine.motion import MotionDriver, TrajectoryDriver
 

@@ -331,7 +331,7 @@ class DirectionSet:
         [n, num_ws] bool. Rows of different components are orthonormal; directions picked from
         different bases need not be, and LatentPath adds them as given.
         """
-        from engine.latent.basis import LatentBasis
+        from engine.latent.latent_basis import LatentBasis
 
         chosen = [self[n] for n in (names if names is not None else self.names)]
         if not chosen:
