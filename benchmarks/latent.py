@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from benchmarks.synthesis import environment
+from engine.latent.report import ZERO_RTOL, near_zero_count
 from engine.runtime import tune_cpu_allocator
 from engine.synthesis.networks import Generator, GeneratorConfig, seed_to_z
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
-ZERO_RTOL = 1e-3
 MOCOGAN_HD_FFHQ = "MoCoGAN-HD (Tian et al. 2021, Fig. 8): > 400 of 512 singular values near zero for StyleGAN2 FFHQ"
 
 
@@ -63,11 +63,6 @@ def random_mapping_generator(width: int = 512, layers: int = 8, seed: int = 0) -
 
 def _z(seed: int, G) -> torch.Tensor:
     return torch.from_numpy(seed_to_z(seed, G.z_dim)).to(torch.float32)
-
-
-def _count_zero(s: np.ndarray, rtol: float = ZERO_RTOL) -> int:
-    s = np.asarray(s, dtype=np.float64)
-    return int(np.sum(s < rtol * s.max()))
 
 
 def manifold_distance(G, z_start: torch.Tensor, w_target: torch.Tensor, steps: int, lr: float = 0.03) -> np.ndarray:
@@ -120,8 +115,8 @@ def measure_generator(name: str, G, args) -> dict[str, Any]:
     spectra = singular_spectrum(G, torch.cat([_z(s, G) for s in spec_seeds]))
     out["spectrum"] = {
         "seeds": spec_seeds, "zero_rtol": ZERO_RTOL, "n_singular_values": int(spectra.shape[1]),
-        "near_zero": [_count_zero(s) for s in spectra],
-        "near_zero_rtol_1e-2": [_count_zero(s, 1e-2) for s in spectra],
+        "near_zero": [near_zero_count(s)[0] for s in spectra],
+        "near_zero_rtol_1e-2": [near_zero_count(s, 1e-2)[0] for s in spectra],
         "largest": [float(s.max()) for s in spectra], "smallest": [float(s.min()) for s in spectra],
         "condition_number": [float(s.max() / max(s.min(), 1e-300)) for s in spectra],
         "singular_values": [s.tolist() for s in spectra],

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from engine.cli_util import (
     ArgumentParser,
@@ -29,7 +30,15 @@ from engine.cli_util import (
     parse_int_ranges,
     resolve_device,
 )
-from engine.frames import images_to_uint8
+from engine.latent.direction_set import DirectionSet, valid_name
+from engine.latent.latent_basis import LatentBasis, generator_hash
+from engine.latent.local import local_basis, singular_spectrum
+from engine.latent.pca import basis_cache_path, global_basis
+from engine.latent.report import ZERO_RTOL, near_zero_count, plot_spectrum, render_grid, variance_summary
+from engine.runtime import tune_cpu_allocator
+from engine.synthesis.checkpoints import CheckpointError, load_generator
+from engine.synthesis.networks import seed_to_z
+from engine.synthesis.presets import cache_dir
 
 PROG = "python -m engine.basis"
 EPILOG = """examples:
@@ -51,8 +60,6 @@ EPILOG = """examples:
   python -m engine.basis global --generator ffhq.pkl --n-samples 1000000 --out ffhq_global.npz
 """
 
-#: A singular value counts as "~0" below this fraction of the largest one (see ``local``).
-ZERO_RTOL = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,9 +189,6 @@ def build_parser() -> ArgumentParser:
 
 
 def _load_generator(name: str, device: torch.device):
-    from engine.runtime import tune_cpu_allocator
-    from engine.synthesis.checkpoints import load_generator
-
     if device.type == "cpu":
         tune_cpu_allocator()
     return load_generator(name, device=device)
@@ -196,8 +200,6 @@ def _check_k(k: Optional[int], limit: int, what: str) -> None:
 
 
 def _load_basis(path: Path, G=None):
-    from engine.latent.latent_basis import LatentBasis
-
     try:
         basis = LatentBasis.load(path)
     except FileNotFoundError:
@@ -207,7 +209,6 @@ def _load_basis(path: Path, G=None):
     if G is not None:
         if basis.w_dim != G.w_dim:
             raise UsageError(f"{path}: basis has w_dim {basis.w_dim}, the generator has {G.w_dim}")
-        from engine.latent.latent_basis import generator_hash
 
         h = generator_hash(G)
         if basis.checkpoint_hash and basis.checkpoint_hash != h:
@@ -216,63 +217,14 @@ def _load_basis(path: Path, G=None):
     return basis
 
 
-def near_zero_count(singular_values: np.ndarray, rtol: float = ZERO_RTOL) -> tuple[int, float]:
-    """(how many singular values are < rtol x the largest, that threshold)."""
-    s = np.asarray(singular_values, dtype=np.float64)
-    threshold = float(rtol * s.max()) if s.size else 0.0
-    return int(np.sum(s < threshold)), threshold
-
-
-def variance_summary(basis) -> str:
-    ratio = np.asarray(basis.explained_variance_ratio, dtype=np.float64)
-    cum = np.cumsum(ratio)
-    lines = [f"{'comp':>5} {'stdev':>10} {'var ratio':>10} {'cumulative':>11}"]
-    for i in range(min(10, basis.k)):
-        lines.append(f"{i:>5} {basis.stdev[i]:>10.4g} {ratio[i]:>10.2%} {cum[i]:>11.2%}")
-    reach = []
-    for target in (0.5, 0.8, 0.9, 0.99):
-        n = int(np.searchsorted(cum, target - 1e-12) + 1)
-        reach.append(f"{target:.0%}: {n if n <= basis.k else f'>{basis.k}'}")
-    lines.append("components needed for  " + ", ".join(reach) + f"  (of {basis.k}, w_dim {basis.w_dim})")
-    return "\n".join(lines)
-
-
-def plot_spectrum(spectra: np.ndarray, seeds: Sequence[int], threshold_rtol: float, path: Path, title: str) -> None:
-    """Sorted singular values of dw/dz, one curve per seed, log y (cf. MoCoGAN-HD Figure 8)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s, seed in zip(spectra, seeds):
-        s = np.asarray(s, dtype=np.float64)
-        ax.plot(np.arange(len(s)), np.maximum(s, 1e-30), label=f"seed {seed}", lw=1.2)
-        ax.axhline(threshold_rtol * s.max(), color="grey", lw=0.6, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("index (sorted, descending)")
-    ax.set_ylabel("singular value of dw/dz")
-    ax.set_title(title + f"\n(dotted: {threshold_rtol:g} x largest, the '~0' threshold)", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------
 # Commands
 
 
 def cmd_global(args, G) -> int:
-    from engine.latent.latent_basis import generator_hash
-    from engine.latent.pca import global_basis
-
     _check_k(args.k, G.w_dim, "w_dim")
     if args.n_samples < 2:
         raise UsageError("--n-samples must be at least 2")
-    from engine.latent.pca import basis_cache_path
-    from engine.synthesis.presets import cache_dir
 
     k = args.k if args.k is not None else G.w_dim
     cache_file = None if args.no_cache else basis_cache_path(cache_dir() / "latent", generator_hash(G),
@@ -292,9 +244,6 @@ def cmd_global(args, G) -> int:
 
 
 def cmd_local(args, G) -> int:
-    from engine.latent.local import local_basis, singular_spectrum
-    from engine.synthesis.networks import seed_to_z
-
     _check_k(args.k, min(G.w_dim, G.z_dim), "min(w_dim, z_dim)")
     if not 0 < args.zero_rtol < 1:
         raise UsageError("--zero-rtol must be between 0 and 1")
@@ -326,47 +275,7 @@ def cmd_local(args, G) -> int:
     return 0
 
 
-def render_grid(G, basis, ws_anchor: torch.Tensor, components: Sequence[int], steps: int, sigma: float,
-                layers: Optional[tuple[int, int]] = None, progress: bool = True) -> np.ndarray:
-    """[rows*R, cols*R, 3] uint8: row r moves along ``components[r]``, columns x = linspace(-sigma, sigma)."""
-    from tqdm import tqdm
-
-    from engine.latent.path import LatentPath
-
-    n = len(components)
-    masks = None
-    if layers is not None:
-        masks = np.repeat(LatentPath.layer_range_mask(G.num_ws, *layers)[None], n, axis=0)
-    path = LatentPath(basis, G.num_ws, components=list(components), layer_masks=masks, clamp_sigma=None,
-                      device=ws_anchor.device)
-    path.set_anchor(ws=ws_anchor)
-    xs = np.linspace(-sigma, sigma, steps)
-    R = G.img_resolution
-    grid = np.zeros((n * R, steps * R, 3), dtype=np.uint8)
-    mid = steps // 2
-    others = [c for c in range(steps) if c != mid]
-    with torch.inference_mode():
-        # The identity column is the same ws in every row: render it once, alone (batch 1), so it is
-        # bit-identical to a plain single render of the seed (batched convs may round differently).
-        identity = images_to_uint8(G.synthesis(path(np.zeros((1, n), np.float32)).to(ws_anchor.device),
-                                               noise_mode="const"))[0]
-        for r in tqdm(range(n), desc="show", unit="row", disable=not progress):
-            grid[r * R:(r + 1) * R, mid * R:(mid + 1) * R] = identity
-            if not others:
-                continue
-            x = np.zeros((len(others), n), dtype=np.float32)
-            x[:, r] = xs[others]
-            img = images_to_uint8(G.synthesis(path(x).to(ws_anchor.device), noise_mode="const"))
-            for j, c in enumerate(others):
-                grid[r * R:(r + 1) * R, c * R:(c + 1) * R] = img[j]
-    return grid
-
-
 def cmd_show(args, G) -> int:
-    from PIL import Image
-
-    from engine.synthesis.networks import seed_to_z
-
     if args.steps % 2 == 0:
         raise UsageError(f"--steps must be odd so the middle column is the identity, got {args.steps}")
     if args.sigma <= 0:
@@ -377,11 +286,9 @@ def cmd_show(args, G) -> int:
     if args.basis is not None:
         basis = _load_basis(args.basis, G)
     elif args.use_global:
-        from engine.latent.pca import global_basis
 
         basis = global_basis(G, n_samples=args.n_samples, seed=0, progress=True, device=args.device_obj)
     else:
-        from engine.latent.local import local_basis
 
         basis = local_basis(G, z)
     bad = [c for c in components if c >= basis.k]
@@ -399,8 +306,6 @@ def cmd_show(args, G) -> int:
 
 
 def cmd_name(args, G) -> int:
-    from engine.latent.direction_set import DirectionSet, valid_name
-
     if not valid_name(args.name):
         raise UsageError(f"bad direction name {args.name!r}: use a letter or _ then letters, digits, _ . - "
                          "(at most 64 characters)")
@@ -433,7 +338,6 @@ COMMANDS = {"global": cmd_global, "local": cmd_local, "show": cmd_show, "name": 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.synthesis.checkpoints import CheckpointError
 
     try:
         args.device_obj = resolve_device(args.device)

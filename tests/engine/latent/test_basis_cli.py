@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from engine import basis as cli
-from engine.latent.latent_basis import LatentBasis, generator_hash
+from engine.frames import images_to_uint8
 from engine.latent.direction_set import DirectionSet
+from engine.latent.latent_basis import LatentBasis, generator_hash
 from engine.synthesis.networks import seed_to_z
 
 N = "5000"
@@ -75,7 +76,7 @@ def test_show_grid_shape_and_identity_column(global_npz, G, tmp_path):
     assert grid.shape == (4 * R, 5 * R, 3)
     with torch.inference_mode():
         z = torch.from_numpy(seed_to_z(5, G.z_dim)).float()
-        plain = cli.images_to_uint8(G.synthesis(G.mapping(z), noise_mode="const"))[0]
+        plain = images_to_uint8(G.synthesis(G.mapping(z), noise_mode="const"))[0]
     for r in range(4):
         tile = grid[r * R:(r + 1) * R, 2 * R:3 * R]
         assert np.array_equal(tile, plain)
@@ -91,7 +92,7 @@ def test_show_local_with_layer_range(G, tmp_path):
     assert grid.shape == (R, 3 * R, 3)
     with torch.inference_mode():
         z = torch.from_numpy(seed_to_z(1, G.z_dim)).float()
-        plain = cli.images_to_uint8(G.synthesis(G.mapping(z, truncation_psi=0.7), noise_mode="const"))[0]
+        plain = images_to_uint8(G.synthesis(G.mapping(z, truncation_psi=0.7), noise_mode="const"))[0]
     assert np.array_equal(grid[:, R:2 * R], plain)
 
 
