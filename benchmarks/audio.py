@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.synthesis import environment
+from benchmarks.common import environment
 from engine.audio import SAMPLE_RATE, AudioInput, FeatureStream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from benchmarks.synthesis import environment
+from benchmarks.common import environment
 from engine.faces import FaceMeasure, head_pose
 from engine.faces.align import ffhq_align
 

@@ -1,7 +1,7 @@
 """Numerical parity of the fast synthesis settings against float32, on the same latents.
 
 For each generator (the shipped demo, 128 px, and random-weight generators of the official NVlabs
-FFHQ shapes, ``benchmarks.synthesis.ffhq_shape_config``) one batch of ws is rendered by the torch
+FFHQ shapes, ``benchmarks.common.ffhq_shape_config``) one batch of ws is rendered by the torch
 synthesis backend (``engine.synthesis.backends.TorchBackend``) in float32 with TF32 off (the
 reference) and in each fast variant: float32 as torch runs it by default (cuDNN convolutions in
 TF32 on CUDA), float32 + channels_last, float16, float16 + channels_last, float16 + channels_last
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.synthesis import build_random_generator, environment, ffhq_shape_config
+from benchmarks.common import build_random_generator, environment, ffhq_shape_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "gpu_parity.json"

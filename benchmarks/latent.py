@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.synthesis import environment
+from benchmarks.common import environment
 from engine.latent.report import ZERO_RTOL, near_zero_count
 from engine.runtime import tune_cpu_allocator
 from engine.synthesis.networks import Generator, GeneratorConfig, seed_to_z

@@ -315,7 +315,7 @@ def _environment(device: str) -> dict:
     try:
         import torch
 
-        from benchmarks.synthesis import environment
+        from benchmarks.common import environment
         return environment(torch.device(device))
     except Exception as exc:  # environment details are nice to have
         return {"error": str(exc)}

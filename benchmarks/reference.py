@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.synthesis import build_random_generator, environment, ffhq_shape_config
+from benchmarks.common import build_random_generator, environment, ffhq_shape_config
 from engine.runtime import tune_cpu_allocator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.audio import speech_like
-from benchmarks.synthesis import environment
+from benchmarks.common import environment
 from engine.runtime import tune_cpu_allocator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -33,12 +33,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,10 +42,10 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import REPO_ROOT, build_random_generator, environment, ffhq_shape_config
 from engine.runtime import tune_cpu_allocator
-from engine.synthesis.networks import Generator, GeneratorConfig
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from engine.synthesis.checkpoints import load_generator
+from engine.synthesis.networks import Generator
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
 
 DTYPES = {
@@ -63,38 +59,7 @@ DTYPES = {
 # Generators
 
 
-def ffhq_channel_base(resolution: int) -> int:
-    """channel_base of the official NVlabs configuration for this resolution."""
-    return 32768 if resolution >= 512 else 16384
-
-
-def ffhq_shape_config(
-    resolution: int,
-    channel_base: int | None = None,
-    channel_max: int = 512,
-    z_dim: int = 512,
-    mapping_layers: int = 8,
-) -> GeneratorConfig:
-    """FFHQ-style NVlabs configuration (random weights are enough for timing)."""
-    return GeneratorConfig.nvlabs(
-        z_dim=z_dim,
-        w_dim=z_dim,
-        img_resolution=resolution,
-        channel_base=channel_base if channel_base is not None else ffhq_channel_base(resolution),
-        channel_max=channel_max,
-        mapping_layers=mapping_layers,
-        conv_clamp=256,
-    )
-
-
-def build_random_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    return Generator(config).eval().requires_grad_(False)
-
-
 def load_checkpoint_generator(path: str) -> Generator:
-    from engine.synthesis.checkpoints import load_generator
-
     return load_generator(path).eval().requires_grad_(False)
 
 
@@ -207,59 +172,6 @@ def _make_backend(name: str, G: Generator, device: torch.device, dtype_name: str
                             compile=args.compile, cuda_graphs=args.cuda_graphs)
     cache = args.out_dir / "cache"
     return create_backend(name, G, device=device, max_batch=max(max_batch, 1), cache_dir=cache / name)
-
-
-# --------------------------------------------------------------------------------------------
-# Environment
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    commit = out.stdout.strip()
-    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    env = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "num_threads": torch.get_num_threads(),
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": git_commit(),
-        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
-    }
-    return env
 
 
 # --------------------------------------------------------------------------------------------

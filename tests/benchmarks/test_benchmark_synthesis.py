@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import synthesis
+from benchmarks import common, synthesis
 
 TINY = ["--quick", "--resolutions", "8", "16", "--batches", "1", "2", "--channel-max", "16",
         "--z-dim", "16", "--mapping-layers", "2", "--cell-seconds", "1", "--no-malloc-tuning"]
@@ -61,11 +61,11 @@ def test_backends_side_by_side(tmp_path):
 
 
 def test_ffhq_shape_configs_follow_official_nvlabs_settings():
-    assert synthesis.ffhq_channel_base(128) == 16384
-    assert synthesis.ffhq_channel_base(256) == 16384
-    assert synthesis.ffhq_channel_base(512) == 32768
-    assert synthesis.ffhq_channel_base(1024) == 32768
-    cfg = synthesis.ffhq_shape_config(1024)
+    assert common.ffhq_channel_base(128) == 16384
+    assert common.ffhq_channel_base(256) == 16384
+    assert common.ffhq_channel_base(512) == 32768
+    assert common.ffhq_channel_base(1024) == 32768
+    cfg = common.ffhq_shape_config(1024)
     assert cfg.channels[4] == 512 and cfg.channels[1024] == 32
     assert cfg.conv_clamp == 256 and cfg.mapping_layers == 8 and cfg.z_dim == cfg.w_dim == 512
-    assert synthesis.ffhq_shape_config(256).channels[256] == 64
+    assert common.ffhq_shape_config(256).channels[256] == 64

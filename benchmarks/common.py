@@ -1,0 +1,98 @@
+"""What the benchmarks share: FFHQ-shaped random-weight generators (the official NVlabs
+stylegan2-ada-pytorch configurations; weights do not change the arithmetic, so timings hold for
+trained networks of the same shape) and the environment record every result JSON carries."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.synthesis.networks import Generator, GeneratorConfig
+
+__all__ = ["REPO_ROOT", "ffhq_channel_base", "ffhq_shape_config", "build_random_generator", "cpu_model",
+           "git_commit", "environment"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ffhq_channel_base(resolution: int) -> int:
+    """channel_base of the official NVlabs configuration for this resolution."""
+    return 32768 if resolution >= 512 else 16384
+
+
+def ffhq_shape_config(
+    resolution: int,
+    channel_base: int | None = None,
+    channel_max: int = 512,
+    z_dim: int = 512,
+    mapping_layers: int = 8,
+) -> GeneratorConfig:
+    """FFHQ-style NVlabs configuration (random weights are enough for timing)."""
+    return GeneratorConfig.nvlabs(
+        z_dim=z_dim,
+        w_dim=z_dim,
+        img_resolution=resolution,
+        channel_base=channel_base if channel_base is not None else ffhq_channel_base(resolution),
+        channel_max=channel_max,
+        mapping_layers=mapping_layers,
+        conv_clamp=256,
+    )
+
+
+def build_random_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    return Generator(config).eval().requires_grad_(False)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "num_threads": torch.get_num_threads(),
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
+    }
+    return env
