@@ -22,9 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import webrtcvad
 
 from benchmarks.common import environment
 from engine.audio import SAMPLE_RATE, AudioInput, FeatureStream
+from engine.motion import IdleDriver
+from engine.motion.base import ROLES
+from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
+from engine.motion.lstm_driver import AudioLSTMDriver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -63,7 +68,6 @@ def bench_feature_stream(seconds: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         fs.log_mel.frames(frames_in)
         mel_us.append((time.perf_counter() - t0) * 1e6)
-    import webrtcvad
     vad = webrtcvad.Vad(2)
     pcm = (x[:320] * 32767).astype("<i2").tobytes()
     vad_us = []
@@ -97,11 +101,6 @@ def bench_audio_input(seconds: float) -> list[dict[str, Any]]:
 
 
 def bench_motion(seconds: float, repeats: int = 3) -> list[dict[str, Any]]:
-    from engine.motion import IdleDriver
-    from engine.motion.base import ROLES
-    from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
-    from engine.motion.lstm_driver import AudioLSTMDriver
-
     fs = FeatureStream(fps=25.0, lookahead_ms=40.0)
     feats = fs.push(speech_like(max(seconds, 4.0))) + fs.flush()
     out = []

@@ -19,6 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.demo_world.probe_measure import ProbeMeasure
+from engine.faces.landmark_measure import LandmarkMeasure
+from engine.latent.defaults import faces_available
+from engine.latent.sources import GeneratorSource
+from engine.synthesis.checkpoints import load_generator
+from engine.synthesis.networks import Generator, GeneratorConfig
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -31,8 +38,6 @@ def _per_1000(fn, count: int) -> float:
 
 
 def time_render(G, images: int, batch: int = 16) -> float:
-    from engine.latent.sources import GeneratorSource
-
     src = GeneratorSource(G, batch=batch)
     w = src.sample_w(images, 0)
     ws = np.broadcast_to(w[:, None], (images, src.num_ws, src.w_dim)).copy()
@@ -42,13 +47,9 @@ def time_render(G, images: int, batch: int = 16) -> float:
 
 def time_measures(images: np.ndarray) -> dict:
     """ms per image of each measure on the demo generator's own frames (what discovery reads)."""
-    from engine.demo_world.probe_measure import ProbeMeasure
-    from engine.latent.defaults import faces_available
-
     probes = ProbeMeasure()
     out = {"probes_ms": _per_1000(lambda: probes(images), len(images))}
     if faces_available():
-        from engine.faces.landmark_measure import LandmarkMeasure
         m = LandmarkMeasure(aligned="demo")
         out["landmarks_ms"] = _per_1000(lambda: m(images), len(images))
         out["landmarks_detected_fraction"] = float(m.detected(images).mean())
@@ -62,9 +63,6 @@ def main(argv=None) -> dict:
     p.add_argument("--images", type=int, default=64, help="images per timing (default 64)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     args = p.parse_args(argv)
-    from engine.latent.sources import GeneratorSource
-    from engine.synthesis.checkpoints import load_generator
-    from engine.synthesis.networks import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     demo = load_generator("demo")

@@ -35,6 +35,7 @@ img_resolution=8, mapping_layers=8)``, StyleGAN2 initialisation). For each:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -45,8 +46,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import environment
+from engine.latent.local import local_basis, local_traverse, singular_spectrum
+from engine.latent.pca import global_basis
 from engine.latent.report import ZERO_RTOL, near_zero_count
 from engine.runtime import tune_cpu_allocator
+from engine.synthesis.checkpoints import load_generator
 from engine.synthesis.networks import Generator, GeneratorConfig, seed_to_z
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +85,6 @@ def manifold_distance(G, z_start: torch.Tensor, w_target: torch.Tensor, steps: i
 
 
 def measure_generator(name: str, G, args) -> dict[str, Any]:
-    from engine.latent.local import local_basis, local_traverse, singular_spectrum
-    from engine.latent.pca import global_basis
-
     out: dict[str, Any] = {"name": name, "z_dim": G.z_dim, "w_dim": G.w_dim,
                            "mapping_layers": G.config.mapping_layers, "num_ws": G.num_ws,
                            "img_resolution": G.img_resolution}
@@ -287,10 +288,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict[str, Any]:
-    import json
-
-    from engine.synthesis.checkpoints import load_generator
-
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

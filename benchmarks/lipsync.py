@@ -31,10 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import wave
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from engine.avatar import ASSETS
+from engine.demo_world.probes import load_probes
+from engine.faces.landmark_measure import LandmarkMeasure
+from engine.session import AvatarEngine, AvatarSession
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -81,7 +87,6 @@ def drift(values: np.ndarray, fps: float) -> dict[str, float]:
 # -- running a driver ------------------------------------------------------------------------------
 def read_utterances(folder: Path) -> list[dict]:
     """[{name, samples int16, rate, track, fps}] of a talking-data folder (sorted by name)."""
-    import wave
     out = []
     for js in sorted(Path(folder).glob("utt*.json")):
         rec = json.loads(js.read_text())
@@ -102,8 +107,6 @@ def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float
                    batch: int = 64) -> dict[str, np.ndarray]:
     """Push ``audio`` through a fresh session (20 ms chunks, then enough silence to flush the
     lookahead), measure every frame; returns attribute → [frames]."""
-    from engine.session import AvatarSession
-
     s = AvatarSession(engine, fps=fps, identity=identity, driver=driver)
     frames, values = [], {}
 
@@ -178,8 +181,6 @@ class LandmarkReader:
     (NaN in between; 0.6 = another person)."""
 
     def __init__(self, embed_every: int = 0, aligned="auto"):
-        from engine.faces.landmark_measure import LandmarkMeasure
-
         self.measure = LandmarkMeasure(aligned=aligned)
         self.embed_every = int(embed_every)
         self._seen = 0
@@ -231,7 +232,6 @@ def plot(report: dict, traces: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    from engine.avatar import ASSETS
     p = argparse.ArgumentParser(prog="python -m benchmarks.lipsync", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="talking-data folder of held-out utterances")
     p.add_argument("--probes", type=Path, default=ASSETS / "demo_probes.safetensors",
@@ -251,8 +251,6 @@ def main(argv=None) -> dict:
     p.add_argument("--max-lag", type=int, default=5)
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     args = p.parse_args(argv)
-    from engine.demo_world.probes import load_probes
-    from engine.session import AvatarEngine
 
     aligned = "demo" if args.generator == "demo" else "auto"    # the face box where the detector misses
     if args.measure == "landmarks":

@@ -26,6 +26,9 @@ import torch
 from benchmarks.audio import speech_like
 from benchmarks.common import environment
 from engine.runtime import tune_cpu_allocator
+from engine.session import AvatarEngine, AvatarSession
+from engine.synthesis.backends import create_backend
+from engine.synthesis.checkpoints import load_generator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -67,13 +70,10 @@ def load_audio(path: Optional[Path], seconds: float, rate: int = 48000) -> tuple
 def run(args) -> dict[str, Any]:
     import av
 
-    from engine.session import AvatarEngine, AvatarSession
 
     synthesize = None
     engine_kw: dict[str, Any] = {}
     if args.backend != "torch-default":
-        from engine.synthesis.backends import create_backend
-        from engine.synthesis.checkpoints import load_generator
         G = load_generator(args.generator, device=args.device)
         backend = create_backend(args.backend, G, device=args.device, max_batch=1, log=print)
         synthesize = backend

@@ -26,6 +26,8 @@ import torch
 
 from benchmarks.common import build_random_generator, environment, ffhq_shape_config
 from engine.runtime import tune_cpu_allocator
+from engine.synthesis.backends import create_backend
+from engine.synthesis.networks import demo_generator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -46,7 +48,9 @@ def load_reference(repo: Path):
 def reference_generator(networks, G):
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     try:
-        from formats import nvlabs_init_kwargs  # our own writer's mapping of a config to NVlabs kwargs
+        from formats import (
+            nvlabs_init_kwargs,  # our own writer's mapping of a config to NVlabs kwargs
+        )
     finally:
         sys.path.remove(str(REPO_ROOT / "tests"))
     ref = networks.Generator(**nvlabs_init_kwargs(G.config)).eval().requires_grad_(False)
@@ -66,8 +70,6 @@ def _time(fn, ws, rounds: int) -> list[float]:
 
 
 def bench_config(name: str, G, networks, batch: int, repeats: int, backends: list[str], cache: Path) -> dict[str, Any]:
-    from engine.synthesis.backends import create_backend
-
     ref = reference_generator(networks, G)
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
@@ -111,7 +113,6 @@ def main(argv=None) -> dict[str, Any]:
     rows = []
     for cfg in args.configs:
         if cfg == "demo":
-            from engine.synthesis.networks import demo_generator
             gens = [("demo", demo_generator())]
         else:
             gens = [(f"ffhq-shapes {r}", build_random_generator(ffhq_shape_config(r))) for r in args.resolutions]

@@ -30,14 +30,14 @@ import torch
 from benchmarks.audio import speech_like
 from benchmarks.common import environment
 from engine.runtime import tune_cpu_allocator
+from engine.session import AvatarEngine, AvatarSession
+from engine.synthesis.checkpoints import load_generator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
 def run_sessions(engine, n: int, fps: float, seconds: float, audio: np.ndarray, rate: int) -> dict[str, Any]:
-    from engine.session import AvatarSession
-
     per_frame = int(round(rate / fps))
     barrier = threading.Barrier(n + 1)
     results: list[dict[str, Any]] = [{} for _ in range(n)]
@@ -110,8 +110,6 @@ def main(argv=None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
         tune_cpu_allocator()
-    from engine.session import AvatarEngine
-    from engine.synthesis.checkpoints import load_generator
 
     G = load_generator(args.generator, device=args.device)
     audio = (np.clip(speech_like(8.0, 48000), -1, 1) * 32767).astype(np.int16)

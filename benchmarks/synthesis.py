@@ -42,10 +42,17 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import REPO_ROOT, build_random_generator, environment, ffhq_shape_config
+from benchmarks.common import (
+    REPO_ROOT,
+    build_random_generator,
+    environment,
+    ffhq_shape_config,
+)
 from engine.runtime import tune_cpu_allocator
+from engine.synthesis.backends import TorchBackend, create_backend
 from engine.synthesis.checkpoints import load_generator
 from engine.synthesis.networks import Generator
+
 DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
 
 DTYPES = {
@@ -165,8 +172,6 @@ def _backend_cells(backends: list[str], dtype_names: list[str], cuda: bool) -> l
 
 
 def _make_backend(name: str, G: Generator, device: torch.device, dtype_name: str, max_batch: int, args):
-    from engine.synthesis.backends import TorchBackend, create_backend
-
     if name == "torch":
         return TorchBackend(G, device=device, dtype=dtype_name, channels_last=args.channels_last,
                             compile=args.compile, cuda_graphs=args.cuda_graphs)

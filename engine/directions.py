@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from engine.cli_util import (
     ArgumentParser,
@@ -27,8 +28,11 @@ from engine.cli_util import (
     finite_float,
     resolve_device,
 )
+from engine.demo_world.probe_measure import ProbeMeasure
+from engine.faces.landmark_measure import LandmarkMeasure
 from engine.latent.defaults import MEASURES, cached_path, report_path, save_cached
 from engine.latent.direction_set import DirectionSet
+from engine.latent.sources import moved as _moved
 
 PROG = "python -m engine.directions"
 EPILOG = """examples:
@@ -46,10 +50,8 @@ GRID_SIGMAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 def make_measure(name: str, *, probes: Optional[Path] = None, aligned="ffhq"):
     if name == "probes":
-        from engine.demo_world.probe_measure import ProbeMeasure
         return ProbeMeasure(probes)
     if name == "landmarks":
-        from engine.faces.landmark_measure import LandmarkMeasure
         return LandmarkMeasure(aligned=aligned)  # FaceModelsMissing (an ImportError) without the extra
     raise UsageError(f"unknown measure {name!r} (choose {', '.join(MEASURES)})")
 
@@ -57,10 +59,6 @@ def make_measure(name: str, *, probes: Optional[Path] = None, aligned="ffhq"):
 def save_grid(source, measure, ds: DirectionSet, report: dict, path: Path, *, seed: int = 0) -> Path:
     """Rows = roles, columns = −2…+2 units on one identity (its chosen layers), value printed under each
     cell; the row label says the unit (σ, or calibrated: how many σ one unit is)."""
-    from PIL import Image, ImageDraw
-
-    from engine.latent.sources import moved as _moved
-
     w = source.sample_w(1, seed + 12345)
     ws0 = np.broadcast_to(w[:, None, :], (1, source.num_ws, source.w_dim)).copy()
     rows = []

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors.torch import save_file
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -26,8 +27,6 @@ def save_with_sidecar(tensors: Mapping[str, torch.Tensor], path: Path, side: Pat
     """Write ``tensors`` to ``path`` (safetensors, ``metadata`` in its header) and ``sidecar`` as
     JSON to ``side``. Both go to temporary files first and are renamed into place, so a reader
     never sees a half-written file. Returns ``path``."""
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")

@@ -32,6 +32,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engine.session import AvatarEngine, AvatarSession
+
 from .sessions import StreamSession
 from .tracks import AvatarAudioTrack, AvatarVideoTrack
 
@@ -88,8 +90,6 @@ class AvatarTracks:
     def __init__(self, engine_or_session: Any, source: Union[MediaStreamTrack, AsyncIterator, Iterable],
                  *, fps: float = 25.0, identity: Any = 0, driver: Any = "idle", audio_out_rate: int = 48000,
                  realtime: Optional[bool] = None, grace_s: float = 0.06, stamp: bool = False) -> None:
-        from engine.session import AvatarEngine, AvatarSession
-
         if isinstance(engine_or_session, AvatarSession):
             session = engine_or_session
         elif isinstance(engine_or_session, AvatarEngine):

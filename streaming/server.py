@@ -19,6 +19,8 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from engine.session import AvatarEngine, AvatarSession
+
 from .config import STATE_KEY, ServerConfig, ServerState
 from .connection import ClientConnection, _identity_fields
 from .ice import loopback_candidates
@@ -188,8 +190,6 @@ async def _abandon(state: ServerState, sid: str, pc, stream, client) -> None:
 
 
 def _new_session(state: ServerState, seed: int, trunc: float):
-    from engine.session import AvatarSession
-
     cfg = state.config
     session = AvatarSession(state.engine, fps=cfg.fps, identity=seed, driver=cfg.driver)
     if trunc != cfg.truncation and not isinstance(seed, str):     # a seed; a .npy latent is not truncated
@@ -268,8 +268,6 @@ def _lifecycle(state: ServerState, loopback: bool):
 
 
 def _build_engine(cfg: ServerConfig):
-    from engine.session import AvatarEngine
-
     kwargs: dict[str, Any] = {"device": cfg.device, "resolution": cfg.resolution}
     if cfg.synthesize is not None:
         kwargs["synthesize"] = cfg.synthesize

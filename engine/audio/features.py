@@ -31,6 +31,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+import webrtcvad
 
 from .input import SAMPLE_RATE, finite_float32, to_int16
 
@@ -206,7 +207,6 @@ class FeatureStream:
 
     def reset(self) -> None:
         """Start a new stream at sample 0, frame 0 (webrtcvad's state, e.g. its hangover, too)."""
-        import webrtcvad
         self._vad_engine = webrtcvad.Vad(self.vad_mode)
         self._n = 0
         self._k = 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import soxr
 
 __all__ = ["SAMPLE_RATE", "AudioInput", "sample_format", "to_int16", "MIN_RATE", "MAX_RATE", "MAX_OUT_RATE",
            "resampler_lag_ms"]
@@ -55,7 +56,6 @@ def resampler_lag_ms(sample_rate: int, quality: str = "HQ", chunk_ms: float = 20
     (the first 5 chunks, the filter's start-up, excluded). (0, 0) when the rates are equal."""
     if int(sample_rate) == int(out_rate):
         return 0.0, 0.0
-    import soxr
     stream = soxr.ResampleStream(int(sample_rate), int(out_rate), 1, dtype="float32", quality=quality)
     chunk = np.zeros(max(1, int(round(sample_rate * chunk_ms / 1000.0))), np.float32)
     n_in = n_out = 0
@@ -108,7 +108,6 @@ class AudioInput:
         if self.sample_rate == self.out_rate:
             self._resampler = None
         else:
-            import soxr
             self._resampler = soxr.ResampleStream(self.sample_rate, self.out_rate, 1, dtype="float32",
                                                   quality=self.quality)
 

@@ -27,8 +27,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from engine.cli_util import ArgumentParser, UsageError, fail, finite_float
+from engine.latent.identity import w_from_seed
 
 from .latent import Z_DIM, motion_x
 
@@ -52,8 +54,6 @@ def mouth_x(mouth: np.ndarray) -> np.ndarray:
 def utterance_trajectory(G, directions, seed: int, mouth: np.ndarray,
                          truncation_psi: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
     """(w_t [T, w_dim], anchor [w_dim]) float32 of identity ``seed`` speaking with ``mouth`` [T]."""
-    from engine.latent.identity import w_from_seed
-
     _check_code_generator(G)
     if "mouth_open" not in directions:
         raise UsageError("the direction set has no mouth_open direction")
@@ -78,7 +78,6 @@ def write_targets(talking: Path, G, directions, out: Path, *, truncation_psi: fl
         dst.mkdir(parents=True, exist_ok=True)
         it = tracks
         if progress:
-            from tqdm import tqdm
             it = tqdm(tracks, desc=f"targets {dst.name}", unit="utt", dynamic_ncols=True, leave=False)
         for i, track in enumerate(it):
             name = track.name[: -len(".mouth.npy")]
@@ -132,8 +131,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.avatar import DEMO_DIRECTIONS
-    from engine.latent.latent_basis import generator_hash
     from engine.latent.direction_set import DirectionSet
+    from engine.latent.latent_basis import generator_hash
     from engine.synthesis.checkpoints import CheckpointError, load_generator
     try:
         G = load_generator(args.generator)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import sys
 import zipfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from ..cli_util import ArgumentParser, UsageError, fail
 from .faces import RENDERER_VERSION, render_face
@@ -192,8 +194,6 @@ def _render_task(args):
 def write_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, size: int = 128, shard_size: int = 1000,
                   per_identity: int = 1, workers: int = 1, progress: bool = True) -> dict:
     """Render ``n`` samples into ``out`` (resumable, see the module doc). Returns the meta dict."""
-    from tqdm import tqdm
-
     if n < 1:
         raise UsageError(f"--n must be >= 1, got {n}")
     if size < 16 or size > 1024:
@@ -240,7 +240,6 @@ def write_dataset(out: str | os.PathLike, n: int, *, seed: int = 0, size: int = 
     pool = None
     try:
         if workers > 1 and tasks:
-            import multiprocessing as mp
             pool = mp.get_context("spawn").Pool(workers)
             results = pool.imap(_render_task, tasks)
         else:

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from engine.frames import images_to_uint8
 from engine.latent import discover
 from engine.latent.direction_set import DirectionSet
 
@@ -34,8 +35,6 @@ PRIORITY = ("yaw", "pitch", "roll", "mouth_open", "blink", "mouth_width", "gaze_
 def sample_measurements(G, measure: Callable[[np.ndarray], Mapping[str, np.ndarray]], n: int, *,
                         seed: int = 0, batch: int = 64, truncation_psi: float = 1.0) -> tuple[np.ndarray, dict]:
     """w [n, w_dim] float64 of random z, and ``measure(images uint8 [B, H, W, 3])`` per attribute."""
-    from engine.frames import images_to_uint8
-
     gen = torch.Generator().manual_seed(int(seed))
     ws, values = [], {}
     dev = G.mapping.w_avg.device

@@ -20,6 +20,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+from tqdm import tqdm
+
+from engine.weights_io import save_with_sidecar
 
 from .params import IDENTITY_FIELDS, IDENTITY_RANGES, MOTION_FIELDS, MOTION_RANGES
 
@@ -147,8 +152,6 @@ def train_probes(images: np.ndarray, identity: np.ndarray, motion: np.ndarray, *
     arrays); the last ``val_fraction`` is held out and its R² per output lands in
     ``probes.report["r2"]``. ``weights``: loss weight per output (default 8 for mouth_open and
     blink, 1 for the rest). Deterministic under ``seed`` on one machine."""
-    from tqdm import tqdm
-
     n = len(images)
     if not (len(identity) == len(motion) == n) or n < 10:
         raise ProbesError(f"need >= 10 samples with matching identity/motion rows, got {n}")
@@ -194,8 +197,6 @@ def train_probes(images: np.ndarray, identity: np.ndarray, motion: np.ndarray, *
 
 
 def save_probes(probes: Probes, path: str | os.PathLike) -> Path:
-    from ..weights_io import save_with_sidecar
-
     path = Path(path)
     cfg = probes.cfg
     config = {"format": "stylecast-probes", "version": 1, "input_size": cfg.input_size, "width": cfg.width,
@@ -212,9 +213,6 @@ def save_probes(probes: Probes, path: str | os.PathLike) -> Path:
 
 def load_probes(path: str | os.PathLike) -> Probes:
     """Read a file written by :func:`save_probes`. Raises ``ProbesError`` (one line) on a bad file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ProbesError(f"{path}: no such probes file")

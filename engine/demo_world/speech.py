@@ -22,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import os
+import pickle
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -132,8 +134,6 @@ def synthesize(text: str, *, voice: str = "en", rate_wpm: int = 175, pitch: int 
     if not 0 <= int(pitch) <= 100:
         raise ValueError(f"pitch must be in 0..100, got {pitch}")
     _load()                                          # a missing library is reported here, in the caller
-    import os
-    import pickle
 
     with _lock:
         r, w = os.pipe()

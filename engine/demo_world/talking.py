@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from engine.cli_util import ArgumentParser, UsageError, fail
 
@@ -123,7 +124,6 @@ def write_dataset(out: Path, n: int, *, seed: int = 0, fps: float = 25.0, holdou
     counts = {"train": 0, "holdout": 0, "frames": 0}
     it = range(int(n))
     if progress:
-        from tqdm import tqdm
         it = tqdm(it, desc="talking data", unit="utt", dynamic_ncols=True)
     for i in it:
         spec = utterance_spec(seed, i)

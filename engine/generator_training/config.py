@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from engine.demo_world.latent import MOTION_Z, Z_DIM, rest_pairs
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_config
 
 __all__ = ["STATE_FILE", "EXPORT_FILE", "DIRECTIONS_FILE", "LOG_FILE", "MAX_EXPORT_BYTES", "STATE_VERSION", "OBJECTIVES",
@@ -57,7 +58,6 @@ def scheduled_settings(schedule: str, kimg: float) -> dict:
 def recon_config(base: Optional[GeneratorConfig] = None) -> GeneratorConfig:
     """The generator shape for ``--objective recon``: ``base`` (default the demo shape) with z the
     demo world's code (``Z_DIM`` wide, not normalised) and a mapping network at full learning rate."""
-    from engine.demo_world.latent import Z_DIM, rest_pairs
     return dataclasses.replace(base or demo_config(), z_dim=Z_DIM, normalize_z=False, mapping_lr_multiplier=1.0,
                                z_rest=rest_pairs())
 
@@ -119,7 +119,6 @@ class TrainDemoConfig:
             raise ValueError(f"style_mixing must be a probability in [0, 1], got {self.style_mixing!r}")
         if not 0 <= self.w_avg_beta < 1:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {self.w_avg_beta!r}")
-        from engine.demo_world.latent import MOTION_Z
         self.frozen = tuple(self.frozen)
         bad = [f for f in self.frozen if f not in MOTION_Z]
         if bad:

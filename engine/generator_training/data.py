@@ -10,7 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
 
+from engine.demo_world.faces import RENDERER_VERSION
+from engine.demo_world.latent import LATENT_VERSION, render_z
 from engine.generator_training.config import MOTION_MASK_THRESHOLD
 
 __all__ = ["DataError", "ImageData", "load_images", "RenderedFaces", "motion_mask"]
@@ -90,10 +94,8 @@ def load_images(root: os.PathLike | str, *, progress: bool = False) -> ImageData
     pngs = sorted(p for p in root.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not pngs:
         raise DataError(f"no .npz shards or .png images in {os.fspath(root)!r}")
-    from PIL import Image
     it = pngs
     if progress:
-        from tqdm import tqdm
         it = tqdm(pngs, desc="load images", unit="img", dynamic_ncols=True, leave=False)
     imgs = []
     for p in it:
@@ -126,12 +128,9 @@ class RenderedFaces:
         return 0          # unbounded: every step renders new faces
 
     def render(self, z: np.ndarray) -> np.ndarray:
-        from engine.demo_world.latent import render_z
         return render_z(np.asarray(z, np.float64), self.resolution, supersample=self.supersample)
 
     def fingerprint(self) -> dict:
-        from engine.demo_world.faces import RENDERER_VERSION
-        from engine.demo_world.latent import LATENT_VERSION
         return {"kind": self.kind, "count": 0, "resolution": self.resolution,
                 "digest": f"latent {LATENT_VERSION}, renderer {RENDERER_VERSION}, supersample {self.supersample}"}
 

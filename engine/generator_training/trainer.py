@@ -14,7 +14,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from engine.demo_world.latent import MOTION_Z, Z_DIM, at_rest, motion_params, motion_x
 from engine.frames import images_to_uint8
 from engine.generator_training.config import (
     DIRECTIONS_FILE,
@@ -33,6 +35,7 @@ from engine.generator_training.outputs import (
     learned_directions,
     save_png,
 )
+from engine.latent.identity import rest_z
 from engine.synthesis.discriminator import Discriminator, DiscriminatorConfig
 from engine.synthesis.networks import Generator, GeneratorConfig, demo_config, seed_to_z
 from engine.weights_io import atomic_torch_save
@@ -88,7 +91,6 @@ class DemoTrainer:
         if gen_config is None:
             gen_config = recon_config() if recon else demo_config()
         if recon:
-            from engine.demo_world.latent import Z_DIM
             if gen_config.z_dim != Z_DIM or gen_config.normalize_z:
                 raise ValueError(f"the recon objective needs z_dim {Z_DIM} (the demo world's code) without z "
                                  f"normalisation; got z_dim {gen_config.z_dim}, normalize_z {gen_config.normalize_z}")
@@ -103,7 +105,6 @@ class DemoTrainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.motion_dirs = self.motion_dirs_ema = None
         if recon:     # a regression: no D; Adam with momentum; the motion directions learned with G
-            from engine.demo_world.latent import MOTION_Z
             self.D_config = self.D = self.D_opt = None
             self.gamma = 0.0
             self.motion_dirs = torch.nn.Parameter(0.01 * torch.randn(len(MOTION_Z), gen_config.w_dim).to(dev))
@@ -182,14 +183,11 @@ class DemoTrainer:
         (m_k − rest_k) / scale_k · a_k, with m the code's motion fields, so that the synthesis
         network learns to render each motion as a fixed W direction a_k (``motion_dirs``, the
         exported direction set); the rest takes w = mapping(z), the generator's own path."""
-        from engine.demo_world.latent import motion_params, motion_x
-        from engine.latent.identity import rest_z
         self.apply_schedule()
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
         z_in = z
         if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
-            from engine.demo_world.latent import at_rest
             z = at_rest(z, self.config.frozen)
         as_image = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1  # noqa: E731
         target = as_image(self.data.render(z.numpy()))
@@ -392,7 +390,6 @@ class DemoTrainer:
         snap_nimg = max(1, int(round(self.config.snap_kimg * 1000)))
         bar = None
         if progress and total > self.step:
-            from tqdm import tqdm
             bar = tqdm(total=total, initial=self.step, desc="train demo", unit="step", dynamic_ncols=True)
         start, done, stopped = time.perf_counter(), 0, False
         paths: dict = {}

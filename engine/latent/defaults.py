@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
+from engine.faces.landmark_measure import LandmarkMeasure
 from engine.latent.direction_set import DirectionSet
-from engine.latent.discover import DISCOVERY_VERSION
+from engine.latent.discover import (
+    DISCOVERY_VERSION,
+    GeneratorSource,
+    NoFaceError,
+    discover,
+)
+from engine.synthesis.presets import cache_dir as stylecast_cache_dir
 
 __all__ = ["MEASURES", "PLACEHOLDER_WARNING", "cache_dir", "cached_path", "report_path", "save_cached",
            "find_cached", "faces_available", "resolve_directions"]
@@ -25,9 +33,7 @@ PLACEHOLDER_WARNING = ("placeholder directions: the lips will not follow speech;
 
 
 def cache_dir() -> Path:
-    from engine.synthesis.presets import cache_dir as root
-
-    return root() / "directions"
+    return stylecast_cache_dir() / "directions"
 
 
 def cached_path(checkpoint_hash: str, measure: str) -> Path:
@@ -66,7 +72,6 @@ def _say(log: Optional[Callable[[str], None]], msg: str) -> None:
     if log is not None:
         log(msg)
     else:
-        import warnings
         warnings.warn(msg, stacklevel=3)
 
 
@@ -85,9 +90,6 @@ def resolve_directions(G, placeholder: Callable[[object], DirectionSet], *, chec
             _say(log, f"directions: the cached set {cached} is unreadable ({exc}); ignoring it")
     noface = cache_dir() / f"{checkpoint_hash}-landmarks.noface"
     if discover_now and faces_available() and not noface.is_file():
-        from engine.faces.landmark_measure import LandmarkMeasure
-        from engine.latent.discover import GeneratorSource, NoFaceError, discover
-
         _say(log, "directions: discovering this generator's motion directions with the face measure "
                   "(once; cached by checkpoint hash)")
         try:

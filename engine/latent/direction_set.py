@@ -32,6 +32,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from engine.latent.latent_basis import LatentBasis
+
 __all__ = ["Direction", "DirectionSet", "FORMAT", "VERSION", "valid_name"]
 
 FORMAT = "stylecast-direction-set"
@@ -331,8 +333,6 @@ class DirectionSet:
         [n, num_ws] bool. Rows of different components are orthonormal; directions picked from
         different bases need not be, and LatentPath adds them as given.
         """
-        from engine.latent.latent_basis import LatentBasis
-
         chosen = [self[n] for n in (names if names is not None else self.names)]
         if not chosen:
             raise ValueError("no directions to build a path from")

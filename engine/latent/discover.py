@@ -40,7 +40,9 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from engine.latent.calibrate import calibrate as calibrate_units
 from engine.latent.direction_set import Direction, DirectionSet
 from engine.latent.sources import (
     PROBE_SIGMA,
@@ -167,8 +169,6 @@ def _refine(src, measure, ds: DirectionSet, role_keys: Mapping[str, str], w_fit:
     not used (the moved point left the generator's faces). The directions are made orthogonal
     again in priority order.
     """
-    from tqdm import tqdm
-
     num_ws = int(src.num_ws)
     raw, info = {}, {}
     bar = tqdm(total=2 * len(w_fit) * len(ds), desc="discover: refine", unit="img", disable=not progress)
@@ -241,8 +241,6 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
     ``min_detected`` of the images hold a face the measure's detector finds, and ``ValueError``
     when too few samples were measured for the regression.
     """
-    from tqdm import tqdm
-
     if estimator not in ("local", "global"):
         raise ValueError(f"estimator must be 'local' or 'global', got {estimator!r}")
     src = as_source(generator, truncation_psi=truncation_psi, batch=batch)
@@ -355,7 +353,6 @@ def discover(generator, measure, *, n: int = 1000, holdout: int = 16, seed: int 
     report["settings"] = settings(mname, n=n, holdout=holdout, seed=seed, estimator=estimator, step=step,
                                   refine=refine, calibrate=calibrate, truncation_psi=getattr(src, "truncation_psi", None))
     if calibrate:                                        # x = 1 means the motion the shipped drivers mean
-        from engine.latent.calibrate import calibrate as calibrate_units
 
         ds, units = calibrate_units(src, measure, ds, role_keys, ws0, base, keys_sd)
         for role, info in units.items():

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.synthesis.presets import cache_dir as default_cache_dir
+
 from .latent_basis import LatentBasis, generator_hash
 
 __all__ = ["global_basis", "iter_w_batches", "sample_z_chunk", "pca_from_covariance", "basis_cache_path",
@@ -84,8 +86,6 @@ def _resolve_cache_dir(cache_dir) -> Optional[Path]:
     if cache_dir is False:
         return None
     if cache_dir is None or cache_dir is True:
-        from engine.synthesis.presets import cache_dir as default_cache_dir
-
         return default_cache_dir() / "latent"
     return Path(cache_dir)
 

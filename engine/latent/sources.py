@@ -15,8 +15,10 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
+from engine.frames import images_to_uint8
 from engine.latent.direction_set import Direction
 from engine.latent.identity import rest_z
+from engine.latent.latent_basis import generator_hash
 
 __all__ = ["GeneratorSource", "as_source", "Readings", "read", "moved", "score_move", "render_measure",
            "PROBE_SIGMA"]
@@ -32,8 +34,6 @@ class GeneratorSource:
     uint8 images [B, H, W, 3]."""
 
     def __init__(self, G, *, truncation_psi: float = 1.0, batch: int = 32, checkpoint_hash: Optional[str] = None):
-        from engine.latent.latent_basis import generator_hash
-
         self.G = G
         self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
         self.truncation_psi = float(truncation_psi)
@@ -52,8 +52,6 @@ class GeneratorSource:
 
     @torch.no_grad()
     def render(self, ws: np.ndarray) -> np.ndarray:
-        from engine.frames import images_to_uint8
-
         ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
         out = []
         for start in range(0, len(ws), self.batch):

@@ -38,6 +38,7 @@ import numpy as np
 
 from engine.audio.features import HOP_LENGTH, N_MELS, FeatureStream
 from engine.audio.input import MAX_RATE, MIN_RATE, SAMPLE_RATE, AudioInput
+from engine.latent.direction_set import DirectionSet
 
 __all__ = ["frame_windows", "read_wav", "Clip", "MotionDataset", "DatasetError", "LENGTH_TOLERANCE"]
 
@@ -174,7 +175,6 @@ class MotionDataset:
     def _directions(directions):
         if directions is None:
             return None
-        from engine.latent.direction_set import DirectionSet
         if isinstance(directions, DirectionSet):
             return directions
         try:

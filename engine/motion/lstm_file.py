@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import torch
+from safetensors import safe_open
 
 from engine.weights_io import save_with_sidecar, sidecar_path
 
@@ -49,8 +50,6 @@ def load_motion_model(path: Union[str, os.PathLike], *, device: Union[str, torch
                       ) -> AudioMotionModel:
     """Read a file written by :func:`save_motion_model` (config from the metadata, else from the
     sidecar). Returns the model in eval mode. Raises :class:`MotionModelError` naming the file."""
-    from safetensors import safe_open
-
     path = Path(path)
     name = str(path)
     if not path.is_file():

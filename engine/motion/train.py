@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from engine.audio.features import N_MELS
 from engine.motion.dataset import MotionDataset
@@ -263,7 +264,6 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
     run_history: list = []
     bar = None
     if progress and config.steps > step:
-        from tqdm import tqdm
         bar = tqdm(total=config.steps, initial=step, desc="train motion", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     while step < config.steps:

@@ -15,8 +15,10 @@ opset, torch and onnx versions, the check's numbers), which the TensorRT builder
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -112,8 +114,6 @@ def export_synthesis(G, out: os.PathLike | str, *, opset: int = DEFAULT_OPSET, m
     t0 = time.perf_counter()
     batch = torch.export.Dim("batch", min=1, max=max(2, int(max_batch)))   # torch.export wants min < max
     try:
-        import logging
-        import warnings
         quiet = logging.getLogger("torch.onnx")                   # "torchvision is not installed" notes
         level = quiet.level
         quiet.setLevel(logging.ERROR)

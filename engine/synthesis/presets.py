@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from engine.synthesis.formats.common import CheckpointError
 
 __all__ = ["Preset", "PRESETS", "PRESET_NAMES", "cache_dir", "preset_url", "fetch_preset"]
@@ -124,8 +126,6 @@ def fetch_preset(name: str, *, progress: bool = True, timeout: float = DEFAULT_T
 
 
 def _download(url: str, part: Path, *, desc: str, progress: bool, timeout: float) -> None:
-    from tqdm import tqdm
-
     request = urllib.request.Request(url, headers={"User-Agent": "stylecast"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
