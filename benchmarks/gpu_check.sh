@@ -45,7 +45,7 @@
 # loopback.json. The checkpoint, caches ($STYLECAST_CACHE) and per-step logs live in a temporary
 # work folder that is removed at exit. Exit status: 0 when every step exited 0 with its output.
 #
-# Dry run (CPU, one thread, < 2 minutes on a 2-core VM; tests/test_gpu_check.py runs it): every step
+# Dry run (CPU, one thread, < 2 minutes on a 2-core VM; tests/benchmarks/test_gpu_check.py runs it): every step
 # runs for real at the smallest size and one or two passes (32 px parity with the demo, 16 px
 # synthesis, a 32 px random checkpoint for sessions, a 3 s loopback). What the CPU cannot run is
 # stood in for and checked by the parser instead: float16 and CUDA graphs need CUDA, so the
