@@ -36,8 +36,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .pickle_scan import PickleLimitError, PickleLimits, scan_pickle, scan_torch_file
+
 __all__ = [
     "ForbiddenGlobal",
+    "PickleLimitError",
     "UnknownPersistentClass",
     "PersistentObject",
     "SafeUnpickler",
@@ -200,9 +203,11 @@ def forbidden_global_from_torch_error(exc: BaseException) -> ForbiddenGlobal | N
 
 
 def _load_from_bytes(data: Any):
-    """Stand-in for ``torch.storage._load_from_bytes``: a nested torch file, read weights-only."""
+    """Stand-in for ``torch.storage._load_from_bytes``: a nested torch file, scanned
+    (:func:`~engine.synthesis.pickle_scan.scan_torch_file`), then read weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("tensor storage payload is not bytes")
+    scan_torch_file(io.BytesIO(bytes(data)), len(data), what="a tensor storage payload")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -390,10 +395,17 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not allowed in a network pickle")
 
 
-def safe_load(file: BinaryIO) -> Any:
-    """Unpickle ``file`` with :class:`SafeUnpickler`. Raises ``pickle.UnpicklingError`` subclasses
-    (:class:`ForbiddenGlobal`, :class:`UnknownPersistentClass`) or whatever a damaged stream
-    makes ``pickle`` raise (``EOFError``, ``ValueError``, ...)."""
+def safe_load(file: BinaryIO, limits: PickleLimits = PickleLimits()) -> Any:
+    """Unpickle ``file`` (seekable) with :class:`SafeUnpickler`, after
+    :func:`~engine.synthesis.pickle_scan.scan_pickle` has bounded it. Raises
+    ``pickle.UnpicklingError`` subclasses (:class:`PickleLimitError`, :class:`ForbiddenGlobal`,
+    :class:`UnknownPersistentClass`) or whatever a damaged stream makes ``pickle`` raise
+    (``EOFError``, ``ValueError``, ...)."""
+    start = file.tell()
+    end = file.seek(0, io.SEEK_END)
+    file.seek(start)
+    scan_pickle(file, end, limits)
+    file.seek(start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TypedStorage deprecation chatter
         return SafeUnpickler(file).load()

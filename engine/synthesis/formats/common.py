@@ -3,6 +3,7 @@ the matching of a file's tensors against what our Generator expects."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -133,10 +134,26 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def read_head(path: Path, n: int = 64) -> tuple[bytes, int]:
+def regular_file(path: Path) -> os.stat_result:
+    """``os.stat`` of ``path`` if it is a regular file; a FIFO, device, socket or directory is
+    refused before anything opens it (opening a FIFO blocks until a writer comes)."""
     try:
-        if path.is_dir():
-            raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise CheckpointError(f"{path}: is {kind}, not a checkpoint file")
+    return st
+
+
+def read_head(path: Path, n: int = 64) -> tuple[bytes, int]:
+    regular_file(path)
+    try:
         with open(path, "rb") as f:
             return f.read(n), os.fstat(f.fileno()).st_size
     except FileNotFoundError:

@@ -36,7 +36,7 @@ def read_nvlabs(path: Path) -> Checkpoint:
         if exc.global_name.startswith("dnnlib.tflib"):
             hint = "; this is a TensorFlow StyleGAN pickle: convert it with NVlabs legacy.py first"
         raise CheckpointError(f"{path}: {exc}{hint}") from None
-    except safe_pickle.UnknownPersistentClass as exc:
+    except (safe_pickle.UnknownPersistentClass, safe_pickle.PickleLimitError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt pickle ({first_line(exc)})") from None
@@ -75,10 +75,14 @@ def _flatten_persistent(path: Path, root: safe_pickle.PersistentObject) -> dict[
     """``Module.state_dict()`` of a recorded persistent-object tree: parameters and buffers by
     dotted name (non-persistent buffers excluded, as torch does)."""
     out: dict[str, Any] = {}
+    seen: set[int] = set()
 
     def walk(obj: safe_pickle.PersistentObject, prefix: str, depth: int) -> None:
         if depth > 32:
             raise CheckpointError(f"{path}: network nesting too deep")
+        if id(obj) in seen:     # a network never holds one layer twice; a memo bomb does
+            raise CheckpointError(f"{path}: layer '{prefix.rstrip('.')}' is the same object as another layer")
+        seen.add(id(obj))
         skip = obj.state.get("_non_persistent_buffers_set") or set()
         for name, value in obj.parameters.items():
             if value is not None:

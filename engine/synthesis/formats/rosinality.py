@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.synthesis import safe_pickle
+from engine.synthesis.pickle_scan import PickleLimitError, scan_torch_file
 from engine.synthesis.formats.common import (
     FORMAT_ROSINALITY,
     RESAMPLE_FILTER,
@@ -45,10 +47,19 @@ def _torch_load(path: Path) -> Any:
         if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             raise CheckpointError(f"{path}: zip archive is not a torch checkpoint (no data.pkl inside)")
     try:
+        with open(path, "rb") as f:      # bound its pickles before torch builds anything
+            scan_torch_file(f, os.fstat(f.fileno()).st_size, what="torch file")
+    except PickleLimitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt torch file ({first_line(exc)})") from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with torch.serialization.safe_globals([argparse.Namespace]):
                 return torch.load(path, map_location="cpu", weights_only=True)
+    except PickleLimitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except pickle.UnpicklingError as exc:
         named = safe_pickle.forbidden_global_from_torch_error(exc)
         if named is not None:
