@@ -98,6 +98,7 @@ class AvatarEngine:
         batching: route every session's synthesis through one
             :class:`engine.batching.BatchingSynthesizer`: concurrent sessions (threads) share
             one backend call per round (``max_batch`` frames, ``batch_window_ms`` gather window).
+        expect_sha256: refuse a checkpoint file (or cached preset) whose sha256 is not this.
     """
 
     def __init__(self, generator="demo", *, device="cpu", dtype="float32", directions=None,
@@ -105,7 +106,7 @@ class AvatarEngine:
                  synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  backend: Optional[str] = None, batching: bool = False, max_batch: int = 16,
                  batch_window_ms: float = 3.0, log: Optional[Callable[[str], None]] = None,
-                 discover: bool = True):
+                 discover: bool = True, expect_sha256: Optional[str] = None):
         self.device = torch.device(device)
         if isinstance(dtype, torch.dtype):
             self.dtype = dtype
@@ -127,7 +128,7 @@ class AvatarEngine:
         if isinstance(generator, torch.nn.Module):
             G = generator.to(self.device).eval().requires_grad_(False)
         else:
-            G = load_generator(generator, device=self.device)
+            G = load_generator(generator, device=self.device, expect_sha256=expect_sha256)
         if synthesize is not None and backend is not None:
             raise ValueError("give synthesize= or backend=, not both")
         self.backend_info: dict = {"backend": "torch", "device": str(self.device), "dtype": str(self.dtype)}

@@ -34,7 +34,13 @@ from engine.latent.direction_set import DirectionSet, valid_name
 from engine.latent.latent_basis import LatentBasis, generator_hash
 from engine.latent.local import local_basis, singular_spectrum
 from engine.latent.pca import basis_cache_path, global_basis
-from engine.latent.report import ZERO_RTOL, near_zero_count, plot_spectrum, render_grid, variance_summary
+from engine.latent.report import (
+    ZERO_RTOL,
+    near_zero_count,
+    plot_spectrum,
+    render_grid,
+    variance_summary,
+)
 from engine.runtime import tune_cpu_allocator
 from engine.synthesis.checkpoints import CheckpointError, load_generator
 from engine.synthesis.networks import seed_to_z

@@ -10,9 +10,25 @@ from typing import NoReturn
 
 import torch
 
+from engine.synthesis.integrity import parse_sha256
+
 
 class UsageError(Exception):
     """A user mistake a CLI reports as one line on stderr with exit code 2."""
+
+
+def sha256_hex(text: str) -> str:
+    """argparse type for ``--expect-sha256``: 64 hex digits."""
+    try:
+        return parse_sha256(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_expect_sha256(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expect-sha256", type=sha256_hex, default=None, metavar="HEX",
+                   help="refuse the checkpoint unless the file's sha256 is HEX (for files that carry no hash "
+                        "of their own; StyleCast files written by engine.convert check theirs on every load)")
 
 
 def fail(prog: str, message: str) -> NoReturn:

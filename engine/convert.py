@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from engine.cli_util import ArgumentParser
+from engine.cli_util import ArgumentParser, add_expect_sha256
 from engine.synthesis.checkpoints import (
     CheckpointError,
     load_generator,
@@ -24,6 +24,8 @@ from engine.synthesis.checkpoints import (
     save_generator,
     sidecar_path,
 )
+from engine.synthesis.formats.common import regular_file
+from engine.synthesis.integrity import check_file_sha256
 
 EXAMPLES = """\
 examples:
@@ -58,11 +60,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", dest="out", default=None, help="the output path (the same as the second argument)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="on-disk float type (default: float32, lossless; float16 halves the size)")
+    add_expect_sha256(parser)
     return parser
 
 
-def convert(input: str, output: str, dtype: str = "float32") -> tuple[Path, str, list[str]]:
-    """Convert ``input`` to ``output``; returns (output path, summary line, notes)."""
+def convert(input: str, output: str, dtype: str = "float32",
+            expect_sha256: str | None = None) -> tuple[Path, str, list[str]]:
+    """Convert ``input`` to ``output``; returns (output path, summary line, notes). The output
+    records the sha256 of its tensors, checked on every load; ``expect_sha256`` checks the input."""
     out = Path(output)
     if out.suffix != ".safetensors":
         raise CheckpointError(f"{out}: output must end in .safetensors")
@@ -71,13 +76,16 @@ def convert(input: str, output: str, dtype: str = "float32") -> tuple[Path, str,
         raise CheckpointError(f"{out}: output would overwrite the input")
     notes: list[str] = []
     if src.exists():
+        if expect_sha256 is not None:
+            regular_file(src)
+            check_file_sha256(src, expect_sha256)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # reported through ckpt.notes instead
             ckpt = read_checkpoint(src)
         G = ckpt.build()
         fmt, notes = ckpt.format, ckpt.notes
     else:
-        G = load_generator(input)
+        G = load_generator(input, expect_sha256=expect_sha256)
         fmt = "preset"
     save_generator(G, out, dtype=DTYPES[dtype], source=f"{src.name} ({fmt})")
     c = G.config
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.output is None) == (args.out is None):
         parser.error("give the output path once: as the second argument or as --out")
     try:
-        _, summary, notes = convert(args.input, args.output or args.out, args.dtype)
+        _, summary, notes = convert(args.input, args.output or args.out, args.dtype, args.expect_sha256)
     except (CheckpointError, ValueError, OSError) as exc:
         message = " ".join(str(exc).split())
         print(f"{parser.prog}: error: {message}", file=sys.stderr)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from engine.cli_util import (
     ArgumentParser,
     UsageError,
+    add_expect_sha256,
     fail,
     finite_float,
     parse_seeds,
@@ -50,6 +51,7 @@ def build_parser() -> ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--seeds", default=None, help="seeds as N, A-B or a comma-separated list (default 0-3)")
     src.add_argument("--ws", type=Path, default=None, help="render latents from a .npy file instead of seeds")
+    add_expect_sha256(p)
     p.add_argument("--truncation", type=finite_float, default=0.7,
                    help="truncation psi toward w_avg for seeds (default 0.7, the NVlabs video default and the "
                         "engine's; 1 = none)")
@@ -97,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if device.type == "cpu":
             tune_cpu_allocator()
         seeds = parse_seeds(args.seeds if args.seeds is not None else "0-3") if args.ws is None else None
-        G = load_generator(args.generator, device=device)
+        G = load_generator(args.generator, device=device, expect_sha256=args.expect_sha256)
         if args.ws is not None:
             ws_all = load_ws_file(args.ws, G)
             jobs = [(f"ws{i:04d}", ws_all[i]) for i in range(len(ws_all))]

@@ -26,6 +26,7 @@ from engine.cli_util import (
     THREADS_HELP,
     ArgumentParser,
     UsageError,
+    add_expect_sha256,
     fail,
     finite_float,
     parse_identity,
@@ -63,6 +64,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--generator", default="demo",
                    help="demo (default: the shipped demo generator), random (untrained), a preset "
                         "(ffhq256/512/1024) or a checkpoint path")
+    add_expect_sha256(p)
     p.add_argument("--directions", type=Path, default=None,
                    help="direction-set JSON (python -m engine.basis name); default: the demo generator's shipped "
                         "directions, a placeholder PCA set for other generators")
@@ -154,7 +156,7 @@ def render(args: argparse.Namespace) -> dict:
         tune_cpu_allocator()
     audio = AudioFile(args.audio)
     try:
-        engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
+        engine = AvatarEngine(args.generator, expect_sha256=args.expect_sha256, device=device, dtype=args.dtype, resolution=args.resolution,
                               truncation_psi=args.truncation, directions=args.directions,
                               log=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True))
         if engine.resolution % 2:

@@ -12,6 +12,7 @@ from engine.cli_util import (
     THREADS_HELP,
     ArgumentParser,
     UsageError,
+    add_expect_sha256,
     fail,
     finite_float,
     parse_identity,
@@ -48,6 +49,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any free port)")
     p.add_argument("--generator", default="demo",
                    help="demo (default, built in), ffhq256/512/1024, or a checkpoint path (.pkl/.pt/.safetensors)")
+    add_expect_sha256(p)
     p.add_argument("--resolution", type=int, default=None, help="output image side in pixels (default: the generator's)")
     p.add_argument("--fps", type=finite_float, default=25.0, help="video frames per second (default 25)")
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent clients (default 4); more get HTTP 503")
@@ -151,7 +153,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if device == "cpu":
         tune_cpu_allocator()
     try:
-        engine = AvatarEngine(args.generator, device=device, dtype=args.dtype, resolution=args.resolution,
+        engine = AvatarEngine(args.generator, expect_sha256=args.expect_sha256, device=device, dtype=args.dtype, resolution=args.resolution,
                               truncation_psi=args.truncation, backend=args.backend, batching=args.batching,
                               directions=args.directions,
                               log=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr, flush=True))

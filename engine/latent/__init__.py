@@ -3,7 +3,6 @@
 ``LatentBasis`` holds directions and their scales; ``global_basis`` / ``local_basis`` make one;
 ``LatentPath`` turns control vectors x_t into per-layer ws around an anchor face.
 """
-from .latent_basis import LatentBasis, generator_hash  # noqa: F401
 from .identity import (  # noqa: F401
     interpolate,
     mean_ws,
@@ -12,6 +11,7 @@ from .identity import (  # noqa: F401
     ws_from_npy,
     z_from_seed,
 )
+from .latent_basis import LatentBasis, generator_hash  # noqa: F401
 from .local import local_basis, local_traverse, mapping_jacobian, singular_spectrum  # noqa: F401
 from .path import LatentPath  # noqa: F401
 from .pca import global_basis  # noqa: F401

@@ -38,11 +38,13 @@ from engine.synthesis.formats.common import (
     Checkpoint,
     CheckpointError,
     read_head,
+    regular_file,
     sidecar_path,
 )
 from engine.synthesis.formats.nvlabs import read_nvlabs
 from engine.synthesis.formats.rosinality import read_rosinality
 from engine.synthesis.formats.stylecast import read_stylecast, save_generator
+from engine.synthesis.integrity import check_file_sha256
 from engine.synthesis.networks import Generator, demo_generator
 
 __all__ = [
@@ -64,7 +66,8 @@ __all__ = [
 DEMO_ASSET = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.safetensors"
 
 
-def load_generator(source: str | os.PathLike, *, device: str | torch.device = "cpu") -> Generator:
+def load_generator(source: str | os.PathLike, *, device: str | torch.device = "cpu",
+                   expect_sha256: str | None = None) -> Generator:
     """Load a :class:`Generator` from a checkpoint file or a preset name.
 
     ``source`` is a path (NVlabs ``.pkl``, rosinality ``.pt`` or StyleCast ``.safetensors``,
@@ -74,6 +77,7 @@ def load_generator(source: str | os.PathLike, *, device: str | torch.device = "c
     ``"ffhq256"``, ``"ffhq512"``, ``"ffhq1024"`` (official NVlabs pickles, downloaded once into
     ``$STYLECAST_CACHE`` or ``~/.cache/stylecast``). An existing path wins over a preset name.
     The generator comes back in eval mode with gradients off, on ``device``.
+    ``expect_sha256``: refuse the file unless its sha256 is this (a path or a cached preset).
     Raises :class:`CheckpointError`.
     """
     path = Path(source)
@@ -82,11 +86,15 @@ def load_generator(source: str | os.PathLike, *, device: str | torch.device = "c
         if name == "demo":
             if not DEMO_ASSET.is_file():
                 raise CheckpointError(f"the demo generator's weights are missing from this install ({DEMO_ASSET})")
+            check_file_sha256(DEMO_ASSET, expect_sha256)
             return read_checkpoint(DEMO_ASSET).build(device)
         if name == "random":
+            if expect_sha256 is not None:
+                raise CheckpointError("random: made in memory, there is no file whose sha256 could be checked")
             return demo_generator().to(device).eval().requires_grad_(False)
         if name in presets.PRESETS:
             path = presets.fetch_preset(name)
+            check_file_sha256(path, expect_sha256)
             try:
                 return read_checkpoint(path).build(device)
             except CheckpointError as exc:
@@ -94,6 +102,9 @@ def load_generator(source: str | os.PathLike, *, device: str | torch.device = "c
         raise CheckpointError(
             f"{name}: no such file (and not a preset name; presets: {', '.join(presets.PRESET_NAMES)})"
         )
+    if expect_sha256 is not None:
+        regular_file(path)
+        check_file_sha256(path, expect_sha256)
     return read_checkpoint(path).build(device)
 
 

@@ -20,10 +20,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
 from engine.synthesis.formats.common import CheckpointError
+from engine.synthesis.integrity import file_sha256
 
 __all__ = ["Preset", "PRESETS", "PRESET_NAMES", "cache_dir", "preset_url", "fetch_preset"]
 
@@ -39,6 +41,9 @@ class Preset:
     url: str
     filename: str
     description: str
+    #: the file's sha256, checked after download and on every load; None: not pinned yet, and the
+    #: hash of the first download is recorded next to it (``<file>.sha256``) and checked from then on
+    sha256: Optional[str] = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -97,7 +102,9 @@ def fetch_preset(name: str, *, progress: bool = True, timeout: float = DEFAULT_T
         raise CheckpointError(f"{name}: unknown preset (presets: {', '.join(PRESET_NAMES)})")
     preset = PRESETS[name]
     dest = cache_dir() / preset.filename
+    record = dest.with_name(dest.name + ".sha256")
     if dest.is_file():
+        _verify(name, dest, record, preset.sha256)
         return dest
     url = preset_url(name)
     advice = (
@@ -113,6 +120,11 @@ def fetch_preset(name: str, *, progress: bool = True, timeout: float = DEFAULT_T
     part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     try:
         _download(url, part, desc=f"stylecast: downloading {name}", progress=progress, timeout=timeout)
+        got = file_sha256(part)
+        if preset.sha256 is not None and got != preset.sha256:
+            raise CheckpointError(f"{dest}: the download of preset '{name}' from {url} has sha256 {got}, "
+                                  f"not the pinned {preset.sha256}; it was not kept")
+        record.write_text(got + "\n")
         os.replace(part, dest)
     except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError) as exc:
         if isinstance(exc, urllib.error.HTTPError):
@@ -123,6 +135,19 @@ def fetch_preset(name: str, *, progress: bool = True, timeout: float = DEFAULT_T
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def _verify(name: str, dest: Path, record: Path, pinned: Optional[str]) -> None:
+    """A cached preset must still have the pinned hash, or the one recorded at download."""
+    expected = pinned
+    if expected is None and record.is_file():
+        expected = record.read_text().strip() or None
+    if expected is None:
+        return
+    got = file_sha256(dest)
+    if got != expected:
+        raise CheckpointError(f"{dest}: the cached preset '{name}' has sha256 {got}, not {expected} "
+                              "(damaged or replaced since it was downloaded); delete it to fetch it again")
 
 
 def _download(url: str, part: Path, *, desc: str, progress: bool, timeout: float) -> None:

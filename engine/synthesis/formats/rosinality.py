@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from engine.synthesis import safe_pickle
-from engine.synthesis.pickle_scan import PickleLimitError, scan_torch_file
 from engine.synthesis.formats.common import (
     FORMAT_ROSINALITY,
     RESAMPLE_FILTER,
@@ -32,6 +31,7 @@ from engine.synthesis.formats.common import (
     read_head,
 )
 from engine.synthesis.networks import GeneratorConfig
+from engine.synthesis.pickle_scan import PickleLimitError, scan_torch_file
 
 __all__ = ["read_rosinality"]
 

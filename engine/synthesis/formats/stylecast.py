@@ -21,11 +21,11 @@ from engine.synthesis.formats.common import (
     gather,
     sidecar_path,
 )
+from engine.synthesis.integrity import METADATA_TENSORS_SHA256, tensors_sha256
 from engine.synthesis.networks import Generator, GeneratorConfig
 from engine.weights_io import save_with_sidecar
 
 __all__ = ["read_stylecast", "save_generator"]
-
 
 
 def read_stylecast(path: Path) -> Checkpoint:
@@ -54,6 +54,10 @@ def read_stylecast(path: Path) -> Checkpoint:
         config = GeneratorConfig.from_dict(json.loads(config_json))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid StyleCast config in {origin} ({first_line(exc)})") from None
+    recorded = metadata.get(METADATA_TENSORS_SHA256)
+    if recorded is not None and tensors_sha256(raw) != recorded:
+        raise CheckpointError(f"{path}: the tensors do not match the sha256 recorded in the file "
+                              "(damaged or altered after it was written)")
     state = gather(path, config, raw)
     return Checkpoint(path=path, format=FORMAT_STYLECAST, config=config, state=state)
 
@@ -87,6 +91,7 @@ def save_generator(
         METADATA_FORMAT_KEY: STYLECAST_FORMAT_VERSION,
         METADATA_CONFIG_KEY: config_json,
         "dtype": str(dtype).removeprefix("torch."),
+        METADATA_TENSORS_SHA256: tensors_sha256(tensors),
     }
     if source is not None:
         metadata["source"] = str(source)

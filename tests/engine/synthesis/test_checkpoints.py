@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
+import hashlib
 import http.server
 import io
 import json
@@ -19,14 +21,19 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import formats
 import numpy as np
 import pytest
 import torch
 
 from engine.synthesis import checkpoints, presets, safe_pickle
-from engine.synthesis.checkpoints import CheckpointError, load_generator, read_checkpoint, save_generator
+from engine.synthesis.checkpoints import (
+    CheckpointError,
+    load_generator,
+    read_checkpoint,
+    save_generator,
+)
 from engine.synthesis.networks import GeneratorConfig, demo_generator
-import formats
 
 # Small configs: NVlabs widths follow channel_base / res; rosinality's are fixed at 512 up to 32 px.
 NV_CFG = GeneratorConfig.nvlabs(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16,
@@ -803,13 +810,68 @@ def test_preset_downloads_once_then_uses_the_cache(preset_env, monkeypatch, tmp_
         _assert_same_generator(G, nv_G)
         cached = preset_env / presets.PRESETS["ffhq256"].filename
         assert cached.read_bytes() == (served / "net.pkl").read_bytes()
-        assert [p.name for p in preset_env.iterdir()] == [cached.name], "no .part files remain"
+        record = cached.with_name(cached.name + ".sha256")
+        assert sorted(p.name for p in preset_env.iterdir()) == [cached.name, record.name], "no .part files remain"
+        assert record.read_text().strip() == hashlib.sha256(cached.read_bytes()).hexdigest()
         assert server.requests == ["/net.pkl"]
     finally:
         server.close()
     # server gone, offline even: the cache answers
     monkeypatch.setenv("STYLECAST_OFFLINE", "1")
     _assert_same_generator(load_generator("ffhq256"), nv_G)
+    # a cached file changed since its download (one byte) is refused, not rendered
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    cached.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"cached preset 'ffhq256' has sha256 .* delete it"):
+        load_generator("ffhq256")
+
+
+def test_a_pinned_preset_hash_refuses_a_different_download(preset_env, monkeypatch, tmp_path, nv_G):
+    served = tmp_path / "srv"
+    served.mkdir()
+    formats.write_nvlabs_pkl(nv_G, served / "net.pkl")
+    good = hashlib.sha256((served / "net.pkl").read_bytes()).hexdigest()
+    server = _Server(served)
+    try:
+        monkeypatch.setenv("STYLECAST_PRESET_URL_FFHQ512", f"{server.url}/net.pkl")
+        monkeypatch.setitem(presets.PRESETS, "ffhq512", dataclasses.replace(presets.PRESETS["ffhq512"], sha256="0" * 64))
+        with pytest.raises(CheckpointError, match=r"not the pinned 0{64}; it was not kept"):
+            load_generator("ffhq512")
+        assert not list(preset_env.glob("*"))
+        monkeypatch.setitem(presets.PRESETS, "ffhq512", dataclasses.replace(presets.PRESETS["ffhq512"], sha256=good))
+        _assert_same_generator(load_generator("ffhq512"), nv_G)
+    finally:
+        server.close()
+
+
+def test_expect_sha256_refuses_a_flipped_byte_the_pickle_reader_accepts(tmp_path, nv_G):
+    """A byte flipped inside a tensor of an NVlabs pickle still reads (no hash in that format);
+    ``expect_sha256`` (``--expect-sha256``) is what catches it."""
+    path = formats.write_nvlabs_pkl(nv_G, tmp_path / "net.pkl")
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    load_generator(path, expect_sha256=good)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * 0.6)] ^= 0x10
+    path.write_bytes(bytes(data))
+    load_generator(path)                                   # the format itself cannot tell
+    with pytest.raises(CheckpointError, match=r"does not match --expect-sha256"):
+        load_generator(path, expect_sha256=good)
+    with pytest.raises(ValueError, match="64 hex digits"):
+        load_generator(path, expect_sha256="abc")
+
+
+def test_stylecast_files_carry_and_check_their_tensor_hash(tmp_path, nv_G):
+    path = save_generator(nv_G, tmp_path / "g.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        assert len(f.metadata()["stylecast_tensors_sha256"]) == 64
+    load_generator(path)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01                                     # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the sha256 recorded in the file"):
+        load_generator(path)
 
 
 def test_preset_http_error_is_reported(preset_env, monkeypatch, tmp_path):

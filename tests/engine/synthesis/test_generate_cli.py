@@ -72,6 +72,8 @@ def test_ws_file_renders_the_same_image_as_its_seed(tmp_path, demo):
     (["--ws", "missing.npy"], "missing.npy"),
     (["--device", "cuda:0"], "CUDA is not available"),
     (["--batch-size", "0"], "batch-size"),
+    (["--expect-sha256", "12ab"], "64 hex digits"),
+    (["--expect-sha256", "0" * 64], "does not match --expect-sha256"),   # the demo asset's is not 0...0
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     if "cuda" in " ".join(args) and torch.cuda.is_available():
