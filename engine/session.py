@@ -189,6 +189,9 @@ class AvatarSession:
         starts a new input stream (the old one is flushed first). ValueError on bad input, with
         the session unchanged."""
         if torch.is_tensor(pcm):
+            if pcm.dtype not in (torch.int16, torch.float32, torch.float64):
+                raise ValueError(f"unsupported sample format {str(pcm.dtype).removeprefix('torch.')} "
+                                 "(int16, or float32 with full scale 1.0)")
             pcm = pcm.detach().cpu().numpy()
         dtype = sample_format(pcm)
         with self._lock:

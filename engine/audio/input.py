@@ -36,6 +36,11 @@ MIN_RATE = 8000
 MAX_RATE = 48000
 MAX_OUT_RATE = 192000
 _DTYPES = ("int16", "float32")
+#: the largest |float sample| accepted (60 dB over full scale 1.0): beyond it the value is not audio,
+#: and the resampler's filter would overflow float32 and poison its state for the next chunk
+MAX_FLOAT_SAMPLE = 1000.0
+#: memoryview formats read as raw int16 bytes (a view of a typed array says its own type)
+_RAW_FORMATS = ("B", "b", "c")
 
 
 def finite_float32(a: np.ndarray) -> np.ndarray:
@@ -45,6 +50,9 @@ def finite_float32(a: np.ndarray) -> np.ndarray:
     a = a.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         raise ValueError("samples contain NaN or infinity")
+    if a.size and float(np.abs(a).max()) > MAX_FLOAT_SAMPLE:
+        raise ValueError(f"float samples beyond ±{MAX_FLOAT_SAMPLE:g} (full scale is 1.0): "
+                         f"max |x| = {float(np.abs(a).max()):g}")
     return a
 
 
@@ -84,7 +92,7 @@ class AudioInput:
             raise ValueError(f"sample_rate must be an integer number of Hz, got {sample_rate!r}")
         if not MIN_RATE <= int(sample_rate) <= MAX_RATE:
             raise ValueError(f"unsupported sample rate {sample_rate} Hz (supported: {MIN_RATE}..{MAX_RATE} Hz)")
-        if not isinstance(channels, (int, np.integer)) or not 1 <= int(channels) <= 8:
+        if not isinstance(channels, (int, np.integer)) or isinstance(channels, bool) or not 1 <= int(channels) <= 8:
             raise ValueError(f"unsupported channel count {channels!r} (supported: 1..8)")
         dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if dtype not in _DTYPES:
@@ -124,7 +132,7 @@ class AudioInput:
 
     def _to_mono(self, pcm) -> np.ndarray:
         """Validate and convert one chunk to interleaved float32 (full scale 1.0); no state change."""
-        if isinstance(pcm, (bytes, bytearray, memoryview)):
+        if isinstance(pcm, (bytes, bytearray)) or (isinstance(pcm, memoryview) and pcm.format in _RAW_FORMATS):
             itemsize = np.dtype(self.dtype).itemsize
             if len(pcm) % itemsize:
                 raise ValueError(f"{len(pcm)} bytes is not a whole number of {self.dtype} samples")
@@ -174,8 +182,9 @@ class AudioInput:
 
 
 def sample_format(pcm) -> str:
-    """``"int16"`` or ``"float32"``: the sample format of a chunk (bytes are int16); ValueError for others."""
-    if isinstance(pcm, (bytes, bytearray, memoryview)):
+    """``"int16"`` or ``"float32"``: the sample format of a chunk (raw bytes are int16; a typed
+    memoryview says its own type); ValueError for others."""
+    if isinstance(pcm, (bytes, bytearray)) or (isinstance(pcm, memoryview) and pcm.format in _RAW_FORMATS):
         return "int16"
     dt = np.asarray(pcm).dtype if not hasattr(pcm, "dtype") else np.dtype(pcm.dtype)
     if dt == np.int16:

@@ -110,6 +110,8 @@ class AudioTimeline:
     def push(self, pcm, sample_rate: int, channels: int, dtype: str) -> None:
         """PCM of one input stream; a new (rate, channels, dtype) flushes the old stream first.
         ValueError on bad input, with nothing changed."""
+        if isinstance(sample_rate, bool) or isinstance(channels, bool):   # True == 1 would pass as a key
+            raise ValueError(f"sample_rate and channels must be integers, got {sample_rate!r}, {channels!r}")
         key = (sample_rate, channels, dtype)
         t0 = time.perf_counter()
         new_ai = None

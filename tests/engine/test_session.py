@@ -598,3 +598,42 @@ def test_random_call_sequences_keep_the_invariants(fast, seed):
                 assert f.audio.size == O(f.index + 1) - O(last + 1)
                 assert f.pts == math.floor(f.index * SR / fps + 0.5)
                 last = f.index
+
+
+_BAD_CHUNKS = [
+    ("huge floats", lambda: (np.full(960, 3.4e38, np.float32), 48000, 1)),
+    ("NaN", lambda: (np.full(960, np.nan, np.float32), 48000, 1)),
+    ("float64 inf", lambda: (np.array([0.0, np.inf] * 480), 48000, 1)),
+    ("int32", lambda: (np.zeros(960, np.int32), 48000, 1)),
+    ("bfloat16 tensor", lambda: (torch.zeros(960, dtype=torch.bfloat16), 48000, 1)),
+    ("3-D", lambda: (np.zeros((2, 480, 1), np.int16), 48000, 1)),
+    ("odd bytes", lambda: (b"\x00" * 961, 48000, 1)),
+    ("rate True", lambda: (np.zeros(960, np.int16), True, 1)),
+    ("channels True", lambda: (np.zeros(960, np.int16), 48000, True)),
+    ("rate 7000", lambda: (np.zeros(700, np.int16), 7000, 1)),
+    ("wrong width", lambda: (np.zeros((480, 3), np.int16), 48000, 2)),
+]
+
+
+@pytest.mark.parametrize("name,bad", _BAD_CHUNKS, ids=[n for n, _ in _BAD_CHUNKS])
+def test_a_rejected_push_leaves_the_session_exactly_as_it_was(fast, name, bad):
+    """Valid audio, a rejected chunk, valid audio again: the frames (motion and audio out) equal
+    those of a session that never saw the bad chunk (before: huge floats were accepted and the
+    next valid chunk raised "NaN or infinity")."""
+    t = np.arange(48000 * 2) / 48000
+    speech = (np.sin(2 * np.pi * 220 * t) * (t % 0.5 < 0.25) * 12000).astype(np.int16)
+    a = AvatarSession(fast, audio_out=True)
+    b = AvatarSession(fast, audio_out=True)
+    a.push_audio(speech[:48000], 48000)
+    b.push_audio(speech[:48000], 48000)
+    pcm, rate, channels = bad()
+    with pytest.raises(ValueError):
+        a.push_audio(pcm, rate, channels)
+    a.push_audio(speech[48000:], 48000)
+    b.push_audio(speech[48000:], 48000)
+    fa, fb = _pull_all(a), _pull_all(b)
+    assert len(fa) == len(fb) > 40
+    for x, y in zip(fa, fb):
+        assert x.index == y.index and np.array_equal(x.x, y.x) and np.array_equal(x.audio, y.audio)
+        assert np.array_equal(x.image, y.image)
+    assert a.clock == b.clock and a.pushed_samples == b.pushed_samples
