@@ -72,6 +72,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True,
                    help="batch concurrent sessions' synthesis into one call per round (default on: on this "
                         "2-core CPU 2 sessions hold 25 fps batched, 1 without; --no-batching to compare)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (scheme://host:port) besides the server's own page whose scripts may open "
+                        "sessions (repeatable; default none: a cross-site page cannot occupy the slots)")
     p.add_argument("--stun", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL for ICE (repeatable; 'none' for no server). Default: none on a "
                         "loopback --host, aiortc's default STUN server otherwise")
@@ -170,7 +173,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
                           resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
                           identity=identity, truncation=args.truncation, driver=args.driver, engine=engine,
-                          web_root=web_root,
+                          web_root=web_root, allowed_origins=tuple(args.allow_origin),
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host

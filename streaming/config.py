@@ -35,10 +35,11 @@ class ServerConfig:
     stamp: bool = False                       # frame index in the image (tests, benchmarks)
     grace_s: float = 0.06
     idle_timeout_s: float = 5.0
-    connect_timeout_s: float = 15.0
+    connect_timeout_s: float = 5.0            # an offer that never connects frees its slot after this
     stats_interval_s: float = 1.0
     loopback_ice: Optional[bool] = None       # None: decided from ``host``
     ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
+    allowed_origins: tuple = ()               # browser origins besides the page's own that may POST /offer
 
 
 class ServerState:

@@ -25,6 +25,7 @@ from .config import STATE_KEY, ServerConfig, ServerState
 from .connection import ClientConnection, _identity_fields
 from .ice import loopback_candidates
 from .jitter import install_no_wait_audio
+from .offer_check import check_offer
 from .registry import ServerFull
 from .sessions import StreamSession
 from .tracks import AvatarVideoTrack
@@ -36,19 +37,8 @@ log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
 
 
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-
-
-def _receives_video(sdp: str) -> bool:
-    from aiortc.sdp import SessionDescription
-
-    media = SessionDescription.parse(sdp).media
-    return any(m.kind == "video" and m.direction in ("recvonly", "sendrecv", None) for m in media)
 
 
 def _check_offer_sdp(sdp: Any) -> str:
@@ -68,6 +58,14 @@ async def handle_offer(request: web.Request) -> web.Response:
     cfg = state.config
     if state.closing:
         return _error(503, "server shutting down")
+    if request.content_type != "application/json":
+        state.bad_requests += 1
+        return _error(415, f"POST /offer takes Content-Type: application/json, not {request.content_type}")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}" and origin not in cfg.allowed_origins:
+        state.bad_requests += 1
+        return _error(403, f"origin {origin} may not open sessions here (same origin only; "
+                           "the server's allowed_origins / --allow-origin lists others)")
     if request.content_length is not None and request.content_length > MAX_BODY:
         state.bad_requests += 1
         return _error(413, f"request body too large (> {MAX_BODY // 1024} KiB)")
@@ -76,6 +74,9 @@ async def handle_offer(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         state.bad_requests += 1
         return _error(413, f"request body too large (> {MAX_BODY // 1024} KiB)")
+    except Exception as exc:   # a body that says gzip and is not, a connection cut mid-body, ...
+        state.bad_requests += 1
+        return _error(400, f"unreadable request body ({type(exc).__name__})")
     if len(body) > MAX_BODY:
         state.bad_requests += 1
         return _error(413, f"request body too large (> {MAX_BODY // 1024} KiB)")
@@ -86,6 +87,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         if params.get("type") != "offer":
             raise ValueError('"type" must be "offer"')
         sdp = _check_offer_sdp(params.get("sdp"))
+        check_offer(sdp)                 # before any peer connection exists
         seed, trunc = cfg.identity, cfg.truncation
         ident = params.get("identity")
         if ident is not None:
@@ -95,6 +97,9 @@ async def handle_offer(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         state.bad_requests += 1
         return _error(400, f"malformed JSON: {exc}")
+    except RecursionError:
+        state.bad_requests += 1
+        return _error(400, "malformed JSON: nested too deep")
     except ValueError as exc:
         state.bad_requests += 1
         return _error(400, str(exc))
@@ -113,8 +118,6 @@ async def handle_offer(request: web.Request) -> web.Response:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError, ... on bad SDP
             raise _BadOffer(f"bad SDP offer: {type(exc).__name__}: {exc}") from None
-        if not _receives_video(pc.remoteDescription.sdp):
-            raise _BadOffer("the offer does not receive video (needs a recvonly or sendrecv video m-line)")
 
         loop = asyncio.get_running_loop()
         session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
@@ -222,6 +225,8 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
 async def handle_static(request: web.Request) -> web.StreamResponse:
     root: Path = request.app[STATE_KEY].web_root
     rel = request.match_info["path"]
+    if "\0" in rel:
+        raise web.HTTPNotFound()
     path = (root / rel).resolve()
     if root not in path.parents or not path.is_file():
         raise web.HTTPNotFound(text=json.dumps({"error": "not found"}), content_type="application/json")

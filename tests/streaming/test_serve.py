@@ -263,6 +263,19 @@ def _bad_requests(good_sdp: str):
         (json.dumps({"type": "offer", "sdp": good_sdp, "identity": "x"}).encode(), "application/json"),
         (json.dumps({"type": "offer", "sdp": "v=0\r\n" + "x" * 70_000}).encode(), "application/json"),
         (b"{" * 5000, "text/plain"),
+        # found from outside (each was a 500): nesting, an address aiortc chokes on after parsing,
+        # and offers that used to be accepted with no fingerprint or ports out of range
+        (b"[" * 10_000, "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp.replace("c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0E1")}).encode(),
+         "application/json"),
+        (json.dumps({"type": "offer", "sdp": "\r\n".join(ln for ln in good_sdp.split("\r\n")
+                                                          if not ln.startswith("a=fingerprint"))}).encode(),
+         "application/json"),
+        (json.dumps({"type": "offer", "sdp": re.sub(r"m=video \d+", "m=video 99999999", good_sdp)}).encode(),
+         "application/json"),
+        (json.dumps({"type": "offer", "sdp": re.sub(r"(a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1) \d+",
+                                                    r"\1 70000", good_sdp)}).encode(), "application/json"),
+        (json.dumps({"type": "offer", "sdp": good_sdp}).encode(), "text/plain"),      # a cross-site "simple" POST
     ]
     return cases
 
@@ -288,7 +301,22 @@ async def test_hundred_bad_requests_then_a_good_offer(engine):
                     errors.append(data["error"])
         assert all(400 <= s < 500 for s in statuses), list(zip(statuses, errors))
         assert "does not receive video" in errors[0] and "malformed JSON" in errors[1], errors[:2]
-        assert 413 in statuses and 400 in statuses
+        assert 413 in statuses and 400 in statuses and 415 in statuses
+        joined = " | ".join(errors)
+        for needle in ("nested too deep", "connection address '127.0.0E1'", "no DTLS fingerprint",
+                       "port 99999999 is out of range", "candidate port 70000 is out of range"):
+            assert needle in joined, needle
+        async with aiohttp.ClientSession() as http:
+            # a gzip body that is not gzip, a NUL in a static path: 4xx, not 500
+            async with http.post(url + "/offer", data=b"not gzip at all",
+                                 headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}) as r:
+                assert r.status == 400, await r.text()
+            async with http.get(url + "/static/a%00b") as r:
+                assert r.status == 404
+            # another site's page cannot occupy a slot; the page's own origin can (test_browser)
+            async with http.post(url + "/offer", json={"type": "offer", "sdp": good_sdp},
+                                 headers={"Origin": "https://evil.example"}) as r:
+                assert r.status == 403 and "evil.example" in (await r.json())["error"]
         _, health = await get_json(url + "/health")
         assert health["sessions"] == 0                  # nothing leaked from the failed offers
         client = Client(url, PcmTrack(tone(1.0)))
