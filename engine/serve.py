@@ -52,7 +52,12 @@ def build_parser() -> ArgumentParser:
     add_expect_sha256(p)
     p.add_argument("--resolution", type=int, default=None, help="output image side in pixels (default: the generator's)")
     p.add_argument("--fps", type=finite_float, default=25.0, help="video frames per second (default 25)")
-    p.add_argument("--max-sessions", type=int, default=4, help="concurrent clients (default 4); more get HTTP 503")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="upper bound on concurrent clients (default: as many as the capacity measured at start "
+                        "keeps at full frame rate); beyond it, or beyond the live capacity, clients get HTTP 503")
+    p.add_argument("--no-admission", dest="admission", action="store_false",
+                   help="admit up to --max-sessions (default 4 then) without the capacity check: streams may "
+                        "then all slow down together")
     p.add_argument("--identity", default="0",
                    help="face of new sessions: a seed (default 0) or a .npy with w / ws (an inverted photo)")
     p.add_argument("--directions", type=Path, default=None,
@@ -123,7 +128,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise UsageError("--port must be in 0 .. 65535")
-        if args.max_sessions < 1:
+        if args.max_sessions is not None and args.max_sessions < 1:
             raise UsageError("--max-sessions must be at least 1")
         if not 0 < args.fps <= 120:
             raise UsageError("--fps must be in (0, 120]")
@@ -142,6 +147,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     from engine.runtime import set_threads, tune_cpu_allocator
     from engine.session import AvatarEngine, AvatarSession
     from streaming.server import (
+        STATE_KEY,
         ServerConfig,
         WebClientMissing,
         create_app,
@@ -171,7 +177,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:
         fail(PROG, f"cannot listen on {args.host}:{args.port}: {exc}")
     config = ServerConfig(device=device, host=args.host, port=args.port, generator=args.generator,
-                          resolution=engine.resolution, fps=args.fps, max_sessions=args.max_sessions,
+                          resolution=engine.resolution, fps=args.fps, admission=args.admission,
+                          max_sessions=args.max_sessions if args.max_sessions is not None or args.admission else 4,
                           identity=identity, truncation=args.truncation, driver=args.driver, engine=engine,
                           web_root=web_root, allowed_origins=tuple(args.allow_origin),
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
@@ -180,8 +187,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     port = sock.getsockname()[1]
 
     def announce(_message: str) -> None:
+        state = app[STATE_KEY]
+        cap = "" if state.capacity is None else f"; {state.capacity.describe()}"
         print(f"StyleCast serving on http://{url_host}:{port}/ ({device}, {engine.resolution} px, "
-              f"{args.fps:g} fps, at most {args.max_sessions} sessions); Ctrl-C to stop", flush=True)
+              f"{args.fps:g} fps, at most {state.registry.max_sessions} sessions{cap}); Ctrl-C to stop", flush=True)
 
     try:
         web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True)

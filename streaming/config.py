@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional, Union
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
+from .capacity import Capacity
 from .ice import is_loopback_host
 from .registry import SessionRegistry
 from .web_root import check_web_root, find_web_root
@@ -25,7 +26,8 @@ class ServerConfig:
     generator: str = "demo"
     resolution: Optional[int] = None
     fps: float = 25.0
-    max_sessions: int = 4
+    max_sessions: Optional[int] = 4          # upper bound; None: as many as the measured capacity fits
+    admission: bool = True                   # refuse (503) a session the machine cannot keep at fps
     identity: Union[int, str] = 0      # a seed or the path of a .npy latent (w / ws)
     truncation: float = 0.7
     driver: str = "default"
@@ -46,11 +48,14 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.web_root = check_web_root(config.web_root) if config.web_root is not None else find_web_root()
-        self.registry = SessionRegistry(config.max_sessions)
+        self.registry = SessionRegistry(config.max_sessions if config.max_sessions is not None else 1)
+        self.capacity = Capacity(config.fps, device=config.device) if config.admission else None
         self.engine = config.engine
         self.clients: dict[str, Any] = {}        # sid -> streaming.connection.ClientConnection
         self.closing = False
         self.bad_requests = 0
+        self.refused_capacity = 0                # offers answered 503 by the admission check
+        self.evicted_capacity = 0                # sessions closed because the streams slowed down
         self.loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
 
     def rtc_configuration(self) -> RTCConfiguration:

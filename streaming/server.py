@@ -104,6 +104,11 @@ async def handle_offer(request: web.Request) -> web.Response:
         state.bad_requests += 1
         return _error(400, str(exc))
 
+    if state.capacity is not None:
+        reason = state.capacity.refusal(len(state.registry), _stream_fps(state))
+        if reason is not None:
+            state.refused_capacity += 1
+            return _error(503, reason)
     try:
         sid = state.registry.reserve()
     except ServerFull as exc:
@@ -177,6 +182,37 @@ class _BadOffer(Exception):
     pass
 
 
+def _stream_fps(state: ServerState) -> list:
+    """Delivered fps of each running stream (None before it has sent frames)."""
+    out = []
+    for client in list(state.clients.values()):
+        st = client.stream
+        out.append(st.stats()["fps"] if st.started and st.frames > 30 else None)
+    return out
+
+
+async def _sample_capacity(state: ServerState) -> None:
+    """Once a second: the live cost estimate; and when the streams really slow down (3 s in a row
+    with two or more running), the newest session goes and the ceiling is learned."""
+    cap = state.capacity
+    slow_for = 0
+    while True:
+        await asyncio.sleep(1.0)
+        running = [c for c in list(state.clients.values()) if c.stream.started]
+        cap.sample(len(running))
+        slow_for = slow_for + 1 if len(running) >= 2 and cap.slow(_stream_fps(state)) else 0
+        if slow_for >= 3:
+            slow_for = 0
+            newest = max(running, key=lambda c: c.created)
+            cap.learn_ceiling(len(running) - 1)
+            state.evicted_capacity += 1
+            log.warning("streams below %.0f fps with %d sessions: closing the newest; ceiling %d for %.0f s",
+                        cap.min_fps, len(running), cap.ceiling, cap.ceiling_s)
+            newest._send({"type": "error", "error": "server at capacity: the streams slowed down when this "
+                                                    "session joined, so it was closed; try again later"})
+            newest.close("server at capacity")
+
+
 async def _abandon(state: ServerState, sid: str, pc, stream, client) -> None:
     if client is not None:
         for task in list(client.tasks):
@@ -204,9 +240,14 @@ async def handle_health(request: web.Request) -> web.Response:
     state: ServerState = request.app[STATE_KEY]
     cfg = state.config
     engine = state.engine
+    cap = state.capacity
     return web.json_response({
         "sessions": len(state.registry),
-        "max_sessions": cfg.max_sessions,
+        "max_sessions": state.registry.max_sessions,
+        "capacity": None if cap is None else {"fits": cap.fits(), "per_session": cap.per_session, "other": cap.other,
+                                              "budget": cap.budget, "idle": cap.idle, "source": cap.source,
+                                              "refused": state.refused_capacity, "ceiling": cap.ceiling,
+                                              "evicted": state.evicted_capacity},
         "device": str(getattr(engine, "device", cfg.device)),
         "resolution": getattr(engine, "resolution", cfg.resolution),
         "fps": cfg.fps,
@@ -263,11 +304,22 @@ def create_app(config: ServerConfig) -> web.Application:
 
 def _lifecycle(state: ServerState, loopback: bool):
     async def ctx(app: web.Application):
+        loop = asyncio.get_running_loop()
         if state.engine is None:
-            loop = asyncio.get_running_loop()
             state.engine = await loop.run_in_executor(None, _build_engine, state.config)
-        with loopback_candidates(loopback):
-            yield
+        sampler = None
+        if state.capacity is not None:
+            await loop.run_in_executor(None, state.capacity.probe, state.engine)
+            if state.config.max_sessions is None:
+                state.registry.max_sessions = state.capacity.fits()
+            log.info("%s; at most %d session(s)", state.capacity.describe(), state.registry.max_sessions)
+            sampler = asyncio.ensure_future(_sample_capacity(state))
+        try:
+            with loopback_candidates(loopback):
+                yield
+        finally:
+            if sampler is not None:
+                sampler.cancel()
         await close_all(state)
     return ctx
 

@@ -99,6 +99,7 @@ def start_server(engine):
     servers = []
 
     def start(**config):
+        config.setdefault("admission", False)     # the browser shares the 2 cores; admission has its own test
         server = ServerThread(ServerConfig(host="127.0.0.1", port=0, engine=engine, **config)).start()
         servers.append(server)
         return server

@@ -36,7 +36,10 @@ def web_root(tmp_path):
 
 
 def config(engine, **kw) -> ServerConfig:
+    """Tests of the mechanics run more sessions than this machine keeps at 25 fps: no admission
+    check unless a test asks for it (test_admission_by_capacity)."""
     kw.setdefault("stamp", True)
+    kw.setdefault("admission", False)
     return ServerConfig(engine=engine, **kw)
 
 
@@ -59,7 +62,7 @@ async def test_health_and_static_files(engine, web_root):
         status, health = await get_json(url + "/health")
         assert status == 200
         assert health == {"sessions": 0, "max_sessions": 3, "device": "cpu", "resolution": 128,
-                          "fps": 25.0, "generator": "demo"}
+                          "fps": 25.0, "generator": "demo", "capacity": None}    # admission off here
         async with aiohttp.ClientSession() as http:
             async with http.get(url + "/") as r:
                 assert r.status == 200 and "avatar" in await r.text()
@@ -609,3 +612,54 @@ def test_stream_timeline_is_the_session_clock(engine):
         assert stream.fed_seconds() == pytest.approx(k, abs=1e-6) == session.pushed_samples / 16000
     finally:
         stream.stop()
+
+
+def _burning_engine(ms: float):
+    """The demo engine whose "synthesis" burns ``ms`` of CPU per frame: a known, heavy cost."""
+    import torch
+
+    from engine.session import AvatarEngine
+
+    def synthesize(ws):
+        t_end = time.thread_time() + ms / 1000.0
+        while time.thread_time() < t_end:
+            pass
+        return torch.zeros(ws.shape[0], 3, 128, 128)
+    return AvatarEngine("demo", synthesize=synthesize)
+
+
+def _recent_fps(client, seconds: float) -> float:
+    t = [x for x in client.rx.times if x >= client.rx.times[-1] - seconds]
+    return (len(t) - 1) / (t[-1] - t[0])
+
+
+async def test_admission_by_capacity():
+    """N + 1 clients on a machine that fits N: the N keep their frame rate, the extra one gets a
+    503 that says why (before: everyone was let in and every stream slowed to ~12 of 25 fps)."""
+    engine = _burning_engine(30.0)          # ~0.8 of a core per 25 fps stream
+    cfg = ServerConfig(engine=engine, admission=True, max_sessions=None, stamp=True)
+    async with running_server(cfg) as (url, app):
+        _, health = await get_json(url + "/health")
+        cap = health["capacity"]
+        n = cap["fits"]
+        assert cap["source"] == "probe" and 0.5 < cap["per_session"] < 2.0, cap
+        assert health["max_sessions"] == n >= 1
+        clients = [Client(url, PcmTrack(tone(30.0, level=0.2)), keep_images=False) for _ in range(n)]
+        extra = Client(url, PcmTrack(tone(1.0)))
+        try:
+            for c in clients:
+                await c.connect()
+            for c in clients:
+                await c.wait_frames(100, timeout=30)
+            with pytest.raises(OfferRejected) as err:
+                await extra.connect()
+            assert err.value.status == 503 and "capacity" in str(err.value), err.value
+            await asyncio.sleep(3.0)
+            fps = [_recent_fps(c, 3.0) for c in clients]
+            assert all(f >= 24.0 for f in fps), fps
+            _, health = await get_json(url + "/health")
+            assert health["capacity"]["source"] == "live" and health["capacity"]["refused"] >= 1
+        finally:
+            await extra.close()
+            for c in clients:
+                await c.close()
