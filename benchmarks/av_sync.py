@@ -22,7 +22,7 @@ from streaming.jitter import install_no_wait_audio
 from streaming.stamps import read_stamp
 from streaming.tracks import PcmTrack
 
-__all__ = ["audio_hold", "bot_sync", "drain", "pct", "moved", "tone", "MIN_MOVED", "BLOCK", "RATE"]
+__all__ = ["audio_hold", "bot_sync", "connect_pair", "drain", "pct", "moved", "tone", "MIN_MOVED", "BLOCK", "RATE"]
 
 RATE = 48000
 
@@ -114,6 +114,31 @@ async def audio_hold(seconds: float) -> dict[str, Any]:
     return out
 
 
+async def connect_pair(tracks) -> tuple:
+    """A bot pc sending ``tracks``' video + audio to a viewer pc on 127.0.0.1 (the viewer's audio
+    jitter buffer bypassed); returns (bot, viewer, got, tasks), ``got[kind]`` = [(arrival, frame)]."""
+    bot = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    bot.addTrack(tracks.video)
+    bot.addTrack(tracks.audio)
+    got: dict[str, list] = {"video": [], "audio": []}
+    tasks: list = []
+
+    @viewer.on("track")
+    def on_track(track):
+        if track.kind == "audio":
+            for tr in viewer.getTransceivers():
+                if tr.receiver.track is track:
+                    install_no_wait_audio(tr.receiver)
+        tasks.append(drain(track, lambda f, kind=track.kind: got[kind].append((time.monotonic(), f))))
+
+    await bot.setLocalDescription(await bot.createOffer())
+    await viewer.setRemoteDescription(bot.localDescription)
+    await viewer.setLocalDescription(await viewer.createAnswer())
+    await bot.setRemoteDescription(viewer.localDescription)
+    return bot, viewer, got, tasks
+
+
 # -- bot: audio/video offset of AvatarTracks ---------------------------------------------------------
 
 async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]:
@@ -150,25 +175,7 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
 
     tracks = AvatarTracks(engine, source(), fps=args.fps, driver=ClickDriver(engine.directions.names, args.fps),
                           stamp=True)
-    bot = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    bot.addTrack(tracks.video)
-    bot.addTrack(tracks.audio)
-    got: dict[str, list] = {"video": [], "audio": []}
-    tasks = []
-
-    @viewer.on("track")
-    def on_track(track):
-        if track.kind == "audio":
-            for tr in viewer.getTransceivers():
-                if tr.receiver.track is track:
-                    install_no_wait_audio(tr.receiver)
-        tasks.append(drain(track, lambda f, kind=track.kind: got[kind].append((time.monotonic(), f))))
-
-    await bot.setLocalDescription(await bot.createOffer())
-    await viewer.setRemoteDescription(bot.localDescription)
-    await viewer.setLocalDescription(await viewer.createAnswer())
-    await bot.setRemoteDescription(viewer.localDescription)
+    bot, viewer, got, tasks = await connect_pair(tracks)
     t_end = time.monotonic() + total + 20
     while (len(got["audio"]) * 0.02 < total or len(got["video"]) < total * args.fps * 0.5) \
             and time.monotonic() < t_end:

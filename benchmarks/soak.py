@@ -99,16 +99,21 @@ class SoakClient:
             await asyncio.wait_for(self.pc.close(), 10)
 
     def vanish(self) -> None:
-        """No goodbye: the UDP sockets close under the connection; the server only sees silence."""
         for t in self.tasks:
             t.cancel()
-        for tr in self.pc.getTransceivers():
-            dtls = tr.receiver.transport or tr.sender.transport
-            if dtls is None:
-                continue
-            for proto in list(getattr(dtls.transport._connection, "_protocols", [])):
-                if proto.transport is not None:
-                    proto.transport.close()
+        vanish(self.pc)
+
+
+def vanish(pc: RTCPeerConnection) -> None:
+    """Drop ``pc`` without a goodbye: close its UDP sockets under the connection (no DTLS
+    close_notify, no RTCP BYE); the other side only notices that packets stopped."""
+    for tr in pc.getTransceivers():
+        dtls = tr.receiver.transport or tr.sender.transport
+        if dtls is None:
+            continue
+        for proto in list(getattr(dtls.transport._connection, "_protocols", [])):
+            if proto.transport is not None:
+                proto.transport.close()
 
 
 def proc_sample(pid: int) -> dict:

@@ -183,11 +183,11 @@ class _BadOffer(Exception):
 
 
 def _stream_fps(state: ServerState) -> list:
-    """Delivered fps of each running stream (None before it has sent frames)."""
+    """Delivered fps of each running stream (None for its first 4 s: the start is bursty)."""
     out = []
     for client in list(state.clients.values()):
         st = client.stream
-        out.append(st.stats()["fps"] if st.started and st.frames > 30 else None)
+        out.append(st.stats()["fps"] if st.started and st.frames > 4 * st.fps else None)
     return out
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from benchmarks.soak import vanish
 from streaming.tracks import PcmTrack  # noqa: F401  (re-exported for the tests)
 
 RATE = 48000
@@ -120,14 +121,7 @@ class Client:
         BYE) and stop its tasks; the server only notices that packets stopped."""
         for t in self.tasks:
             t.cancel()
-        for tr in self.pc.getTransceivers():
-            dtls = tr.receiver.transport or tr.sender.transport
-            if dtls is None:
-                continue
-            conn = dtls.transport._connection
-            for proto in list(getattr(conn, "_protocols", [])):
-                if proto.transport is not None:
-                    proto.transport.close()
+        vanish(self.pc)
 
 
 class OfferRejected(Exception):

@@ -9,12 +9,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from benchmarks.av_sync import connect_pair
 from engine.motion.base import MotionDriver
 from streaming.embed import AvatarTracks, audio_frame_to_pcm
-from streaming.jitter import install_no_wait_audio
 from streaming.stamps import read_stamp
 from rtc_util import PcmTrack, tone
 
@@ -43,38 +42,6 @@ class ClickDriver(MotionDriver):
 
     def flush(self):
         pass
-
-
-async def connect_pair(tracks):
-    """Bot pc sending ``tracks``' video + audio → viewer pc; returns (bot, viewer, received)."""
-    bot = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    bot.addTrack(tracks.video)
-    bot.addTrack(tracks.audio)
-    got = {"video": [], "audio": []}
-    consumers = []
-
-    @viewer.on("track")
-    def on_track(track):
-        if track.kind == "audio":
-            for tr in viewer.getTransceivers():
-                if tr.receiver.track is track:
-                    install_no_wait_audio(tr.receiver)
-
-        async def consume():
-            while True:
-                try:
-                    frame = await track.recv()
-                except MediaStreamError:
-                    return
-                got[track.kind].append((time.monotonic(), frame))
-        consumers.append(asyncio.ensure_future(consume()))
-
-    await bot.setLocalDescription(await bot.createOffer())
-    await viewer.setRemoteDescription(bot.localDescription)
-    await viewer.setLocalDescription(await viewer.createAnswer())
-    await bot.setRemoteDescription(viewer.localDescription)
-    return bot, viewer, got, consumers
 
 
 async def close_pair(bot, viewer, consumers, tracks):

@@ -1,0 +1,21 @@
+"""benchmarks.soak end to end, shortened: a real server process, a long stream, churning clients
+(one closes, one vanishes); the report is written and the server is idle again at the end."""
+from __future__ import annotations
+
+import json
+
+from benchmarks import soak
+
+
+def test_short_soak_leaves_the_server_idle(tmp_path):
+    out = tmp_path / "soak.json"
+    assert soak.main(["--minutes", "0.6", "--warmup", "0", "--churn-seconds", "6", "--every", "2",
+                      "--settle", "10", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "soak" and len(report["samples"]) >= 10
+    assert report["churn"]["admitted"] >= 2 and report["churn"]["closed"] >= 1 and report["churn"]["vanished"] >= 1
+    base, end = report["baseline"], report["end"]
+    assert end["sessions"] == 0                              # the vanished client was freed too
+    assert end["fds"] <= base["fds"] + 2 and end["threads"] <= base["threads"] + 3, (base, end)
+    assert max(s["sessions"] for s in report["samples"]) == 2
+    assert report["long_fps_median"] > 10                    # frames flowed the whole time
