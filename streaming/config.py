@@ -9,6 +9,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from .capacity import Capacity
+from .limits import OfferLimiter
 from .ice import is_loopback_host
 from .registry import SessionRegistry
 from .web_root import check_web_root, find_web_root
@@ -42,6 +43,7 @@ class ServerConfig:
     loopback_ice: Optional[bool] = None       # None: decided from ``host``
     ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
     allowed_origins: tuple = ()               # browser origins besides the page's own that may POST /offer
+    offer_limits: bool = True                 # per-address limits on new sessions (streaming.limits)
 
 
 class ServerState:
@@ -50,6 +52,7 @@ class ServerState:
         self.web_root = check_web_root(config.web_root) if config.web_root is not None else find_web_root()
         self.registry = SessionRegistry(config.max_sessions if config.max_sessions is not None else 1)
         self.capacity = Capacity(config.fps, device=config.device) if config.admission else None
+        self.limiter = OfferLimiter() if config.offer_limits else None
         self.engine = config.engine
         self.clients: dict[str, Any] = {}        # sid -> streaming.connection.ClientConnection
         self.closing = False

@@ -34,6 +34,7 @@ class ClientConnection:
         self.tasks: set[asyncio.Task] = set()
         self.channel = None
         self.created = time.monotonic()
+        self.remote: Optional[str] = None            # the client's address (per-address offer limits)
         self._closing: Optional[asyncio.Task] = None
         self.closed = asyncio.Event()
         self.control: asyncio.Queue = asyncio.Queue(maxsize=32)   # data-channel messages, in order
@@ -93,6 +94,8 @@ class ClientConnection:
                 return
             if state != "connected":
                 if now - self.created > cfg.connect_timeout_s:
+                    if self.state.limiter is not None:
+                        self.state.limiter.unconnected(self.remote)
                     self.close("never connected")
                     return
                 continue

@@ -104,6 +104,9 @@ async def handle_offer(request: web.Request) -> web.Response:
         state.bad_requests += 1
         return _error(400, str(exc))
 
+    limited = state.limiter.check(request.remote) if state.limiter is not None else None
+    if limited is not None:
+        return _error(429, limited)
     if state.capacity is not None:
         reason = state.capacity.refusal(len(state.registry), _stream_fps(state))
         if reason is not None:
@@ -128,6 +131,7 @@ async def handle_offer(request: web.Request) -> web.Response:
         session = await loop.run_in_executor(None, _new_session, state, seed, trunc)
         stream = StreamSession(session, realtime=True, grace_s=cfg.grace_s, stamp=cfg.stamp, name=sid)
         client = ClientConnection(state, sid, pc, stream)
+        client.remote = request.remote
         client.truncation = trunc          # kept by {"type": "random"}
         try:
             pc.addTrack(AvatarVideoTrack(stream))
