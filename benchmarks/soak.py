@@ -152,7 +152,10 @@ async def soak(args) -> dict:
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "engine.serve", "--port", str(port), "--host", "127.0.0.1",
            "--log-level", "warning", *args.server_args]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = args.out.with_suffix(".server.log")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    server_log = open(log_path, "w")     # a pipe nobody reads would block the server once full
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     samples: list[dict] = []
     churn = {"admitted": 0, "refused": 0, "closed": 0, "vanished": 0}
     try:
@@ -211,13 +214,14 @@ async def soak(args) -> dict:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        server_log.close()
     warm = [s for s in samples if s["t_s"] >= args.warmup * 60]
     slope = None
     if len(warm) >= 3:
         t = np.array([s["t_s"] for s in warm]) / 600.0
         slope = float(np.polyfit(t, np.array([s["rss_mib"] for s in warm]), 1)[0])
     fps = [f for s in warm for f in s["long_fps"]]
-    return {"benchmark": "soak", "minutes": args.minutes, "warmup_minutes": args.warmup, "long": args.long,
+    return {"benchmark": "soak", "server_log": str(log_path), "minutes": args.minutes, "warmup_minutes": args.warmup, "long": args.long,
             "churn_seconds": args.churn_seconds, "server_args": args.server_args, "baseline": baseline, "end": end,
             "rss_growth_mib_per_10min": slope, "long_fps_min": min(fps) if fps else None,
             "long_fps_median": float(np.median(fps)) if fps else None, "churn": churn, "samples": samples}

@@ -13,7 +13,8 @@ per frame counts against one GPU instead (not measured live; unverified on a GPU
 
 CPU time is not the only limit: one Python process also serialises on its interpreter lock and
 event loop, which no CPU counter shows. So the outcome is watched too: when, with n >= 2 streams
-running, a stream stays more than 1 fps under ``min_fps`` for 3 s, the newest session is closed
+running, a stream stays more than 1 fps under ``min_fps`` for 5 s (not counting a join's first
+4 s), the newest session is closed
 ("server at capacity") and n - 1 becomes the ceiling for the next ``ceiling_s`` (120 s).
 """
 from __future__ import annotations

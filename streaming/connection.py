@@ -38,6 +38,10 @@ class ClientConnection:
         self._closing: Optional[asyncio.Task] = None
         self.closed = asyncio.Event()
         self.control: asyncio.Queue = asyncio.Queue(maxsize=32)   # data-channel messages, in order
+        self.control_dropped = 0                     # messages dropped because the queue was full
+        self.busy_said_at = float("-inf")            # when "slow down" was last sent (once a second)
+        self.control_tokens = 40.0                   # the server's control-message token bucket
+        self.control_at = 0.0
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -156,6 +160,8 @@ class ClientConnection:
                 raise ValueError(f"unknown message type {kind!r}")
         except json.JSONDecodeError as exc:
             self._send({"type": "error", "error": f"invalid JSON: {exc.msg}"})
+        except RecursionError:
+            self._send({"type": "error", "error": "invalid JSON: nested too deep"})
         except (ValueError, TypeError, RuntimeError) as exc:
             self._send({"type": "error", "error": str(exc)})
         except Exception as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,6 +36,8 @@ __all__ = ["ServerConfig", "create_app", "ClientConnection", "STATE_KEY", "WebCl
 
 log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
+CONTROL_RATE = 20.0      # control messages per second a client may send (more are dropped)
+CONTROL_BURST = 40.0
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -151,10 +154,24 @@ async def handle_offer(request: web.Request) -> web.Response:
 
             @channel.on("message")
             def on_message(message) -> None:
-                try:
-                    client.control.put_nowait(message)
-                except asyncio.QueueFull:
-                    client._send({"type": "error", "error": "too many control messages, slow down"})
+                # a token bucket (CONTROL_RATE/s, burst CONTROL_BURST): a flood is dropped here, at the
+                # cost of a counter, not parsed and answered on the loop every session shares
+                now = loop.time()
+                client.control_tokens = min(CONTROL_BURST, client.control_tokens
+                                            + (now - client.control_at) * CONTROL_RATE)
+                client.control_at = now
+                if client.control_tokens >= 1.0:
+                    client.control_tokens -= 1.0
+                    try:
+                        client.control.put_nowait(message)
+                        return
+                    except asyncio.QueueFull:
+                        pass
+                client.control_dropped += 1       # said at most once a second (no amplification)
+                if now - client.busy_said_at >= 1.0:
+                    client.busy_said_at = now
+                    client._send({"type": "error", "error": "too many control messages, slow down "
+                                                            f"({client.control_dropped} dropped)"})
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -196,16 +213,18 @@ def _stream_fps(state: ServerState) -> list:
 
 
 async def _sample_capacity(state: ServerState) -> None:
-    """Once a second: the live cost estimate; and when the streams really slow down (3 s in a row
-    with two or more running), the newest session goes and the ceiling is learned."""
+    """Once a second: the live cost estimate; and when the streams really slow down (5 s in a row
+    with two or more running, the newest more than 4 s old), the newest session goes and the
+    ceiling is learned."""
     cap = state.capacity
     slow_for = 0
     while True:
         await asyncio.sleep(1.0)
         running = [c for c in list(state.clients.values()) if c.stream.started]
         cap.sample(len(running))
-        slow_for = slow_for + 1 if len(running) >= 2 and cap.slow(_stream_fps(state)) else 0
-        if slow_for >= 3:
+        settled = running and time.monotonic() - max(c.created for c in running) > 4.0   # joins are bursty
+        slow_for = slow_for + 1 if len(running) >= 2 and settled and cap.slow(_stream_fps(state)) else 0
+        if slow_for >= 5:
             slow_for = 0
             newest = max(running, key=lambda c: c.created)
             cap.learn_ceiling(len(running) - 1)

@@ -17,5 +17,5 @@ def test_short_soak_leaves_the_server_idle(tmp_path):
     base, end = report["baseline"], report["end"]
     assert end["sessions"] == 0                              # the vanished client was freed too
     assert end["fds"] <= base["fds"] + 2 and end["threads"] <= base["threads"] + 3, (base, end)
-    assert max(s["sessions"] for s in report["samples"]) == 2
+    assert 2 <= max(s["sessions"] for s in report["samples"]) <= 3   # a vanished one lingers until its watchdog
     assert report["long_fps_median"] > 10                    # frames flowed the whole time
