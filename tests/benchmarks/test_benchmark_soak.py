@@ -10,7 +10,7 @@ from benchmarks import soak
 def test_short_soak_leaves_the_server_idle(tmp_path):
     out = tmp_path / "soak.json"
     assert soak.main(["--minutes", "0.6", "--warmup", "0", "--churn-seconds", "6", "--every", "2",
-                      "--settle", "10", "--out", str(out)]) == 0
+                      "--settle", "10", "--out", str(out), "--", "--no-admission"]) == 0   # a busy CI box must not refuse the churner
     report = json.loads(out.read_text())
     assert report["benchmark"] == "soak" and len(report["samples"]) >= 10
     assert report["churn"]["admitted"] >= 2 and report["churn"]["closed"] >= 1 and report["churn"]["vanished"] >= 1
