@@ -144,7 +144,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     from aiohttp import web
 
-    from engine.runtime import set_threads, tune_cpu_allocator
+    from engine.runtime import limit_malloc_arenas, set_threads, tune_cpu_allocator
     from engine.session import AvatarEngine, AvatarSession
     from streaming.server import (
         STATE_KEY,
@@ -159,6 +159,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except WebClientMissing as exc:
         fail(PROG, str(exc))
     set_threads(args.threads, device)
+    limit_malloc_arenas()       # before the session threads: RSS stays flat as sessions come and go
     if device == "cpu":
         tune_cpu_allocator()
     try:

@@ -80,3 +80,13 @@ def test_set_threads_explicit_wins_and_cuda_keeps_torchs_default(monkeypatch):
         assert runtime.set_threads(2, "cpu") == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_limit_malloc_arenas_is_set_once_on_glibc():
+    import platform
+
+    from engine import runtime
+
+    first = runtime.limit_malloc_arenas()
+    assert runtime.limit_malloc_arenas() is first                # idempotent
+    assert first == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
