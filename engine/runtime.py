@@ -10,6 +10,16 @@ from typing import Optional
 _tuned: bool | None = None
 
 
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_cpu_allocator() -> bool:
     """Keep freed large blocks in the heap instead of returning them to the OS (glibc only).
 
@@ -23,11 +33,8 @@ def tune_cpu_allocator() -> bool:
     if _tuned is not None:
         return _tuned
     _tuned = False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
         return False
     M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
     ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
@@ -55,11 +62,8 @@ def limit_malloc_arenas(n: Optional[int] = None) -> bool:
     if _arenas is not None:
         return _arenas
     _arenas = False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
         return False
     M_ARENA_MAX = -8
     count = int(n) if n is not None else max(2, os.cpu_count() or 2)
