@@ -9,8 +9,8 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from .capacity import Capacity
-from .limits import OfferLimiter
 from .ice import is_loopback_host
+from .limits import OfferLimiter
 from .registry import SessionRegistry
 from .web_root import check_web_root, find_web_root
 

@@ -20,6 +20,8 @@ __all__ = ["ClientConnection", "MAX_CONTROL_MESSAGE"]
 
 log = logging.getLogger("stylecast.server")
 MAX_CONTROL_MESSAGE = 4096
+CONTROL_RATE = 20.0      # control messages per second a client may send (more are dropped)
+CONTROL_BURST = 40.0
 
 
 class ClientConnection:
@@ -38,10 +40,10 @@ class ClientConnection:
         self._closing: Optional[asyncio.Task] = None
         self.closed = asyncio.Event()
         self.control: asyncio.Queue = asyncio.Queue(maxsize=32)   # data-channel messages, in order
-        self.control_dropped = 0                     # messages dropped because the queue was full
-        self.busy_said_at = float("-inf")            # when "slow down" was last sent (once a second)
-        self.control_tokens = 40.0                   # the server's control-message token bucket
-        self.control_at = 0.0
+        self.control_dropped = 0                     # messages dropped (rate or queue full)
+        self._busy_said_at = float("-inf")           # when "slow down" was last sent (once a second)
+        self._tokens = CONTROL_BURST                 # the control-message token bucket
+        self._tokens_at = time.monotonic()
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -132,6 +134,27 @@ class ClientConnection:
                 ch.send(json.dumps(message))
             except Exception:
                 pass
+
+    def accept_control(self, message) -> None:
+        """A data-channel message arrives (event loop): queued for :meth:`run_control`, or, beyond
+        the token bucket (``CONTROL_RATE``/s, burst ``CONTROL_BURST``) or a full queue, dropped at
+        the cost of a counter instead of being parsed and answered on the loop every session
+        shares; "slow down" is said at most once a second (no amplification)."""
+        now = time.monotonic()
+        self._tokens = min(CONTROL_BURST, self._tokens + (now - self._tokens_at) * CONTROL_RATE)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            try:
+                self.control.put_nowait(message)
+                return
+            except asyncio.QueueFull:
+                pass
+        self.control_dropped += 1
+        if now - self._busy_said_at >= 1.0:
+            self._busy_said_at = now
+            self._send({"type": "error", "error": f"too many control messages, slow down "
+                                                  f"({self.control_dropped} dropped)"})
 
     async def run_control(self) -> None:
         while True:

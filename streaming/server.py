@@ -36,8 +36,6 @@ __all__ = ["ServerConfig", "create_app", "ClientConnection", "STATE_KEY", "WebCl
 
 log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
-CONTROL_RATE = 20.0      # control messages per second a client may send (more are dropped)
-CONTROL_BURST = 40.0
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -152,26 +150,7 @@ async def handle_offer(request: web.Request) -> web.Response:
                 return
             client.channel = channel
 
-            @channel.on("message")
-            def on_message(message) -> None:
-                # a token bucket (CONTROL_RATE/s, burst CONTROL_BURST): a flood is dropped here, at the
-                # cost of a counter, not parsed and answered on the loop every session shares
-                now = loop.time()
-                client.control_tokens = min(CONTROL_BURST, client.control_tokens
-                                            + (now - client.control_at) * CONTROL_RATE)
-                client.control_at = now
-                if client.control_tokens >= 1.0:
-                    client.control_tokens -= 1.0
-                    try:
-                        client.control.put_nowait(message)
-                        return
-                    except asyncio.QueueFull:
-                        pass
-                client.control_dropped += 1       # said at most once a second (no amplification)
-                if now - client.busy_said_at >= 1.0:
-                    client.busy_said_at = now
-                    client._send({"type": "error", "error": "too many control messages, slow down "
-                                                            f"({client.control_dropped} dropped)"})
+            channel.on("message", client.accept_control)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -208,7 +187,7 @@ def _stream_fps(state: ServerState) -> list:
     out = []
     for client in list(state.clients.values()):
         st = client.stream
-        out.append(st.stats()["fps"] if st.started and st.frames > 4 * st.fps else None)
+        out.append(st.measured.fps() if st.started and st.frames > 4 * st.fps else None)
     return out
 
 

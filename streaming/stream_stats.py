@@ -57,13 +57,18 @@ class StreamStats:
             if arrival is not None:
                 self._pixel_lag.append((time.monotonic() - arrival) * 1e3)
 
+    def fps(self) -> float:
+        """Send rate over the last 64 frames (0 before two)."""
+        with self._lock:
+            times = list(self._sent_times)
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
+
     def summary(self) -> dict:
         """``fps`` (send rate), ``latency_ms``, ``arrival_to_frame_ms`` and ``stages_ms`` p50/p95."""
         with self._lock:
-            times = list(self._sent_times)
             timings = list(self._timings)
             lag = list(self._pixel_lag)
-        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
+        fps = self.fps()
         stages: dict[str, dict[str, Optional[float]]] = {}
         for key in sorted({k for t in timings for k in t}):
             vals = [t[key] for t in timings if key in t]

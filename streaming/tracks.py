@@ -96,12 +96,12 @@ class AvatarAudioTrack(MediaStreamTrack):
         size = int(round(rate * AUDIO_PTIME))
         position = self._n * size
         deadline = self._stream.deadline(position / rate)
+        give_up = None if self._max_wait is None else deadline + self._max_wait
         while True:
             if self.readyState != "live" or self._stream.stopped:
                 raise MediaStreamError
             now = time.monotonic()
             pcm = None
-            give_up = None if self._max_wait is None else deadline + self._max_wait
             if now >= deadline:
                 pcm = self._buffer.read(position, size)
                 if pcm is None and give_up is not None and now >= give_up:
