@@ -24,7 +24,6 @@ from engine.synthesis.checkpoints import (
     save_generator,
     sidecar_path,
 )
-from engine.synthesis.formats.common import regular_file
 from engine.synthesis.integrity import check_file_sha256
 
 EXAMPLES = """\
@@ -76,9 +75,7 @@ def convert(input: str, output: str, dtype: str = "float32",
         raise CheckpointError(f"{out}: output would overwrite the input")
     notes: list[str] = []
     if src.exists():
-        if expect_sha256 is not None:
-            regular_file(src)
-            check_file_sha256(src, expect_sha256)
+        check_file_sha256(src, expect_sha256)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # reported through ckpt.notes instead
             ckpt = read_checkpoint(src)

@@ -38,7 +38,6 @@ from engine.synthesis.formats.common import (
     Checkpoint,
     CheckpointError,
     read_head,
-    regular_file,
     sidecar_path,
 )
 from engine.synthesis.formats.nvlabs import read_nvlabs
@@ -102,9 +101,7 @@ def load_generator(source: str | os.PathLike, *, device: str | torch.device = "c
         raise CheckpointError(
             f"{name}: no such file (and not a preset name; presets: {', '.join(presets.PRESET_NAMES)})"
         )
-    if expect_sha256 is not None:
-        regular_file(path)
-        check_file_sha256(path, expect_sha256)
+    check_file_sha256(path, expect_sha256)
     return read_checkpoint(path).build(device)
 
 

@@ -10,7 +10,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from engine.synthesis.formats.common import CheckpointError
+from engine.synthesis.formats.common import CheckpointError, regular_file
 
 __all__ = ["METADATA_TENSORS_SHA256", "file_sha256", "tensors_sha256", "check_file_sha256", "parse_sha256"]
 
@@ -38,9 +38,11 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def check_file_sha256(path: Path, expected: Optional[str], what: str = "--expect-sha256") -> None:
-    """Refuse ``path`` unless its sha256 is ``expected`` (None: no check)."""
+    """Refuse ``path`` unless its sha256 is ``expected`` (None: no check); a FIFO, device or
+    directory is refused before it is opened."""
     if expected is None:
         return
+    regular_file(path)
     got = file_sha256(path)
     if got != parse_sha256(expected):
         raise CheckpointError(f"{path}: sha256 {got} does not match {what} {expected} "

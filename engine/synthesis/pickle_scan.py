@@ -67,10 +67,6 @@ class BoundedReader(io.RawIOBase):
         self._f = f
         self._end = int(end)
 
-    @property
-    def end(self) -> int:
-        return self._end
-
     def remaining(self) -> int:
         return self._end - self._f.tell()
 

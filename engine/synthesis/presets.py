@@ -12,6 +12,7 @@ A preset's URL can be overridden with ``STYLECAST_PRESET_URL_<NAME>`` (e.g.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import socket
@@ -119,8 +120,7 @@ def fetch_preset(name: str, *, progress: bool = True, timeout: float = DEFAULT_T
         raise CheckpointError(f"{dest}: cannot create the cache directory ({exc.strerror or exc})") from None
     part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     try:
-        _download(url, part, desc=f"stylecast: downloading {name}", progress=progress, timeout=timeout)
-        got = file_sha256(part)
+        got = _download(url, part, desc=f"stylecast: downloading {name}", progress=progress, timeout=timeout)
         if preset.sha256 is not None and got != preset.sha256:
             raise CheckpointError(f"{dest}: the download of preset '{name}' from {url} has sha256 {got}, "
                                   f"not the pinned {preset.sha256}; it was not kept")
@@ -150,7 +150,9 @@ def _verify(name: str, dest: Path, record: Path, pinned: Optional[str]) -> None:
                               "(damaged or replaced since it was downloaded); delete it to fetch it again")
 
 
-def _download(url: str, part: Path, *, desc: str, progress: bool, timeout: float) -> None:
+def _download(url: str, part: Path, *, desc: str, progress: bool, timeout: float) -> str:
+    """Stream ``url`` into ``part``; returns the sha256 of what was written."""
+    digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "stylecast"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
@@ -164,7 +166,9 @@ def _download(url: str, part: Path, *, desc: str, progress: bool, timeout: float
                 if not chunk:
                     break
                 f.write(chunk)
+                digest.update(chunk)
                 written += len(chunk)
                 bar.update(len(chunk))
     if total is not None and written != total:
         raise ValueError(f"download ended after {written} of {total} bytes")
+    return digest.hexdigest()

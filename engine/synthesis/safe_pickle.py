@@ -207,11 +207,12 @@ def _load_from_bytes(data: Any):
     (:func:`~engine.synthesis.pickle_scan.scan_torch_file`), then read weights-only."""
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError("tensor storage payload is not bytes")
-    scan_torch_file(io.BytesIO(bytes(data)), len(data), what="a tensor storage payload")
+    stream = io.BytesIO(bytes(data))
+    scan_torch_file(stream, len(data), what="a tensor storage payload")    # leaves it at the start
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+            storage = torch.load(stream, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         named = forbidden_global_from_torch_error(exc)
         if named is not None:

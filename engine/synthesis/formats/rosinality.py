@@ -58,8 +58,6 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             with torch.serialization.safe_globals([argparse.Namespace]):
                 return torch.load(path, map_location="cpu", weights_only=True)
-    except PickleLimitError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
     except pickle.UnpicklingError as exc:
         named = safe_pickle.forbidden_global_from_torch_error(exc)
         if named is not None:
