@@ -51,8 +51,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from engine.audio.features import round_half_up
 from engine.audio.input import SAMPLE_RATE, sample_format
-from engine.audio.timeline import AudioTimeline, round_half_up
+from engine.audio.timeline import AudioTimeline
 from engine.avatar import DEFAULT_BASIS_SAMPLES, AvatarEngine, default_directions
 from engine.drivers import feature_needs, make_driver
 from engine.frames import STAGES, STATS_WINDOW, Frame, stage_summary

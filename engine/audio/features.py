@@ -36,7 +36,7 @@ import webrtcvad
 from .input import SAMPLE_RATE, finite_float32, to_int16
 
 __all__ = ["FrameFeatures", "FeatureStream", "LogMel", "log_mel", "mel_filterbank",
-           "N_MELS", "WIN_LENGTH", "HOP_LENGTH", "POWER_FLOOR", "LOG_FLOOR"]
+           "N_MELS", "WIN_LENGTH", "HOP_LENGTH", "POWER_FLOOR", "LOG_FLOOR", "round_half_up"]
 
 N_MELS = 80
 WIN_LENGTH = 400           # 25 ms at 16 kHz (also n_fft)
@@ -141,7 +141,8 @@ class FrameFeatures:
     voiced: float           # overlap-weighted fraction of webrtcvad frames voiced in that interval, 0..1
 
 
-def _round_half_up(x: float) -> int:
+def round_half_up(x: float) -> int:
+    """Rounding with halves up: the frame boundaries S(k) = round_half_up(k · 16000 / fps)."""
     return int(math.floor(x + 0.5))
 
 
@@ -168,22 +169,22 @@ class FeatureStream:
             raise ValueError(f"vad_frame_ms must be 10, 20 or 30 (webrtcvad), got {vad_frame_ms!r}")
         self.fps = fps
         self.lookahead_ms = lookahead_ms
-        self.lookahead_samples = _round_half_up(lookahead_ms * SAMPLE_RATE / 1000.0)
-        self.window_frames = _round_half_up(window_ms / hop_ms)
+        self.lookahead_samples = round_half_up(lookahead_ms * SAMPLE_RATE / 1000.0)
+        self.window_frames = round_half_up(window_ms / hop_ms)
         self.vad_mode = int(vad_mode)
         self.vad_frame = SAMPLE_RATE * int(vad_frame_ms) // 1000
         self.n_mels = int(n_mels)
         self.win_length, self.hop_length = win_length, hop_length
         # Wait after the end of frame k's interval before it can be emitted: the lookahead, or
         # the rest of the webrtcvad frame straddling the interval end when that is longer.
-        period = max(1, min(10_000, _round_half_up(fps) * 100))
+        period = max(1, min(10_000, round_half_up(fps) * 100))
         wait = max(self.ready_at(k) - self._bounds(k)[1] for k in range(period))
         self.latency_samples = int(wait)
         self.reset()
 
     # -- time bookkeeping ---------------------------------------------------------------------
     def _bounds(self, k: int) -> tuple[int, int]:
-        return (_round_half_up(k * SAMPLE_RATE / self.fps), _round_half_up((k + 1) * SAMPLE_RATE / self.fps))
+        return (round_half_up(k * SAMPLE_RATE / self.fps), round_half_up((k + 1) * SAMPLE_RATE / self.fps))
 
     def _t_end(self, k: int) -> int:
         return self._bounds(k)[1] + self.lookahead_samples

@@ -16,22 +16,17 @@ Not thread-safe: its owner (:class:`engine.session.AvatarSession`) holds the loc
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from typing import Callable, Optional
 
 import numpy as np
 
-from .features import FeatureStream, FrameFeatures
+from .features import FeatureStream, FrameFeatures, round_half_up
 from .input import SAMPLE_RATE, AudioInput
 from .output import AudioOut
 
-__all__ = ["AudioTimeline", "round_half_up"]
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+__all__ = ["AudioTimeline"]
 
 
 class AudioTimeline:
