@@ -10,6 +10,14 @@ from typing import Optional
 _tuned: bool | None = None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity; the machine's count elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
 def _glibc_mallopt():
     """glibc's ``mallopt``, or None where the C library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -66,7 +74,7 @@ def limit_malloc_arenas(n: Optional[int] = None) -> bool:
     if mallopt is None:
         return False
     M_ARENA_MAX = -8
-    count = int(n) if n is not None else max(2, os.cpu_count() or 2)
+    count = int(n) if n is not None else max(2, usable_cores())
     _arenas = mallopt(M_ARENA_MAX, count) == 1
     return _arenas
 

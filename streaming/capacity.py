@@ -28,6 +28,7 @@ import av
 import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 
+from engine.runtime import usable_cores
 from engine.session import AvatarSession
 
 __all__ = ["Capacity", "OVERHEAD"]
@@ -48,13 +49,6 @@ def _machine_busy() -> Optional[float]:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not Linux
-        return os.cpu_count() or 1
-
-
 class Capacity:
     """How many streams fit, and whether one more does.
 
@@ -69,7 +63,7 @@ class Capacity:
                  min_fps: Optional[float] = None, device: str = "cpu") -> None:
         self.fps = float(fps)
         self.gpu = str(device).startswith("cuda")
-        self.cores = 1 if self.gpu else int(cores or _cores())
+        self.cores = 1 if self.gpu else int(cores or usable_cores())
         self.budget = self.cores * float(headroom)
         self.min_fps = float(min_fps) if min_fps is not None else 0.96 * self.fps
         self.per_session: Optional[float] = None     # core-seconds per second one stream costs
