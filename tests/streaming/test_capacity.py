@@ -1,7 +1,15 @@
-"""streaming.capacity.Capacity: the cost model, the learned ceiling and the refusal messages."""
+"""streaming.capacity.Capacity: the cost model, the learned ceiling, the refusal messages, and
+admission in a real server on 127.0.0.1."""
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+
+from rtc_util import Client, OfferRejected, PcmTrack, get_json, running_server, tone
 from streaming.capacity import Capacity
+from streaming.server import ServerConfig
 
 
 def test_the_cost_model_counts_idle_and_other_processes():
@@ -39,3 +47,54 @@ def test_live_samples_replace_the_probe(monkeypatch):
     clock.update(cpu=1.2, busy=1.5)             # 2 streams used 1.2 cores in 1 s; others 0.3
     cap.sample(2, now=1.0)
     assert cap.source == "live" and abs(cap.per_session - 0.6) < 1e-9 and abs(cap.other - 0.09) < 1e-9
+
+
+def _burning_engine(ms: float):
+    """The demo engine whose "synthesis" burns ``ms`` of CPU per frame: a known, heavy cost."""
+    import torch
+
+    from engine.session import AvatarEngine
+
+    def synthesize(ws):
+        t_end = time.thread_time() + ms / 1000.0
+        while time.thread_time() < t_end:
+            pass
+        return torch.zeros(ws.shape[0], 3, 128, 128)
+    return AvatarEngine("demo", synthesize=synthesize)
+
+
+def _recent_fps(client, seconds: float) -> float:
+    t = [x for x in client.rx.times if x >= client.rx.times[-1] - seconds]
+    return (len(t) - 1) / (t[-1] - t[0])
+
+
+async def test_admission_by_capacity():
+    """N + 1 clients on a machine that fits N: the N keep their frame rate, the extra one gets a
+    503 that says why (before: everyone was let in and every stream slowed to ~12 of 25 fps)."""
+    engine = _burning_engine(30.0)          # ~0.8 of a core per 25 fps stream
+    cfg = ServerConfig(engine=engine, admission=True, max_sessions=None, stamp=True)
+    async with running_server(cfg) as (url, app):
+        _, health = await get_json(url + "/health")
+        cap = health["capacity"]
+        n = cap["fits"]
+        assert cap["source"] == "probe" and 0.5 < cap["per_session"] < 2.0, cap
+        assert health["max_sessions"] == n >= 1
+        clients = [Client(url, PcmTrack(tone(30.0, level=0.2)), keep_images=False) for _ in range(n)]
+        extra = Client(url, PcmTrack(tone(1.0)))
+        try:
+            for c in clients:
+                await c.connect()
+            for c in clients:
+                await c.wait_frames(100, timeout=30)
+            with pytest.raises(OfferRejected) as err:
+                await extra.connect()
+            assert err.value.status == 503 and "capacity" in str(err.value), err.value
+            await asyncio.sleep(3.0)
+            fps = [_recent_fps(c, 3.0) for c in clients]
+            assert all(f >= 24.0 for f in fps), fps
+            _, health = await get_json(url + "/health")
+            assert health["capacity"]["source"] == "live" and health["capacity"]["refused"] >= 1
+        finally:
+            await extra.close()
+            for c in clients:
+                await c.close()
