@@ -3,19 +3,23 @@ stylegan2-ada-pytorch configurations; weights do not change the arithmetic, so t
 trained networks of the same shape) and the environment record every result JSON carries."""
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import platform
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import torch
 
 from engine.synthesis.networks import Generator, GeneratorConfig
 
 __all__ = ["REPO_ROOT", "ffhq_channel_base", "ffhq_shape_config", "build_random_generator", "cpu_model",
-           "git_commit", "environment"]
+           "git_commit", "environment", "free_port", "wait_health"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,3 +100,27 @@ def environment(device: torch.device) -> dict[str, Any]:
         "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
     }
     return env
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server process to bind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
+    """``GET /health`` of a server process starting at ``url``, once it answers (RuntimeError if it
+    exits or does not come up in ``timeout`` s)."""
+    t_end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < t_end:
+            if proc.poll() is not None:
+                said = proc.stderr.read() if proc.stderr is not None else ""
+                raise RuntimeError(f"server exited with {proc.returncode}: {said}")
+            try:
+                async with http.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    return await r.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                await asyncio.sleep(0.25)
+    raise RuntimeError("server did not come up")

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.av_sync import MIN_MOVED, RATE, audio_hold, bot_sync, drain, moved, pct, tone
+from benchmarks.av_sync import (
+    MIN_MOVED,
+    RATE,
+    audio_hold,
+    bot_sync,
+    drain,
+    moved,
+    pct,
+    tone,
+)
+from benchmarks.common import free_port, wait_health
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "loopback.json"
@@ -64,28 +73,6 @@ def serve(args) -> None:
 
 
 # -- end to end -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
-    import aiohttp
-
-    t_end = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < t_end:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read()}")
-            try:
-                async with http.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    return await r.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                await asyncio.sleep(0.25)
-    raise RuntimeError("server did not come up")
-
 
 async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any]:
     """Send ``pcm`` as the mic, receive video; returns arrival times, decoded frames, stats."""
@@ -136,9 +123,9 @@ async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any
 
 def reference_frames(args, n: int) -> np.ndarray:
     """The silent face for frames 0..n-1 (same engine, identity, driver and seed as the server)."""
-    from engine.session import AvatarEngine, AvatarSession
-
     import torch
+
+    from engine.session import AvatarEngine, AvatarSession
 
     torch.set_num_threads(1)     # offline and not timed; leave the other core alone
     engine = AvatarEngine(args.generator, device=args.device, resolution=args.resolution)
@@ -189,9 +176,9 @@ def algorithmic_latency(args) -> dict[str, Any]:
     """Offline: from a burst onset (at 0/10/20/30 ms into a frame) to the end of the audio the
     first moved frame needs (frame end + lookahead + resampler lag): the part no transport can
     remove."""
-    from engine.session import AvatarEngine, AvatarSession
-
     import torch
+
+    from engine.session import AvatarEngine, AvatarSession
 
     def no_pixels(ws):           # only the motion matters here
         return torch.zeros(ws.shape[0], 3, 8, 8)

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks.common import REPO_ROOT, environment
+from benchmarks.common import REPO_ROOT, environment, free_port, wait_health
 from streaming.ice import loopback_candidates
 from streaming.tracks import PcmTrack
 
@@ -129,24 +128,6 @@ async def health(url: str) -> dict:
             return await r.json()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_up(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        with contextlib.suppress(Exception):
-            await health(url)
-            return
-        await asyncio.sleep(0.5)
-    raise RuntimeError("the server did not come up")
-
-
 async def soak(args) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -159,7 +140,7 @@ async def soak(args) -> dict:
     samples: list[dict] = []
     churn = {"admitted": 0, "refused": 0, "closed": 0, "vanished": 0}
     try:
-        await wait_up(url, proc)
+        await wait_health(url, proc, timeout=180)
         await asyncio.sleep(3)
         baseline = {**proc_sample(proc.pid), "sessions": (await health(url))["sessions"]}
         total = args.minutes * 60
