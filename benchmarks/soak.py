@@ -115,11 +115,32 @@ def vanish(pc: RTCPeerConnection) -> None:
                 proto.transport.close()
 
 
+def malloc_heaps(pid: int) -> int:
+    """glibc's secondary malloc heaps in the process: anonymous 64 MiB reservations at 64 MiB-
+    aligned addresses (a heap's used part then its PROT_NONE rest), from ``/proc/PID/maps``."""
+    heap = 64 << 20
+    maps = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split()
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        maps.append((lo, hi, len(parts) <= 5))      # anonymous: no file or region name
+    count = 0
+    for i, (lo, hi, anon) in enumerate(maps):
+        if not anon or lo % heap:
+            continue
+        j, end = i, hi
+        while end < lo + heap and j + 1 < len(maps) and maps[j + 1][0] == end and maps[j + 1][2]:
+            j += 1
+            end = maps[j][1]
+        count += end == lo + heap
+    return count
+
+
 def proc_sample(pid: int) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+            "fds": len(os.listdir(f"/proc/{pid}/fd")), "malloc_heaps": malloc_heaps(pid)}
 
 
 async def health(url: str) -> dict:
@@ -181,7 +202,7 @@ async def soak(args) -> dict:
                        "long_fps": [round(c.fps(args.every) or 0.0, 2) for c in longs]}
                 samples.append(row)
                 print(f"[soak {row['t_s']:7.1f} s] rss {row['rss_mib']:.1f} MiB threads {row['threads']} "
-                      f"fds {row['fds']} sessions {row['sessions']} fps {row['long_fps']} churn {churn}", flush=True)
+                      f"fds {row['fds']} heaps {row['malloc_heaps']} sessions {row['sessions']} fps {row['long_fps']} churn {churn}", flush=True)
             churn_task.cancel()
             await asyncio.gather(churn_task, return_exceptions=True)
             for c in longs:

@@ -79,6 +79,21 @@ def limit_malloc_arenas(n: Optional[int] = None) -> bool:
     return _arenas
 
 
+def trim_malloc() -> bool:
+    """Hand the free pages of every malloc arena back to the OS (glibc's ``malloc_trim(0)``).
+
+    Called by the server when a session has gone: the arenas its threads used keep their freed
+    memory otherwise, and :func:`tune_cpu_allocator` turns the automatic trim off. The next
+    synthesis pass faults the pages it needs in again, once. False where libc is not glibc.
+    """
+    if _glibc_mallopt() is None:
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def default_threads() -> int:
     """torch intra-op threads a session should use on a CPU: 1 on machines with up to 4 cores
     (on a small machine shared with other work a second OpenMP thread that waits on a busy core

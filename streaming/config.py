@@ -38,6 +38,7 @@ class ServerConfig:
     stamp: bool = False                       # frame index in the image (tests, benchmarks)
     grace_s: float = 0.06
     idle_timeout_s: float = 5.0
+    quiet_hold_s: float = 1.0                 # no packets this long: the stream stops rendering (held)
     connect_timeout_s: float = 5.0            # an offer that never connects frees its slot after this
     stats_interval_s: float = 1.0
     loopback_ice: Optional[bool] = None       # None: decided from ``host``

@@ -3,6 +3,7 @@ tasks; :meth:`ClientConnection.close` frees all of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -11,6 +12,8 @@ from typing import Optional
 
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
+
+from engine.runtime import trim_malloc
 
 from .config import ServerState
 from .embed import audio_frame_to_pcm
@@ -71,6 +74,9 @@ class ClientConnection:
         self.state.registry.release(self.sid)
         self.state.clients.pop(self.sid, None)
         self.closed.set()
+        # the gone session's threads leave freed memory in their arenas: give it back (off the loop)
+        with contextlib.suppress(RuntimeError):      # the executor is gone at shutdown
+            await asyncio.get_running_loop().run_in_executor(None, trim_malloc)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -89,10 +95,13 @@ class ClientConnection:
                 log.warning("session %s: bad audio frame: %s", self.sid, exc)
 
     async def watchdog(self) -> None:
+        """Closes a connection that failed, never connected or went silent (``idle_timeout_s``);
+        holds its stream (no frames made) once no packet came for ``quiet_hold_s``, so a client
+        that vanished costs nothing while it waits to be closed."""
         cfg = self.state.config
         last_rx, last_change = -1, time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, cfg.idle_timeout_s / 4))
+            await asyncio.sleep(min(0.25, cfg.quiet_hold_s / 2, cfg.idle_timeout_s / 4))
             now = time.monotonic()
             state = self.pc.connectionState
             if state in ("failed", "closed"):
@@ -110,9 +119,15 @@ class ClientConnection:
                 continue
             if rx != last_rx:
                 last_rx, last_change = rx, now
+                if self.stream.held:
+                    log.info("session %s: packets again, streaming", self.sid)
+                    self.stream.hold(False)
             elif now - last_change > cfg.idle_timeout_s:
                 self.close(f"no packets for {cfg.idle_timeout_s:g} s")
                 return
+            elif now - last_change > cfg.quiet_hold_s and not self.stream.held and self.stream.started:
+                log.info("session %s: no packets for %g s, holding its frames", self.sid, cfg.quiet_hold_s)
+                self.stream.hold(True)
 
     async def send_stats(self) -> None:
         while True:

@@ -109,7 +109,8 @@ async def handle_offer(request: web.Request) -> web.Response:
     if limited is not None:
         return _error(429, limited)
     if state.capacity is not None:
-        reason = state.capacity.refusal(len(state.registry), _stream_fps(state))
+        held = sum(1 for c in list(state.clients.values()) if c.stream.held)   # make no frames
+        reason = state.capacity.refusal(len(state.registry) - held, _stream_fps(state))
         if reason is not None:
             state.refused_capacity += 1
             return _error(503, reason)
@@ -183,11 +184,16 @@ class _BadOffer(Exception):
 
 
 def _stream_fps(state: ServerState) -> list:
-    """Delivered fps of each running stream (None for its first 4 s: the start is bursty)."""
+    """Delivered fps of each running stream (None for its first 4 s and 4 s after a hold: the
+    start is bursty; nothing for a held stream)."""
     out = []
+    now = time.monotonic()
     for client in list(state.clients.values()):
         st = client.stream
-        out.append(st.measured.fps() if st.started and st.frames > 4 * st.fps else None)
+        if st.held:
+            continue
+        settled = st.frames > 4 * st.fps and (st.resumed_at is None or now - st.resumed_at > 4.0)
+        out.append(st.measured.fps() if st.started and settled else None)
     return out
 
 
@@ -199,7 +205,7 @@ async def _sample_capacity(state: ServerState) -> None:
     slow_for = 0
     while True:
         await asyncio.sleep(1.0)
-        running = [c for c in list(state.clients.values()) if c.stream.started]
+        running = [c for c in list(state.clients.values()) if c.stream.started and not c.stream.held]
         cap.sample(len(running))
         settled = running and time.monotonic() - max(c.created for c in running) > 4.0   # joins are bursty
         slow_for = slow_for + 1 if len(running) >= 2 and settled and cap.slow(_stream_fps(state)) else 0

@@ -88,6 +88,11 @@ class StreamSession:
         self._closed = False
         self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
         self._source_waiting_since: Optional[float] = time.monotonic()   # see source_waiting()
+        self._held = False           # see hold()
+        self._catch_up = False       # the first fill after a hold may not wait for an empty inbox
+        self.resumed_at: Optional[float] = None      # when the last hold ended (time.monotonic)
+        self.held_s = 0.0            # seconds spent held
+        self._held_since: Optional[float] = None
         self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
         # stats
         self.engine_dropped = 0      # frames stepped but not synthesized (Frame.dropped)
@@ -255,6 +260,28 @@ class StreamSession:
         elif self._source_waiting_since is None:
             self._source_waiting_since = time.monotonic()
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self, on: bool) -> None:
+        """Stop (True) or restart (False) making frames while a live source has gone quiet (its
+        client's packets stopped: gone, or a network outage). Held, the timeline is not filled with
+        silence, so no frame is synthesized for nobody; released, the timeline jumps to the wall
+        clock in one step (the skipped interval is stepped, not rendered) and the audio that comes
+        in next lands at its own time."""
+        now = time.monotonic()
+        with self._lock:
+            if bool(on) == self._held:
+                return
+            self._held = bool(on)
+            if on:
+                self._held_since = now
+            else:
+                self.held_s += now - (self._held_since or now)
+                self._held_since, self.resumed_at, self._catch_up = None, now, True
+        self._wake.set()
+
     def note_sent(self, index: int) -> None:
         self.measured.note_sent(index)
 
@@ -310,13 +337,16 @@ class StreamSession:
         arrives on time never triggers it, so the resampler is not flushed mid-stream. A pulled
         source is filled only while it is waiting (:meth:`source_waiting`) for 10 ms or more."""
         assert self._t0 is not None
+        if self._held:
+            return
         if not self.realtime:
             since = self._source_waiting_since
             if since is None or time.monotonic() - since < 0.01:
                 return
         with self._lock:
-            if self._inbox:
+            if self._inbox and not self._catch_up:
                 return
+            self._catch_up = False
             missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline / SAMPLE_RATE
         if missing >= 0.001:
             self.session.push_silence(missing)
@@ -338,6 +368,8 @@ class StreamSession:
             self._wake.clear()     # a wake-up set from here on ends the next wait early
             try:
                 self._run_commands()
+                if self._catch_up:       # back from a hold: the timeline first jumps to now
+                    self._fill_silence()
                 self._drain_audio()
                 self._fill_silence()
                 ready = self.session.frames_ready()
@@ -399,6 +431,8 @@ class StreamSession:
             "audio_errors": self.audio_errors,
             "frame_errors": self.frame_errors,
             "silence_s": self.silence_s,
+            "held": self._held,
+            "held_s": self.held_s,
             "latency_ms": measured["latency_ms"],
             "arrival_to_frame_ms": measured["arrival_to_frame_ms"],
             "stages_ms": measured["stages_ms"],
