@@ -59,7 +59,7 @@ class SoakClient:
         pc = self.pc
         pc.addTrack(self.track)
         pc.addTransceiver("video", direction="recvonly")
-        pc.createDataChannel("control")
+        self.channel = pc.createDataChannel("control")
 
         @pc.on("track")
         def on_track(track) -> None:

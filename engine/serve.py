@@ -55,11 +55,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-sessions", type=int, default=None,
                    help="upper bound on concurrent clients (default: as many as the capacity measured at start "
                         "keeps at full frame rate); beyond it, or beyond the live capacity, clients get HTTP 503")
+    p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
+                   help="keep glibc's default allocator (large blocks mmapped and returned on free): a lower, "
+                        "steadier resident set for a slower CPU frame (see benchmarks.synthesis)")
     p.add_argument("--no-admission", dest="admission", action="store_false",
                    help="admit up to --max-sessions (default 4 then) without the capacity check: streams may "
                         "then all slow down together")
     p.add_argument("--identity", default="0",
-                   help="face of new sessions: a seed (default 0) or a .npy with w / ws (an inverted photo)")
+                   help="face of new sessions: a seed (default 0), a .npy with w / ws, or an identity .npz "
+                        "from python -m engine.invert (an inverted photo)")
     p.add_argument("--directions", type=Path, default=None,
                    help="direction-set JSON (python -m engine.directions discover / engine.basis name); default: "
                         "the demo's shipped set, else the set discovered for this checkpoint (cached), discovery "
@@ -152,6 +156,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         WebClientMissing,
         create_app,
         find_web_root,
+        http_options,
     )
 
     try:   # the page ships in the package: a missing one stops the start here, not as a 404 on "/"
@@ -160,7 +165,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         fail(PROG, str(exc))
     set_threads(args.threads, device)
     limit_malloc_arenas()       # before the session threads: RSS stays flat as sessions come and go
-    if device == "cpu":
+    if device == "cpu" and args.malloc_tuning:
         tune_cpu_allocator()
     try:
         engine = AvatarEngine(args.generator, expect_sha256=args.expect_sha256, device=device, dtype=args.dtype, resolution=args.resolution,
@@ -194,7 +199,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
               f"{args.fps:g} fps, at most {state.registry.max_sessions} sessions{cap}); Ctrl-C to stop", flush=True)
 
     try:
-        web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True)
+        web.run_app(app, sock=sock, print=announce, shutdown_timeout=5.0, handle_signals=True, **http_options(config))
     finally:
         engine.close()        # the batching thread, if any
     return 0

@@ -41,6 +41,8 @@ class ServerConfig:
     quiet_hold_s: float = 1.0                 # no packets this long: the stream stops rendering (held)
     connect_timeout_s: float = 5.0            # an offer that never connects frees its slot after this
     stats_interval_s: float = 1.0
+    body_timeout_s: float = 10.0              # POST bodies not received in this time: 408
+    http_idle_timeout_s: float = 15.0         # connections with no whole request this long are closed
     loopback_ice: Optional[bool] = None       # None: decided from ``host``
     ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
     allowed_origins: tuple = ()               # browser origins besides the page's own that may POST /offer

@@ -40,6 +40,7 @@ class ClientConnection:
         self.channel = None
         self.created = time.monotonic()
         self.remote: Optional[str] = None            # the client's address (per-address offer limits)
+        self.audio_at: Optional[float] = None        # when its last mic frame arrived (None: no mic yet)
         self._closing: Optional[asyncio.Task] = None
         self.closed = asyncio.Event()
         self.control: asyncio.Queue = asyncio.Queue(maxsize=32)   # data-channel messages, in order
@@ -87,7 +88,7 @@ class ClientConnection:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            arrival = time.monotonic()
+            arrival = self.audio_at = time.monotonic()
             try:
                 pcm, rate, channels = audio_frame_to_pcm(frame)
                 self.stream.push_audio(pcm, rate, channels, arrival=arrival)
@@ -96,8 +97,10 @@ class ClientConnection:
 
     async def watchdog(self) -> None:
         """Closes a connection that failed, never connected or went silent (``idle_timeout_s``);
-        holds its stream (no frames made) once no packet came for ``quiet_hold_s``, so a client
-        that vanished costs nothing while it waits to be closed."""
+        holds its stream (no frames made) once a client that sends its microphone (RTP every
+        20 ms) sent no packet for ``quiet_hold_s``, so one that vanished costs nothing while it
+        waits to be closed. A client without a microphone sends only RTCP (about once a second)
+        and is never held."""
         cfg = self.state.config
         last_rx, last_change = -1, time.monotonic()
         while True:
@@ -125,7 +128,8 @@ class ClientConnection:
             elif now - last_change > cfg.idle_timeout_s:
                 self.close(f"no packets for {cfg.idle_timeout_s:g} s")
                 return
-            elif now - last_change > cfg.quiet_hold_s and not self.stream.held and self.stream.started:
+            elif (now - last_change > cfg.quiet_hold_s and self.audio_at is not None and not self.stream.held
+                  and self.stream.started):
                 log.info("session %s: no packets for %g s, holding its frames", self.sid, cfg.quiet_hold_s)
                 self.stream.hold(True)
 

@@ -1,6 +1,8 @@
 """Validation of a client's SDP offer before any peer connection is made for it: parseable,
-receives video, every m-line with a DTLS fingerprint, ports and addresses in range (aioice would
-otherwise log ``OverflowError`` tracebacks for candidate ports >= 65536)."""
+receives video, every m-line with its own mid and a DTLS fingerprint, a BUNDLE group naming only
+those mids (aiortc would otherwise fail in a background task when the group's first mid is not an
+m-line), ports and addresses in range (aioice would otherwise log ``OverflowError`` tracebacks for
+candidate ports >= 65536)."""
 from __future__ import annotations
 
 import ipaddress
@@ -38,6 +40,13 @@ def check_offer(sdp: str) -> SessionDescription:
         raise ValueError("bad SDP offer: no m-lines")
     if not any(m.kind == "video" and m.direction in ("recvonly", "sendrecv", None) for m in desc.media):
         raise ValueError("the offer does not receive video (needs a recvonly or sendrecv video m-line)")
+    mids = [m.rtp.muxId for m in desc.media]
+    if any(not mid for mid in mids) or len(set(mids)) != len(mids):
+        raise ValueError(f"bad SDP offer: every m-line needs its own a=mid (got {mids})")
+    for group in desc.group:
+        if group.semantic == "BUNDLE" and (not group.items or any(item not in mids for item in group.items)):
+            raise ValueError(f"bad SDP offer: a=group:BUNDLE {' '.join(map(str, group.items))} names a mid "
+                             f"no m-line has (mids: {' '.join(mids)})")
     for i, m in enumerate(desc.media):
         where = f"m-line {i} ({m.kind})"
         _port(m.port, f"bad SDP offer: {where} port")

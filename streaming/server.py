@@ -32,7 +32,7 @@ from .sessions import StreamSession
 from .tracks import AvatarVideoTrack
 from .web_root import WebClientMissing, find_web_root
 
-__all__ = ["ServerConfig", "create_app", "ClientConnection", "STATE_KEY", "WebClientMissing", "find_web_root"]
+__all__ = ["ServerConfig", "create_app", "http_options", "ClientConnection", "STATE_KEY", "WebClientMissing", "find_web_root"]
 
 log = logging.getLogger("stylecast.server")
 MAX_BODY = 64 * 1024
@@ -62,6 +62,10 @@ async def handle_offer(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         state.bad_requests += 1
         return _error(415, f"POST /offer takes Content-Type: application/json, not {request.content_type}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        state.bad_requests += 1
+        return _error(415, f"POST /offer takes an uncompressed body, not Content-Encoding: {encoding[:40]}")
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"{request.scheme}://{request.host}" and origin not in cfg.allowed_origins:
         state.bad_requests += 1
@@ -71,7 +75,11 @@ async def handle_offer(request: web.Request) -> web.Response:
         state.bad_requests += 1
         return _error(413, f"request body too large (> {MAX_BODY // 1024} KiB)")
     try:
-        body = await request.read()
+        async with asyncio.timeout(cfg.body_timeout_s):      # a body sent a byte a second holds nothing long
+            body = await request.read()
+    except TimeoutError:
+        state.bad_requests += 1
+        return _error(408, f"request body not received within {cfg.body_timeout_s:g} s")
     except web.HTTPRequestEntityTooLarge:
         state.bad_requests += 1
         return _error(413, f"request body too large (> {MAX_BODY // 1024} KiB)")
@@ -292,6 +300,15 @@ async def _errors_as_json(request: web.Request, handler):
         return _error(405, f"method {request.method} not allowed (use {', '.join(sorted(exc.allowed_methods))})")
     except web.HTTPNotFound:
         return _error(404, "not found")
+
+
+def http_options(config: ServerConfig) -> dict:
+    """aiohttp server options for ``web.run_app`` / ``web.AppRunner``: a connection that has not
+    sent a whole request within ``http_idle_timeout_s`` (a slow or half-open client), or idles that
+    long between requests, is closed; request bodies are never decompressed (``POST /offer``
+    refuses a ``Content-Encoding`` with 415: a body that claims gzip and is not would otherwise
+    fail inside aiohttp's own parser)."""
+    return {"keepalive_timeout": float(config.http_idle_timeout_s), "auto_decompress": False}
 
 
 def create_app(config: ServerConfig) -> web.Application:

@@ -134,10 +134,10 @@ class OfferRejected(Exception):
 @contextlib.asynccontextmanager
 async def running_server(config):
     """Serve ``create_app(config)`` on 127.0.0.1 on a free port; yields the base URL."""
-    from streaming.server import create_app
+    from streaming.server import create_app, http_options
 
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, **http_options(config))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -22,6 +22,10 @@ def test_burst_bound_and_unconnected_penalty():
     lim.unconnected("c", now=22)
     assert "never connected; try again in 60 s" in lim.check("c", now=22)
     assert lim.check("c", now=83) is None and lim.refused == 2
+    flood = OfferLimiter(global_rate=2.0, global_burst=4)      # many addresses: the server-wide bucket
+    assert sum(flood.check(f"10.1.0.{i}", now=50.0) is None for i in range(10)) == 4
+    assert "too many sessions at once" in flood.check("10.1.1.1", now=50.1)
+    assert sum(flood.check(f"10.2.0.{i}", now=51.6) is None for i in range(10)) == 3   # 0.1 left + 1.5 s × 2/s
     small = OfferLimiter(max_addresses=2)
     for i in range(5):
         small.check(f"10.0.0.{i}", now=0)
