@@ -1,9 +1,11 @@
 """Soak: long streams plus churning clients against a real ``python -m engine.serve`` process.
 
 The server runs in its own process (as users run it, admission on). This process holds
-``--long`` clients that stream for the whole run and one churning client that connects, streams
-``--churn-seconds`` and leaves, alternately closing properly and vanishing (its UDP sockets shut,
-no goodbye), then comes back. Every ``--every`` seconds it samples the server's RSS, threads and
+``--long`` clients that stream for the whole run; a churning client in a third process (as a
+client on another machine: its joins' key generation and handshakes must not stall the long
+streams' client; ``--same-process`` puts it here) connects, streams ``--churn-seconds`` and
+leaves, alternately closing properly and vanishing (its UDP sockets shut, no goodbye), then
+comes back. Every ``--every`` seconds it samples the server's RSS, threads and
 open fds (``/proc``), its sessions (``/health``) and each long stream's received fps. At the end
 all clients leave and the idle server is sampled again.
 
@@ -149,6 +151,40 @@ async def health(url: str) -> dict:
             return await r.json()
 
 
+async def churn(url: str, seconds: float, run_for: float, counts: dict, counts_file: Optional[Path] = None) -> None:
+    """A client that connects, streams ``seconds`` and leaves (alternately closing and vanishing),
+    again and again for ``run_for`` seconds; ``counts`` (admitted, refused, closed, vanished)
+    kept up to date, and written to ``counts_file`` after each change."""
+    t0 = time.monotonic()
+    k = 0
+
+    def note(key: str) -> None:
+        counts[key] += 1
+        if counts_file is not None:
+            counts_file.write_text(json.dumps(counts))
+
+    with loopback_candidates():
+        while time.monotonic() - t0 < run_for:
+            c = SoakClient(url, seconds + 5)
+            status = await c.connect()
+            if status != 200:
+                note("refused")
+                await c.close()
+                await asyncio.sleep(seconds / 2)
+                continue
+            note("admitted")
+            await asyncio.sleep(seconds)
+            if k % 2:
+                c.vanish()
+                note("vanished")
+                asyncio.get_running_loop().call_later(20, lambda c=c: asyncio.ensure_future(c.close()))
+            else:
+                await c.close()
+                note("closed")
+            k += 1
+            await asyncio.sleep(2)
+
+
 async def soak(args) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -159,7 +195,7 @@ async def soak(args) -> dict:
     server_log = open(log_path, "w")     # a pipe nobody reads would block the server once full
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     samples: list[dict] = []
-    churn = {"admitted": 0, "refused": 0, "closed": 0, "vanished": 0}
+    churned = {"admitted": 0, "refused": 0, "closed": 0, "vanished": 0}
     try:
         await wait_health(url, proc, timeout=180)
         await asyncio.sleep(3)
@@ -172,39 +208,37 @@ async def soak(args) -> dict:
                 if await c.connect() != 200:
                     raise RuntimeError("a long stream was refused: lower --long or raise the capacity")
 
-            async def churner() -> None:
-                k = 0
-                while time.monotonic() - t0 < total - args.churn_seconds:
-                    c = SoakClient(url, args.churn_seconds + 5)
-                    status = await c.connect()
-                    if status != 200:
-                        churn["refused"] += 1
-                        await c.close()
-                        await asyncio.sleep(args.churn_seconds / 2)
-                        continue
-                    churn["admitted"] += 1
-                    await asyncio.sleep(args.churn_seconds)
-                    if k % 2:
-                        c.vanish()
-                        churn["vanished"] += 1
-                        asyncio.get_running_loop().call_later(20, lambda c=c: asyncio.ensure_future(c.close()))
-                    else:
-                        await c.close()
-                        churn["closed"] += 1
-                    k += 1
-                    await asyncio.sleep(2)
-
-            churn_task = asyncio.ensure_future(churner())
+            counts_file = args.out.with_suffix(".churn.json")
+            counts_file.unlink(missing_ok=True)
+            if args.same_process:
+                churn_task = asyncio.ensure_future(churn(url, args.churn_seconds, total - args.churn_seconds, churned))
+                churner = None
+            else:      # its joins (DTLS, key generation) would otherwise stall the long streams' client
+                churn_task = None
+                churner = subprocess.Popen([sys.executable, "-m", "benchmarks.soak", "--churn-only", url,
+                                            "--churn-for", str(total - args.churn_seconds), "--churn-seconds",
+                                            str(args.churn_seconds), "--out", str(counts_file)], cwd=REPO_ROOT)
             while time.monotonic() - t0 < total:
                 await asyncio.sleep(args.every)
                 h = await health(url)
                 row = {"t_s": round(time.monotonic() - t0, 1), **proc_sample(proc.pid), "sessions": h["sessions"],
                        "long_fps": [round(c.fps(args.every) or 0.0, 2) for c in longs]}
+                if churner is not None and counts_file.exists():
+                    with contextlib.suppress(ValueError):
+                        churned.update(json.loads(counts_file.read_text()))
                 samples.append(row)
                 print(f"[soak {row['t_s']:7.1f} s] rss {row['rss_mib']:.1f} MiB threads {row['threads']} "
-                      f"fds {row['fds']} heaps {row['malloc_heaps']} sessions {row['sessions']} fps {row['long_fps']} churn {churn}", flush=True)
-            churn_task.cancel()
-            await asyncio.gather(churn_task, return_exceptions=True)
+                      f"fds {row['fds']} heaps {row['malloc_heaps']} sessions {row['sessions']} fps {row['long_fps']} churn {churned}", flush=True)
+            if churn_task is not None:
+                churn_task.cancel()
+                await asyncio.gather(churn_task, return_exceptions=True)
+            if churner is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, churner.wait, 60)
+                except subprocess.TimeoutExpired:
+                    churner.kill()
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    churned.update(json.loads(counts_file.read_text()))
             for c in longs:
                 await c.close()
         # idle again: the watchdog frees vanished clients within its timeouts
@@ -226,7 +260,8 @@ async def soak(args) -> dict:
     return {"benchmark": "soak", "server_log": str(log_path), "minutes": args.minutes, "warmup_minutes": args.warmup, "long": args.long,
             "churn_seconds": args.churn_seconds, "server_args": args.server_args, "baseline": baseline, "end": end,
             "rss_growth_mib_per_10min": slope, "long_fps_min": min(fps) if fps else None,
-            "long_fps_median": float(np.median(fps)) if fps else None, "churn": churn, "samples": samples}
+            "long_fps_median": float(np.median(fps)) if fps else None, "churn": churned, "samples": samples,
+            "churn_in": "this process" if args.same_process else "its own process"}
 
 
 def plot(report: dict, path: Path) -> None:
@@ -264,8 +299,16 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=float, default=5.0, help="seconds between samples (default 5)")
     ap.add_argument("--settle", type=float, default=15.0, help="seconds of idle before the last sample (default 15)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report (a .png beside it)")
+    ap.add_argument("--same-process", action="store_true",
+                    help="run the churning client in this process (default: its own, as clients on other machines)")
+    ap.add_argument("--churn-only", metavar="URL", help=argparse.SUPPRESS)      # the churning child
+    ap.add_argument("--churn-for", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("server_args", nargs="*", help="extra engine.serve arguments (after --)")
     args = ap.parse_args(argv)
+    if args.churn_only:
+        counts = {"admitted": 0, "refused": 0, "closed": 0, "vanished": 0}
+        asyncio.run(churn(args.churn_only, args.churn_seconds, args.churn_for, counts, args.out))
+        return 0
     report = asyncio.run(soak(args))
     import torch
     report["environment"] = environment(torch.device("cpu"))

@@ -93,6 +93,7 @@
   function offerErrorMessage(status, body, fallback) {
     const said = (body && typeof body.error === "string" && body.error) || fallback || "";
     if (status === 503) return `The server is busy: ${said || "no free session"}. Try again later.`;
+    if (status === 429) return `Too many connection requests: ${said || "slow down"}.`;
     if (status === 400 || status === 413) return `The server refused the connection request: ${said}.`;
     return `The server answered HTTP ${status}${said ? `: ${said}` : ""}.`;
   }
