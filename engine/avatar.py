@@ -22,6 +22,8 @@ from engine.batching import BatchingSynthesizer
 from engine.frames import images_to_uint8
 from engine.latent.defaults import resolve_directions
 from engine.latent.direction_set import DirectionSet
+from engine.inversion.identity_file import is_identity_file, read_identity
+from engine.inversion.project import apply_noise
 from engine.latent.identity import load_ws_array, truncate, w_from_seed
 from engine.latent.pca import global_basis
 from engine.motion.base import ROLES
@@ -158,6 +160,7 @@ class AvatarEngine:
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log
+        self._noise_from: Optional[str] = None      # the identity .npz whose noise maps G holds
         self._default_model_fps: Optional[float] = None     # the default model's fps, set with default_driver
         self._fps_warned = False
         #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
@@ -261,6 +264,18 @@ class AvatarEngine:
                 return "idle"
         return spec
 
+    def _identity_file(self, path) -> np.ndarray:
+        """ws [1, num_ws, w_dim] of an identity .npz made for this generator (refused otherwise);
+        its projected noise maps go into this engine's generator, said once: they are per engine,
+        so every session of the engine renders with them."""
+        ident = read_identity(path, generator_hash=generator_hash(self.G), num_ws=self.num_ws, w_dim=self.w_dim)
+        if ident.noise and self._noise_from != str(path):
+            apply_noise(self.G, {k: torch.from_numpy(v) for k, v in ident.noise.items()})
+            self._noise_from = str(path)
+            if self._log is not None:
+                self._log(f"{path}: its projected noise maps now drive this engine's generator (all its sessions)")
+        return ident.ws
+
     def identity_ws(self, identity, truncation_psi: Optional[float] = None) -> torch.Tensor:
         """ws [num_ws, w_dim] float32 on the device for an identity: an int seed (NVlabs z, mapped
         with ``truncation_psi``, default the engine's), w [w_dim], ws [num_ws, w_dim] or
@@ -278,7 +293,9 @@ class AvatarEngine:
                 raise ValueError(f"seed must be in 0 .. 2**32-1, got {seed}")
             psi = self.truncation_psi if truncation_psi is None else truncation_psi
             return w_from_seed(self.G, seed, truncation_psi=psi)[0].to(self.device, torch.float32)
-        if isinstance(identity, (str, os.PathLike)):
+        if is_identity_file(identity):          # an inverted photo (engine.invert)
+            ws = torch.from_numpy(self._identity_file(identity))
+        elif isinstance(identity, (str, os.PathLike)):
             arr = load_ws_array(Path(identity), self.num_ws, self.w_dim)
             if arr.shape[0] != 1:
                 raise ValueError(f"{identity}: holds {arr.shape[0]} latents, an identity is one")

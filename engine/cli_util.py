@@ -117,7 +117,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def parse_identity(text: str):
-    """``--identity``: a seed (int) or the path (str) of an existing .npy with w / ws."""
+    """``--identity``: a seed (int), or the path (str) of an existing .npy with w / ws or an
+    identity .npz from ``engine.invert``."""
     text = text.strip()
     if text.isdigit():
         seed = int(text)
@@ -126,5 +127,5 @@ def parse_identity(text: str):
         return seed
     path = Path(text)
     if not path.is_file():
-        raise UsageError(f"--identity {text!r} is neither a seed nor an existing .npy file")
+        raise UsageError(f"--identity {text!r} is neither a seed nor an existing .npy / .npz file")
     return str(path)

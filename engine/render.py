@@ -57,7 +57,8 @@ def build_parser() -> ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--audio", type=Path, required=True, help="input audio file (wav, flac, mp3, ... anything FFmpeg reads)")
     p.add_argument("--out", type=Path, required=True, help="output .mp4 (H.264 + AAC)")
-    p.add_argument("--identity", default="0", help="face: a seed (default 0) or a .npy with w / ws")
+    p.add_argument("--identity", default="0", help="face: a seed (default 0), a .npy with w / ws, or an identity .npz "
+                                                 "from python -m engine.invert")
     p.add_argument("--driver", default="default",
                    help="motion: default (the demo generator's trained audio LSTM; idle for other generators), "
                         "idle (analytic), lstm:PATH.safetensors, trajectory:PATH.npy")

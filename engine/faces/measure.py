@@ -237,7 +237,14 @@ class FaceMeasure:
                 return FaceReading.none()
             fl, ft, fr, fb = self.aligned_box
             chosen, source = ((fl * w, ft * h, fr * w, fb * h), math.nan), "aligned"
-        box, score = chosen
+        return self.read_in_box(img, *chosen, source=source, embed=embed)
+
+    def read_in_box(self, image: np.ndarray, box: Box, score: float = math.nan, *, source: str = "detector",
+                    embed: bool | None = None) -> FaceReading:
+        """Read the face inside ``box`` (l, t, r, b) px of ``image`` (it may reach past the image):
+        a face found elsewhere, e.g. by a detector run on a smaller copy."""
+        img = as_rgb_uint8(image)
+        h, w = img.shape[:2]
         dlib = self.models.dlib
         rect = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
         shape = self.models.landmarks68(img, rect)

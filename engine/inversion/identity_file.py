@@ -1,0 +1,94 @@
+"""The ``.npz`` an inversion writes, and reading it back for one generator.
+
+Keys (plain arrays, read with ``allow_pickle=False``):
+
+* ``ws`` float32 [1, num_ws, w_dim]: the identity; ``w`` float32 [1, w_dim]: the W stage's pivot.
+* ``noise:<layer>`` float32 [R, R]: the projected noise map of each synthesis layer (optional).
+* ``meta``: one JSON string: ``format`` (``"stylecast-identity"``), ``version``, ``generator_hash``
+  (:func:`engine.synthesis.fingerprint.generator_hash` of the checkpoint inverted into),
+  ``num_ws``, ``w_dim``, ``space``, ``transform`` (the aligned crop's geometry), ``report``
+  (losses, identity distance, settings, timings), ``tuned`` (the file name of PTI-tuned weights
+  beside it, or null).
+
+:func:`read_identity` refuses a file made for another checkpoint, with a one-line error naming both.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["IdentityFile", "IdentityFileError", "write_identity", "read_identity", "is_identity_file",
+           "FORMAT", "VERSION"]
+
+FORMAT, VERSION = "stylecast-identity", 1
+
+
+class IdentityFileError(ValueError):
+    """A .npz identity that cannot be used here (one line, naming the file)."""
+
+
+@dataclass
+class IdentityFile:
+    ws: np.ndarray
+    w: Optional[np.ndarray] = None
+    noise: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def is_identity_file(path) -> bool:
+    return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(".npz")
+
+
+def write_identity(path, ident: IdentityFile) -> Path:
+    """Write atomically (a temporary file renamed into place: nothing half-written is left)."""
+    path = Path(path)
+    meta = {"format": FORMAT, "version": VERSION, **ident.meta}
+    arrays = {"ws": np.asarray(ident.ws, np.float32), "meta": np.array(json.dumps(meta))}
+    if ident.w is not None:
+        arrays["w"] = np.asarray(ident.w, np.float32)
+    for name, t in ident.noise.items():
+        arrays[f"noise:{name}"] = np.asarray(t, np.float32)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_identity(path, *, generator_hash: Optional[str] = None, num_ws: Optional[int] = None,
+                  w_dim: Optional[int] = None) -> IdentityFile:
+    """Read and check an identity ``.npz`` (for the generator with this hash and shape)."""
+    path = Path(path)
+    if not path.is_file():
+        raise IdentityFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise IdentityFileError(f"{path}: not a readable .npz ({exc})") from None
+    if "ws" not in data or "meta" not in data:
+        raise IdentityFileError(f"{path}: not a StyleCast identity (no 'ws' and 'meta'; a plain latent goes in a .npy)")
+    try:
+        meta = json.loads(str(data["meta"]))
+    except ValueError:
+        raise IdentityFileError(f"{path}: its 'meta' is not JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IdentityFileError(f"{path}: not a StyleCast identity (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    ws = data["ws"]
+    if ws.dtype != np.float32 or ws.ndim != 3 or ws.shape[0] != 1 or not np.isfinite(ws).all():
+        raise IdentityFileError(f"{path}: 'ws' must be finite float32 [1, num_ws, w_dim], got {ws.dtype} {ws.shape}")
+    if generator_hash is not None and meta.get("generator_hash") != generator_hash:
+        raise IdentityFileError(f"{path}: made for checkpoint {str(meta.get('generator_hash'))[:12]}, this generator "
+                                f"is {generator_hash[:12]}: invert the photo again with this generator")
+    if (num_ws is not None and ws.shape[1] != num_ws) or (w_dim is not None and ws.shape[2] != w_dim):
+        raise IdentityFileError(f"{path}: ws is {list(ws.shape)}, this generator needs [1, {num_ws}, {w_dim}]")
+    noise = {k.split(":", 1)[1]: v for k, v in data.items() if k.startswith("noise:")}
+    if any(v.dtype != np.float32 or v.ndim != 2 or not np.isfinite(v).all() for v in noise.values()):
+        raise IdentityFileError(f"{path}: a noise map is not finite float32 [R, R]")
+    return IdentityFile(ws=ws, w=data.get("w"), noise=noise, meta=meta)

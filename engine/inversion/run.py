@@ -1,0 +1,106 @@
+"""Photo → identity: align, project, measure, package (what ``engine.invert`` and the server run)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from engine.inversion.identity_file import IdentityFile
+from engine.inversion.project import Settings, project
+
+__all__ = ["InversionError", "invert_photo", "reconstruction_report"]
+
+
+class InversionError(ValueError):
+    """The photo could not be inverted (one line)."""
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    return ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = "auto") -> dict:
+    """PSNR (dB), SSIM and the identity distance (dlib embedding; < 0.6 the same person) of a
+    reconstruction against its target (both uint8 [R, R, 3])."""
+    from pytorch_msssim import ssim
+
+    a = torch.from_numpy(target).permute(2, 0, 1)[None].float() / 255
+    b = torch.from_numpy(recon).permute(2, 0, 1)[None].float() / 255
+    mse = float((a - b).square().mean())
+    out = {"psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-12)), 2),
+           "ssim": round(float(ssim(a, b, data_range=1.0, win_size=7 if min(target.shape[:2]) >= 7 else 3)), 4)}
+    try:
+        from engine.faces import FaceMeasure, identity_distance
+
+        fm = FaceMeasure(aligned=aligned, embed=True)
+        ra, rb = fm.read(target), fm.read(recon)
+        if ra.embedding is not None and rb.embedding is not None:
+            out["identity_distance"] = round(float(identity_distance(ra.embedding, rb.embedding)), 4)
+            out["identity_read"] = f"{ra.source}/{rb.source}"
+            if ra.landmarks is not None and rb.landmarks is not None:
+                out["landmark_error_px"] = round(float(np.median(np.linalg.norm(ra.landmarks - rb.landmarks, axis=1))), 2)
+    except ImportError:
+        out["identity_distance"] = None       # the faces extra is not installed
+    return out
+
+
+def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings] = None, aligned: bool = False,
+                 progress: bool = True, video: bool = False, log: Optional[Callable[[str], None]] = None,
+                 callback: Optional[Callable[[str, int, int, dict], None]] = None,
+                 ) -> tuple[IdentityFile, list[np.ndarray]]:
+    """Invert a decoded photo (uint8 RGB) into ``G``. ``aligned``: the photo is already a crop
+    for this generator. Returns the identity (ready for :func:`write_identity`) and, with
+    ``video``, the frames (target | reconstruction) of the optimisation."""
+    from engine.faces.align import align_face
+    from engine.faces.photo import find_face
+    from engine.inversion.framing import template_for
+    from engine.synthesis.fingerprint import generator_hash
+
+    settings = settings or Settings()
+    res = int(G.img_resolution)
+    checkpoint = generator_hash(G)
+    t0 = time.perf_counter()
+    transform = None
+    if aligned:
+        if abs(photo.shape[0] - photo.shape[1]) > 1:
+            raise InversionError(f"--aligned needs a square crop, got {photo.shape[1]} x {photo.shape[0]} px")
+        from engine.faces.models import import_cv2
+
+        cv2 = import_cv2()
+        crop = photo if photo.shape[0] == res else cv2.resize(
+            photo, (res, res), interpolation=cv2.INTER_AREA if photo.shape[0] > res else cv2.INTER_CUBIC)
+    else:
+        reading = find_face(photo)
+        template = template_for(G, name, checkpoint)
+        face = align_face(photo, reading.landmarks, res, template)
+        crop, transform = face.image, {**face.transform_dict(), "template": None if template is None else template.tolist()}
+    t_align = time.perf_counter() - t0
+    frames: list[np.ndarray] = []
+
+    def on_step(stage, step, steps, losses, img):
+        if video:
+            frames.append(np.concatenate([crop, _to_uint8(img)], axis=1))
+        if callback is not None:
+            callback(stage, step, steps, losses)
+
+    result = project(G, crop, settings, progress=progress, callback=on_step)
+    t_project = time.perf_counter() - t0 - t_align
+    recon = _to_uint8(result.image)
+    report = {"final": {k: round(v, 5) for k, v in result.final.items()}, "seconds_align": round(t_align, 2),
+              "seconds_project": round(t_project, 2), "steps": settings.steps, "wplus_steps": settings.wplus_steps,
+              **reconstruction_report(crop, recon, aligned="demo" if name == "demo" else "auto")}
+    if log is not None:
+        log(f"inverted in {t_align + t_project:.1f} s: PSNR {report['psnr_db']} dB, SSIM {report['ssim']}, "
+            f"identity distance {report.get('identity_distance')}")
+    meta = {"generator_hash": checkpoint, "generator": name, "num_ws": int(G.num_ws), "w_dim": int(G.w_dim),
+            "space": settings.space, "transform": transform, "report": report, "tuned": None,
+            "settings": dataclasses.asdict(settings)}
+    ident = IdentityFile(ws=result.ws.cpu().numpy().astype(np.float32), w=result.w.cpu().numpy().astype(np.float32),
+                         noise={} if not settings.optimize_noise else {k: v.cpu().numpy() for k, v in result.noise.items()},
+                         meta=meta)
+    ident.crop, ident.reconstruction = crop, recon          # for callers that show them (not written)
+    return ident, frames
