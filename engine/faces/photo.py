@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.faces.align import AlignedFace, align_face
 from engine.faces.measure import FaceMeasure, FaceReading, as_rgb_uint8
@@ -45,8 +46,6 @@ def load_photo(source: Photo, *, max_side: int = MAX_SIDE, log: Optional[Callabl
     converted to RGB, multi-frame files read at their first frame. Longer sides than ``max_side``
     are downscaled (JPEGs already while decoding), said once through ``log``.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(source, np.ndarray):
         arr = as_rgb_uint8(source)
         return _downscale_array(arr, max_side, log)

@@ -39,6 +39,9 @@ class IdentityFile:
     w: Optional[np.ndarray] = None
     noise: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    #: the aligned crop and its reconstruction (uint8 [R, R, 3]) when it was just made; not written
+    crop: Optional[np.ndarray] = field(default=None, repr=False)
+    reconstruction: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 def is_identity_file(path) -> bool:

@@ -28,8 +28,8 @@ def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = 
     reconstruction against its target (both uint8 [R, R, 3])."""
     from pytorch_msssim import ssim
 
-    a = torch.from_numpy(target).permute(2, 0, 1)[None].float() / 255
-    b = torch.from_numpy(recon).permute(2, 0, 1)[None].float() / 255
+    a = torch.from_numpy(np.array(target)).permute(2, 0, 1)[None].float() / 255
+    b = torch.from_numpy(np.array(recon)).permute(2, 0, 1)[None].float() / 255
     mse = float((a - b).square().mean())
     out = {"psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-12)), 2),
            "ssim": round(float(ssim(a, b, data_range=1.0, win_size=7 if min(target.shape[:2]) >= 7 else 3)), 4)}
@@ -101,6 +101,5 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
             "settings": dataclasses.asdict(settings)}
     ident = IdentityFile(ws=result.ws.cpu().numpy().astype(np.float32), w=result.w.cpu().numpy().astype(np.float32),
                          noise={} if not settings.optimize_noise else {k: v.cpu().numpy() for k, v in result.noise.items()},
-                         meta=meta)
-    ident.crop, ident.reconstruction = crop, recon          # for callers that show them (not written)
+                         meta=meta, crop=crop, reconstruction=recon)
     return ident, frames
