@@ -60,8 +60,10 @@ async def phase_sdp(url: str, sdp: str, counts: collections.Counter, names: dict
 async def phase_json(url: str, sdp: str, counts: collections.Counter, names: dict) -> None:
     for k, (name, body, headers) in enumerate(json_bodies(sdp)):
         status = await _post(url, body, headers, local=f"127.3.0.{k % 250 + 1}")
+        if isinstance(status, str) and len(body) > 64 * 1024:
+            status = "closed early (oversize)"        # the server answered 413 before the body was sent
         counts[status] += 1
-        if status not in STATUS_OK:
+        if status not in STATUS_OK and status != "closed early (oversize)":
             names.setdefault(str(status), []).append(name)
 
 
