@@ -134,3 +134,21 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     r = _run(blank, "--out", tmp_path / "x.npy", "--steps", 1)
     assert r.returncode == 2 and ".npz" in r.stderr
     assert not out.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_render_refuses_an_identity_made_for_another_checkpoint(tmp_path, G):
+    import wave
+
+    audio = tmp_path / "a.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(8000, np.int16).tobytes())
+    ident = tmp_path / "me.npz"
+    write_identity(ident, IdentityFile(ws=w_from_seed(G, 1).numpy(), meta={"generator_hash": generator_hash(G)}))
+    out = tmp_path / "x.mp4"
+    r = subprocess.run([sys.executable, "-m", "engine.render", "--audio", str(audio), "--identity", str(ident),
+                        "--generator", "random", "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    # the random generator's own fallback lines (directions) come first; the error is the last line
+    assert r.returncode == 2 and "made for checkpoint" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
