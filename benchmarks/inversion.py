@@ -84,18 +84,17 @@ def run(args) -> dict:
     rows, grid, truth, read_photo, read_recon = [], [], [], [], []
     for i, z in enumerate(held_out_codes(args.faces, args.seed)):
         photo = render_z(z, size=256)
+        small = np.asarray(Image.fromarray(photo).resize((G.img_resolution,) * 2, Image.LANCZOS))
         t0 = time.perf_counter()
         try:
             ident, _ = invert_photo(G, photo, name="demo", settings=settings, progress=False)
             path = "detected and aligned"
         except NoFaceInPhoto:
-            small = np.asarray(Image.fromarray(photo).resize((G.img_resolution,) * 2, Image.LANCZOS))
             ident, _ = invert_photo(G, small, name="demo", settings=settings, progress=False, aligned=True)
             path = "no face found: resized"
         seconds = time.perf_counter() - t0
         report = ident.meta["report"]
         truth.append(params_from_z(z)[0].to_vector())
-        small = np.asarray(Image.fromarray(photo).resize((G.img_resolution,) * 2, Image.LANCZOS))
         read_photo.append(small)
         read_recon.append(ident.reconstruction)
         rows.append({"face": i, "path": path, "seconds": round(seconds, 1), "psnr_db": report["psnr_db"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 from typing import Optional
@@ -18,14 +19,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _glibc_mallopt():
-    """glibc's ``mallopt``, or None where the C library is not glibc."""
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Optional[ctypes.CDLL]:
+    """glibc, loaded once (``find_library`` runs ``ldconfig``), or None where the C library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    return getattr(_glibc(), "mallopt", None)
 
 
 def tune_cpu_allocator() -> bool:
@@ -86,12 +93,8 @@ def trim_malloc() -> bool:
     memory otherwise, and :func:`tune_cpu_allocator` turns the automatic trim off. The next
     synthesis pass faults the pages it needs in again, once. False where libc is not glibc.
     """
-    if _glibc_mallopt() is None:
-        return False
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    trim = getattr(_glibc(), "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
 
 
 def default_threads() -> int:

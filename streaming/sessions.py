@@ -88,11 +88,10 @@ class StreamSession:
         self._closed = False
         self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
         self._source_waiting_since: Optional[float] = time.monotonic()   # see source_waiting()
-        self._held = False           # see hold()
         self._catch_up = False       # the first fill after a hold may not wait for an empty inbox
         self.resumed_at: Optional[float] = None      # when the last hold ended (time.monotonic)
         self.held_s = 0.0            # seconds spent held
-        self._held_since: Optional[float] = None
+        self._held_since: Optional[float] = None     # when the hold began (None: not held; see hold())
         self.on_start: list[Callable[[], None]] = []   # called (in the event loop) when the worker starts
         # stats
         self.engine_dropped = 0      # frames stepped but not synthesized (Frame.dropped)
@@ -262,7 +261,7 @@ class StreamSession:
 
     @property
     def held(self) -> bool:
-        return self._held
+        return self._held_since is not None
 
     def hold(self, on: bool) -> None:
         """Stop (True) or restart (False) making frames while a live source has gone quiet (its
@@ -272,13 +271,12 @@ class StreamSession:
         in next lands at its own time."""
         now = time.monotonic()
         with self._lock:
-            if bool(on) == self._held:
+            if bool(on) == self.held:
                 return
-            self._held = bool(on)
             if on:
                 self._held_since = now
             else:
-                self.held_s += now - (self._held_since or now)
+                self.held_s += now - self._held_since
                 self._held_since, self.resumed_at, self._catch_up = None, now, True
         self._wake.set()
 
@@ -337,7 +335,7 @@ class StreamSession:
         arrives on time never triggers it, so the resampler is not flushed mid-stream. A pulled
         source is filled only while it is waiting (:meth:`source_waiting`) for 10 ms or more."""
         assert self._t0 is not None
-        if self._held:
+        if self.held:
             return
         if not self.realtime:
             since = self._source_waiting_since
@@ -431,7 +429,7 @@ class StreamSession:
             "audio_errors": self.audio_errors,
             "frame_errors": self.frame_errors,
             "silence_s": self.silence_s,
-            "held": self._held,
+            "held": self.held,
             "held_s": self.held_s,
             "latency_ms": measured["latency_ms"],
             "arrival_to_frame_ms": measured["arrival_to_frame_ms"],

@@ -110,6 +110,12 @@ class Client:
                                      f"within {timeout} s")
             await asyncio.sleep(0.02)
 
+    async def channel_open(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout`` s) until the control data channel is open."""
+        t_end = time.monotonic() + timeout
+        while self.channel.readyState != "open" and time.monotonic() < t_end:
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         for t in self.tasks:
             t.cancel()

@@ -45,6 +45,11 @@ def _square(quad: np.ndarray, size: int) -> np.ndarray:
     return cv2.getAffineTransform(np.asarray(quad[:3], np.float32), dst).astype(np.float64)
 
 
+def _invert_affine(m: np.ndarray) -> np.ndarray:
+    """The inverse of a [2, 3] affine map."""
+    return np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+
+
 @dataclass
 class AlignedFace:
     """An aligned crop and where it came from.
@@ -70,8 +75,7 @@ class AlignedFace:
     @property
     def inverse(self) -> np.ndarray:
         """[2, 3] affine map, crop px → photo px."""
-        m = np.vstack([self.matrix, [0.0, 0.0, 1.0]])
-        return np.linalg.inv(m)[:2]
+        return _invert_affine(self.matrix)
 
     def transform_dict(self) -> dict:
         """The geometry as plain lists (for a ``.npz`` / JSON report)."""
@@ -125,7 +129,7 @@ def _framed_quad(quad: np.ndarray, template: np.ndarray) -> np.ndarray:
     has its FFHQ quad: the output's corners taken back into the photo."""
     cv2 = import_cv2()
     to_out = cv2.getAffineTransform(np.asarray(quad[:3], np.float32), np.asarray(template[:3], np.float32))
-    back = np.linalg.inv(np.vstack([to_out, [0, 0, 1]]))[:2]
+    back = _invert_affine(to_out.astype(np.float64))
     corners = np.array([[0, 0], [0, 1], [1, 1], [1, 0]], np.float64)
     return corners @ back[:, :2].T + back[:, 2]
 

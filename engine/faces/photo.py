@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.faces.align import AlignedFace, align_face
 from engine.faces.measure import FaceMeasure, FaceReading, as_rgb_uint8
+from engine.faces.models import import_cv2
 
 __all__ = ["PhotoError", "NoFaceInPhoto", "MAX_SIDE", "MAX_PIXELS", "load_photo", "find_face", "align_photo"]
 
@@ -88,8 +89,6 @@ def _downscale_array(arr: np.ndarray, max_side: int, log) -> np.ndarray:
     h, w = arr.shape[:2]
     if max(h, w) <= max_side:
         return arr
-    from engine.faces.models import import_cv2
-
     cv2 = import_cv2()
     s = max_side / max(h, w)
     if log is not None:
@@ -101,8 +100,6 @@ def find_face(photo: np.ndarray, measure: Optional[FaceMeasure] = None) -> FaceR
     """The largest face of ``photo`` (uint8 RGB): found in a copy at most ``DETECT_SIDE`` px a side
     (HOG, one upsample: faces down to ~40 px there), its 68 landmarks read at full resolution.
     Raises :class:`NoFaceInPhoto`."""
-    from engine.faces.models import import_cv2
-
     measure = measure or FaceMeasure(detector="hog", upsample=1, embed=False)
     img = as_rgb_uint8(photo)
     h, w = img.shape[:2]

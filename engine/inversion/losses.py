@@ -18,16 +18,15 @@ Images are float [B, 3, R, R] in [-1, 1] (the generator's range).
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from engine.synthesis.layers import LRELU_GAIN, LRELU_SLOPE
+
 __all__ = ["pixel_loss", "ms_ssim_loss", "WPrior", "noise_regularizer", "normalize_noise",
            "DiscriminatorFeatures"]
-
-LRELU_SLOPE, LRELU_GAIN = 0.2, math.sqrt(2.0)
 
 
 def pixel_loss(x: torch.Tensor, y: torch.Tensor, min_size: int = 16) -> torch.Tensor:
@@ -76,7 +75,6 @@ class WPrior:
         with torch.no_grad():
             ws = torch.cat([G.mapping.forward_w(torch.randn(1000, G.z_dim, generator=gen).to(device))
                             for _ in range(max(1, n // 1000))]).double()
-        self.w_mean = ws.mean(0).float()
         self.w_std = float(ws.std(0).square().sum().sqrt())        # NVlabs' w_std: the spread's norm
         u = _gaussianise(ws)
         self.mean = u.mean(0)
@@ -85,14 +83,13 @@ class WPrior:
         evals = evals.clamp_min(eps * evals.max())
         self.whiten = (evecs / evals.sqrt()).float()           # u → unit normal coordinates
         self.mean = self.mean.float()
-        self.dim = ws.shape[1]
         # the floor on the eigenvalues shrinks the readings of a low-rank W: scale so that the
         # fitting samples read 1 on average
         self.norm = 1.0
         self.norm = float(self(ws.float()))
 
     def to(self, device) -> "WPrior":
-        for name in ("w_mean", "mean", "whiten"):
+        for name in ("mean", "whiten"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 

@@ -142,21 +142,17 @@ def project(G, target, settings: Optional[Settings] = None, *, D=None, prior: Op
     w_opt = starts[int(np.argmin(scores))].clone().unsqueeze(0).requires_grad_(True)
 
     history: list[dict] = []
-    result_losses: dict = {}
-    img = None
     stages = [("w", s.steps)] + ([("w+", s.wplus_steps)] if s.space == "w+" and s.wplus_steps > 0 else [])
     total_steps = sum(n for _, n in stages)
     bar = tqdm(total=total_steps, desc="invert", unit="step", disable=not progress, leave=False)
     done = 0
     ws_opt = None
-    w_pivot = None
     try:
         for stage, steps in stages:
             if stage == "w":
                 params, base = [w_opt] + (noise_list if s.optimize_noise else []), s.lr
-            else:
-                w_pivot = w_opt.detach().clone()
-                ws_opt = w_pivot.unsqueeze(1).repeat(1, G.num_ws, 1).requires_grad_(True)
+            else:                                # the W+ stage starts from the W stage's w
+                ws_opt = w_opt.detach().unsqueeze(1).repeat(1, G.num_ws, 1).requires_grad_(True)
                 params, base = [ws_opt] + (noise_list if s.optimize_noise else []), s.wplus_lr
             opt = torch.optim.Adam(params, lr=base, betas=(0.9, 0.999))
             for step in range(steps):
@@ -182,14 +178,12 @@ def project(G, target, settings: Optional[Settings] = None, *, D=None, prior: Op
                     history.append({"stage": stage, "step": step, **parts})
                     if callback is not None:
                         callback(stage, done, total_steps, parts, img.detach())
-                result_losses = parts
     finally:
         bar.close()
     with torch.no_grad():
         final_ws = (ws_opt if ws_opt is not None else w_opt.unsqueeze(1).expand(1, G.num_ws, -1)).detach().clone()
         _, result_losses, img = losses(final_ws)
-    pivot = (w_pivot if w_pivot is not None else w_opt).detach().clone()
-    return Projection(ws=final_ws, w=pivot, noise={k: v.detach().clone() for k, v in noise.items()},
+    return Projection(ws=final_ws, w=w_opt.detach().clone(), noise={k: v.detach().clone() for k, v in noise.items()},
                       history=history, final=result_losses, image=img.detach())
 
 
