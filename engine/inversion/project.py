@@ -114,13 +114,11 @@ def project(G, target, settings: Optional[Settings] = None, *, D=None, prior: Op
             y_feats = dfeat.features(y)
     gen = torch.Generator(device="cpu").manual_seed(s.seed)
 
-    layers = noise_layers(G)
     noise = {}
-    for name, m in layers:
-        t = torch.randn(m.noise_const.shape, generator=gen).to(device)
-        t.requires_grad_(s.optimize_noise)
-        m.noise_const = t
-        noise[name] = t
+    for name, m in noise_layers(G):        # projected maps start as white noise; else the generator's stay
+        if s.optimize_noise:
+            m.noise_const = torch.randn(m.noise_const.shape, generator=gen).to(device).requires_grad_(True)
+        noise[name] = m.noise_const
     noise_list = list(noise.values())
 
     def losses(ws: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:

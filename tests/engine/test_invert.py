@@ -72,6 +72,15 @@ def test_projection_recovers_a_face_the_generator_made(G):
     assert set(result.noise) and all(torch.isfinite(v).all() for v in result.noise.values())
 
 
+def test_without_noise_projection_the_generators_noise_maps_are_kept(G):
+    from engine.inversion.project import noise_layers
+
+    target = images_to_uint8(G.synthesis(w_from_seed(G, 11, truncation_psi=0.7)))[0]
+    result = project(G, target, Settings(steps=3, wplus_steps=0, init_samples=0, optimize_noise=False), progress=False)
+    theirs = {name: m.noise_const for name, m in noise_layers(G)}
+    assert set(result.noise) == set(theirs) and all(torch.equal(result.noise[k], theirs[k]) for k in theirs)
+
+
 def test_identity_file_round_trip_and_refusals(G, tmp_path):
     ws = w_from_seed(G, 3).numpy()
     path = write_identity(tmp_path / "me.npz", IdentityFile(ws=ws, meta={"generator_hash": generator_hash(G)}))
