@@ -23,7 +23,7 @@ from engine.frames import images_to_uint8
 from engine.latent.defaults import resolve_directions
 from engine.latent.direction_set import DirectionSet
 from engine.inversion.identity_file import is_identity_file, read_identity
-from engine.inversion.project import apply_noise
+from engine.identity_weights import IdentityWeights
 from engine.latent.identity import load_ws_array, truncate, w_from_seed
 from engine.latent.pca import global_basis
 from engine.motion.base import ROLES
@@ -136,14 +136,20 @@ class AvatarEngine:
         self.backend_info: dict = {"backend": "torch", "device": str(self.device), "dtype": str(self.dtype)}
         if backend is not None:
             dt = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}[self.dtype]
-            chosen = create_backend(backend, G, device=self.device, dtype=None if backend == "auto" else dt,
-                                    max_batch=max_batch, log=log)
+            self._backend_args = dict(name=backend, device=self.device, dtype=None if backend == "auto" else dt,
+                                      max_batch=max_batch, log=log)
+            chosen = create_backend(G=G, **self._backend_args)
             synthesize = chosen
             self._synthesize_fn = chosen
             self.backend_info = chosen.describe()
         elif self.dtype != torch.float32 and synthesize is None:
             G.synthesis.to(self.dtype)
         self.G = G
+        #: the checkpoint's hash as loaded: identity files and directions are checked against it
+        #: (an identity's noise maps or tuned weights change the generator, not the checkpoint)
+        self.checkpoint_hash = generator_hash(G)
+        self.identity_weights = IdentityWeights(G, renderer=lambda: self._synthesize_fn, rebuild=self._rebuild_backend,
+                                                log=log)
         self.num_ws, self.w_dim, self.z_dim = int(G.num_ws), int(G.w_dim), int(G.z_dim)
         self.img_resolution = int(G.img_resolution)
         if resolution is None:
@@ -156,23 +162,22 @@ class AvatarEngine:
         is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
         if directions is None and not is_demo and DEMO_DIRECTIONS.is_file():
             # the shipped demo generator given as a path or a loaded module is still the demo
-            is_demo = generator_hash(G) == json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash")
+            is_demo = self.checkpoint_hash == json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash")
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log
-        self._noise_from: Optional[str] = None      # the identity .npz whose noise maps G holds
         self._default_model_fps: Optional[float] = None     # the default model's fps, set with default_driver
         self._fps_warned = False
         #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
         self.directions_kind = "shipped" if directions == DEMO_DIRECTIONS else "given"
         if directions is None:
             directions, self.directions_kind = resolve_directions(
-                G, default_directions, checkpoint_hash=generator_hash(G), log=log, discover_now=discover)
+                G, default_directions, checkpoint_hash=self.checkpoint_hash, log=log, discover_now=discover)
         elif isinstance(directions, (str, os.PathLike)):
             directions = DirectionSet.load(directions, num_ws=self.num_ws, w_dim=self.w_dim,
-                                           checkpoint_hash=generator_hash(G))
+                                           checkpoint_hash=self.checkpoint_hash)
         elif isinstance(directions, DirectionSet):
-            directions.check(num_ws=self.num_ws, w_dim=self.w_dim, checkpoint_hash=generator_hash(G))
+            directions.check(num_ws=self.num_ws, w_dim=self.w_dim, checkpoint_hash=self.checkpoint_hash)
         else:
             raise ValueError(f"directions must be a DirectionSet, a path or None, got {type(directions).__name__}")
         if len(directions) == 0:
@@ -264,16 +269,20 @@ class AvatarEngine:
                 return "idle"
         return spec
 
+    def _rebuild_backend(self) -> None:
+        """A baked backend (ONNX Runtime, TensorRT) made again from :attr:`G` as it is now."""
+        chosen = self.backend_info.get("backend")            # what "auto" picked, not a new pick
+        self._synthesize_fn = create_backend(G=self.G, **{**self._backend_args, "name": chosen, "log": None})
+        self.backend_info = self._synthesize_fn.describe()
+
     def _identity_file(self, path) -> np.ndarray:
-        """ws [1, num_ws, w_dim] of an identity .npz made for this generator (refused otherwise);
-        its projected noise maps go into this engine's generator, said once: they are per engine,
-        so every session of the engine renders with them."""
-        ident = read_identity(path, generator_hash=generator_hash(self.G), num_ws=self.num_ws, w_dim=self.w_dim)
-        if ident.noise and self._noise_from != str(path):
-            apply_noise(self.G, {k: torch.from_numpy(v) for k, v in ident.noise.items()})
-            self._noise_from = str(path)
-            if self._log is not None:
-                self._log(f"{path}: its projected noise maps now drive this engine's generator (all its sessions)")
+        """ws [1, num_ws, w_dim] of an identity .npz made for this checkpoint (refused otherwise);
+        its projected noise maps and tuned weights go into this engine's generator, said once:
+        they are per engine, so every session of the engine renders with them
+        (:mod:`engine.identity_weights`)."""
+        ident = read_identity(path, generator_hash=self.checkpoint_hash, num_ws=self.num_ws, w_dim=self.w_dim)
+        with self.lock:
+            self.identity_weights.use(path, ident)
         return ident.ws
 
     def identity_ws(self, identity, truncation_psi: Optional[float] = None) -> torch.Tensor:

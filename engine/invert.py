@@ -45,6 +45,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or N")
     p.add_argument("--seed", type=int, default=0, help="seed of the start samples and the noise (default 0)")
     p.add_argument("--save-video", type=Path, default=None, help="an .mp4 of the optimisation (target | current)")
+    p.add_argument("--tune", action="store_true",
+                   help="then tune the synthesis weights around the result (PTI), keeping the motion directions "
+                        "working; writes OUT's stem + .tuned.safetensors beside it")
+    p.add_argument("--tune-steps", type=int, default=150, help="tuning steps (default 150)")
+    p.add_argument("--directions", type=Path, default=None,
+                   help="the direction set tuning keeps working (default: the one the engine uses for this generator)")
     p.add_argument("--aligned", action="store_true",
                    help="the photo is already aligned for this generator (square, any size): no face search")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,6 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--out: folder {args.out.parent} does not exist")
         if args.steps < 1 or args.wplus_steps < 0:
             raise UsageError("--steps must be at least 1 and --wplus-steps at least 0")
+        if args.tune_steps < 1:
+            raise UsageError("--tune-steps must be at least 1")
+        if args.directions is not None and not args.tune:
+            raise UsageError("--directions is used by --tune only")
         device = resolve_device(args.device)
     except UsageError as exc:
         fail(PROG, str(exc))
@@ -83,9 +93,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         photo = load_photo(args.photo, log=say)
+        tune, directions = None, None
+        if args.tune:
+            from engine.inversion.tune import TuneSettings
+
+            tune, directions = TuneSettings(steps=args.tune_steps, seed=args.seed), motion_directions(G, args.directions, say)
         ident, frames = invert_photo(G, photo, name=str(args.generator), settings=settings, aligned=args.aligned,
+                                     tune=tune, directions=directions,
                                      progress=not args.quiet, video=args.save_video is not None, log=say)
-    except (PhotoError, InversionError, ValueError) as exc:
+    except (PhotoError, InversionError, ValueError, OSError) as exc:
         fail(PROG, str(exc))
     from engine.inversion.identity_file import write_identity
 
@@ -93,9 +109,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.save_video is not None and frames:
         _write_video(args.save_video, frames, say)
     report = ident.meta["report"]
-    print(json.dumps({"out": str(args.out), "seconds": round(time.perf_counter() - t0, 1),
-                      **{k: report[k] for k in ("psnr_db", "ssim", "identity_distance", "final") if k in report}}))
+    keys = ("psnr_db", "ssim", "identity_distance", "final", "untuned")
+    summary = {k: report[k] for k in keys if k in report}
+    if "tuning" in report:
+        summary["tuned"] = ident.meta["tuned"]["file"]
+        summary["tuning"] = {k: report["tuning"][k] for k in ("motion_cosine_min", "others_psnr_db", "directions")}
+    print(json.dumps({"out": str(args.out), "seconds": round(time.perf_counter() - t0, 1), **summary}))
     return 0
+
+
+def motion_directions(G, path: Optional[Path], say):
+    """The direction set tuning keeps working: ``path``, else what the engine would use for ``G``
+    (the shipped set for the demo generator, a set discovered earlier, or the placeholder)."""
+    from engine.avatar import DEMO_DIRECTIONS, default_directions
+    from engine.latent.defaults import resolve_directions
+    from engine.latent.direction_set import DirectionSet
+    from engine.synthesis.fingerprint import generator_hash
+
+    checkpoint = generator_hash(G)
+    if path is None and DEMO_DIRECTIONS.is_file() and json.loads(DEMO_DIRECTIONS.read_text()).get(
+            "checkpoint_hash") == checkpoint:
+        path = DEMO_DIRECTIONS
+    if path is not None:
+        return DirectionSet.load(path, num_ws=int(G.num_ws), w_dim=int(G.w_dim), checkpoint_hash=checkpoint)
+    return resolve_directions(G, default_directions, checkpoint_hash=checkpoint, log=say, discover_now=False)[0]
 
 
 def _write_video(path: Path, frames: list[np.ndarray], say) -> None:

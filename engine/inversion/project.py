@@ -130,7 +130,7 @@ def project(G, target, settings: Optional[Settings] = None, *, D=None, prior: Op
             parts["noise"] = noise_regularizer(noise_list)
         weights = {"pixel": s.pixel, "ssim": s.ssim, "prior": s.prior, "disc": s.disc, "noise": s.noise_reg}
         total = sum(weights[k] * v for k, v in parts.items())
-        return total, {k: float(v) for k, v in parts.items()} | {"total": float(total)}, img
+        return total, {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}, img
 
     # the start: w_avg or the best of a few mapped samples
     with torch.no_grad():

@@ -11,6 +11,7 @@ import torch
 
 from engine.inversion.identity_file import IdentityFile
 from engine.inversion.project import Settings, project
+from engine.inversion.tune import TuneSettings
 
 __all__ = ["InversionError", "invert_photo", "reconstruction_report"]
 
@@ -49,20 +50,26 @@ def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = 
 
 
 def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings] = None, aligned: bool = False,
+                 tune: Optional[TuneSettings] = None, directions=None, checkpoint: Optional[str] = None,
                  progress: bool = True, video: bool = False, log: Optional[Callable[[str], None]] = None,
                  callback: Optional[Callable[[str, int, int, dict], None]] = None,
                  ) -> tuple[IdentityFile, list[np.ndarray]]:
     """Invert a decoded photo (uint8 RGB) into ``G``. ``aligned``: the photo is already a crop
-    for this generator. Returns the identity (ready for :func:`write_identity`) and, with
-    ``video``, the frames (target | reconstruction) of the optimisation."""
+    for this generator. ``tune``: then tune the synthesis weights around the result (PTI),
+    keeping ``directions`` (a DirectionSet) working. ``checkpoint``: the hash to record (default
+    ``G``'s; an engine whose noise maps an identity replaced passes its checkpoint's). Returns the
+    identity (ready for :func:`write_identity`) and, with ``video``, the frames (target |
+    reconstruction) of the optimisation."""
     from engine.faces.align import align_face
     from engine.faces.photo import find_face
     from engine.inversion.framing import template_for
     from engine.synthesis.fingerprint import generator_hash
 
     settings = settings or Settings()
+    if tune is not None and directions is None:
+        raise ValueError("tuning needs the motion directions it must keep working")
     res = int(G.img_resolution)
-    checkpoint = generator_hash(G)
+    checkpoint = checkpoint or generator_hash(G)
     t0 = time.perf_counter()
     transform = None
     if aligned:
@@ -80,26 +87,57 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
         crop, transform = face.image, {**face.transform_dict(), "template": None if template is None else template.tolist()}
     t_align = time.perf_counter() - t0
     frames: list[np.ndarray] = []
+    total = settings.steps + (settings.wplus_steps if settings.space == "w+" else 0) + (tune.steps if tune else 0)
 
     def on_step(stage, step, steps, losses, img):
         if video:
             frames.append(np.concatenate([crop, _to_uint8(img)], axis=1))
         if callback is not None:
-            callback(stage, step, steps, losses)
+            callback(stage, step + (total - tune.steps if stage == "tune" else 0), total, losses)
 
     result = project(G, crop, settings, progress=progress, callback=on_step)
     t_project = time.perf_counter() - t0 - t_align
     recon = _to_uint8(result.image)
+    aligned_mode = "demo" if name == "demo" else "auto"
     report = {"final": {k: round(v, 5) for k, v in result.final.items()}, "seconds_align": round(t_align, 2),
               "seconds_project": round(t_project, 2), "steps": settings.steps, "wplus_steps": settings.wplus_steps,
-              **reconstruction_report(crop, recon, aligned="demo" if name == "demo" else "auto")}
+              **reconstruction_report(crop, recon, aligned=aligned_mode)}
+    noise = {} if not settings.optimize_noise else {k: v.cpu().numpy() for k, v in result.noise.items()}
+    tuned_state, tuned_meta = None, None
+    if tune is not None:
+        tuned_state, tuned_meta, recon = _tune(G, crop, result, noise, tune, directions, report, progress, on_step)
+        report.update(reconstruction_report(crop, recon, aligned=aligned_mode))
     if log is not None:
-        log(f"inverted in {t_align + t_project:.1f} s: PSNR {report['psnr_db']} dB, SSIM {report['ssim']}, "
-            f"identity distance {report.get('identity_distance')}")
+        log(f"inverted in {time.perf_counter() - t0:.1f} s: PSNR {report['psnr_db']} dB, SSIM {report['ssim']}, "
+            f"identity distance {report.get('identity_distance')}" + (" (tuned)" if tune is not None else ""))
     meta = {"generator_hash": checkpoint, "generator": name, "num_ws": int(G.num_ws), "w_dim": int(G.w_dim),
-            "space": settings.space, "transform": transform, "report": report, "tuned": None,
-            "settings": dataclasses.asdict(settings)}
+            "space": settings.space, "transform": transform, "report": report, "tuned": tuned_meta,
+            "settings": dataclasses.asdict(settings) | ({"tune": dataclasses.asdict(tune)} if tune else {})}
     ident = IdentityFile(ws=result.ws.cpu().numpy().astype(np.float32), w=result.w.cpu().numpy().astype(np.float32),
-                         noise={} if not settings.optimize_noise else {k: v.cpu().numpy() for k, v in result.noise.items()},
-                         meta=meta, crop=crop, reconstruction=recon)
+                         noise=noise, meta=meta, crop=crop, reconstruction=recon,
+                         tuned=None if tuned_state is None else {k: v.numpy() for k, v in tuned_state.items()})
     return ident, frames
+
+
+def _tune(G, crop, result, noise, settings: TuneSettings, directions, report: dict, progress, on_step):
+    """PTI around the projection's ws: (tuned state, the ``tuned`` meta, the tuned reconstruction);
+    the untuned figures move to ``report["untuned"]`` and the motion check to ``report["tuning"]``."""
+    import copy
+
+    from engine.inversion.project import apply_noise, as_target
+    from engine.inversion.tune import apply_tuned, motion_report, tune
+    from engine.synthesis.fingerprint import generator_hash
+
+    t0 = time.perf_counter()
+    G0 = copy.deepcopy(G).float().eval().requires_grad_(False)
+    if noise:
+        apply_noise(G0, {k: torch.from_numpy(v) for k, v in noise.items()})
+    tuned = tune(G0, as_target(crop, int(G.img_resolution), G0.mapping.w_avg.device), result.ws, directions,
+                 settings, progress=progress, callback=on_step)
+    Gt = copy.deepcopy(G0)
+    apply_tuned(Gt, tuned.state)
+    report["untuned"] = {k: report[k] for k in ("psnr_db", "ssim", "identity_distance", "landmark_error_px") if k in report}
+    report["tuning"] = {"seconds": round(time.perf_counter() - t0, 2), "steps": settings.steps,
+                        "final": {k: round(v, 5) for k, v in tuned.final.items() if k not in ("stage", "step")},
+                        **motion_report(G0, Gt, result.ws, directions, units=settings.motion_units)}
+    return tuned.state, {"generator_hash": generator_hash(Gt)}, _to_uint8(tuned.image)
