@@ -51,6 +51,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--tune-steps", type=int, default=150, help="tuning steps (default 150)")
     p.add_argument("--directions", type=Path, default=None,
                    help="the direction set tuning keeps working (default: the one the engine uses for this generator)")
+    p.add_argument("--no-disc", action="store_true",
+                   help="leave out the discriminator-feature loss (used when the checkpoint is an NVlabs pickle "
+                        "with a discriminator)")
     p.add_argument("--aligned", action="store_true",
                    help="the photo is already aligned for this generator (square, any size): no face search")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -98,8 +101,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from engine.inversion.tune import TuneSettings
 
             tune, directions = TuneSettings(steps=args.tune_steps, seed=args.seed), motion_directions(G, args.directions, say)
+        D = None if args.no_disc else discriminator_for(args.generator, device, say)
         ident, frames = invert_photo(G, photo, name=str(args.generator), settings=settings, aligned=args.aligned,
-                                     tune=tune, directions=directions,
+                                     tune=tune, directions=directions, D=D,
                                      progress=not args.quiet, video=args.save_video is not None, log=say)
     except (PhotoError, InversionError, ValueError, OSError) as exc:
         fail(PROG, str(exc))
@@ -116,6 +120,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary["tuning"] = {k: report["tuning"][k] for k in ("motion_cosine_min", "others_psnr_db", "directions")}
     print(json.dumps({"out": str(args.out), "seconds": round(time.perf_counter() - t0, 1), **summary}))
     return 0
+
+
+def discriminator_for(source: str, device, say):
+    """The checkpoint's discriminator for the feature loss, or None; says which, in one line."""
+    from engine.synthesis.checkpoints import FORMAT_NVLABS, detect_format
+    from engine.synthesis.formats.nvlabs_discriminator import read_discriminator
+
+    path = Path(source)
+    if not path.is_file():
+        say(f"no discriminator-feature loss: {source!r} is a preset without a discriminator")
+        return None
+    if detect_format(path) != FORMAT_NVLABS:
+        say("no discriminator-feature loss: only NVlabs pickles carry a discriminator")
+        return None
+    D, why = read_discriminator(path)
+    if D is None:
+        say(f"no discriminator-feature loss: {why}")
+        return None
+    say(f"discriminator-feature loss: the checkpoint's D ({D.img_resolution} px)")
+    return D.to(device)
 
 
 def motion_directions(G, path: Optional[Path], say):

@@ -87,6 +87,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--stun", action="append", default=None, metavar="URL",
                    help="STUN/TURN server URL for ICE (repeatable; 'none' for no server). Default: none on a "
                         "loopback --host, aiortc's default STUN server otherwise")
+    p.add_argument("--no-photo-upload", dest="photo_upload", action="store_false",
+                   help="refuse POST /photo (the page's photo upload: align and invert a photo into the session)")
+    p.add_argument("--photo-steps", type=int, default=150, metavar="N",
+                   help="W steps of an uploaded photo's inversion (default 150; then --photo-wplus-steps in W+)")
+    p.add_argument("--photo-wplus-steps", type=int, default=100, metavar="N", help="W+ steps after them (default 100)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="logging level of the server, aiohttp and aiortc (default info; aioice/aiortc at most "
                         "warning)")
@@ -136,6 +141,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--max-sessions must be at least 1")
         if not 0 < args.fps <= 120:
             raise UsageError("--fps must be in (0, 120]")
+        if args.photo_steps < 1 or args.photo_wplus_steps < 0:
+            raise UsageError("--photo-steps must be at least 1 and --photo-wplus-steps at least 0")
         if args.resolution is not None and not 8 <= args.resolution <= 4096:
             raise UsageError("--resolution must be in 8 .. 4096")
         identity = parse_identity(args.identity)
@@ -187,6 +194,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                           max_sessions=args.max_sessions if args.max_sessions is not None or args.admission else 4,
                           identity=identity, truncation=args.truncation, driver=args.driver, engine=engine,
                           web_root=web_root, allowed_origins=tuple(args.allow_origin),
+                          photo_upload=args.photo_upload, photo_steps=args.photo_steps,
+                          photo_wplus_steps=args.photo_wplus_steps,
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
     url_host = f"[{args.host}]" if ":" in args.host else args.host

@@ -47,6 +47,11 @@ class ServerConfig:
     ice_servers: Optional[list] = None        # STUN/TURN URLs; None: none on loopback, aiortc's default otherwise
     allowed_origins: tuple = ()               # browser origins besides the page's own that may POST /offer
     offer_limits: bool = True                 # per-address limits on new sessions (streaming.limits)
+    photo_upload: bool = True                 # POST /photo (streaming.photo_upload)
+    photo_max_bytes: int = 12 * 2**20
+    photo_steps: int = 150                    # W steps of a page upload's inversion
+    photo_wplus_steps: int = 100              # ... then W+ steps
+    photo_timeout_s: float = 300.0            # an inversion running longer is stopped
 
 
 class ServerState:
@@ -62,6 +67,7 @@ class ServerState:
         self.bad_requests = 0
         self.refused_capacity = 0                # offers answered 503 by the admission check
         self.evicted_capacity = 0                # sessions closed because the streams slowed down
+        self.photos: Any = None                  # streaming.photo_upload.PhotoJobs (create_app sets it)
         self.loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
 
     def rtc_configuration(self) -> RTCConfiguration:

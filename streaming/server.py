@@ -3,7 +3,8 @@
 One aiortc ``RTCPeerConnection`` per client. The microphone track feeds the client's
 :class:`~streaming.sessions.StreamSession` (audio receive path without aiortc's 80 ms jitter-buffer
 wait, see :func:`streaming.jitter.install_no_wait_audio`); an :class:`AvatarVideoTrack` sends the
-avatar back; a data channel labelled ``control`` carries identity / interrupt commands and stats.
+avatar back; a data channel labelled ``control`` carries identity / interrupt commands and stats;
+``POST /photo`` turns an uploaded photo into the session's face (:mod:`streaming.photo_upload`).
 Limits: ``max_sessions`` (503), 64 KiB request bodies (413), malformed JSON/SDP (400); a client
 that vanishes is closed by a watchdog (no packets for ``idle_timeout_s``, or never connected
 within ``connect_timeout_s``).
@@ -27,6 +28,7 @@ from .connection import ClientConnection, _identity_fields
 from .ice import loopback_candidates
 from .jitter import install_no_wait_audio
 from .offer_check import check_offer
+from .photo_upload import PhotoJobs, handle_photo
 from .registry import ServerFull
 from .sessions import StreamSession
 from .tracks import AvatarVideoTrack
@@ -321,6 +323,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/", handle_index)
     app.router.add_get("/health", handle_health)
     app.router.add_post("/offer", handle_offer)
+    app.router.add_post("/photo", handle_photo)
+    state.photos = PhotoJobs()
     app.router.add_get("/static/{path:.+}", handle_static)
     app.cleanup_ctx.append(_lifecycle(state, state.loopback))
     app.on_shutdown.append(_on_shutdown)
@@ -363,6 +367,8 @@ async def _on_shutdown(app: web.Application) -> None:
 async def close_all(state: ServerState) -> None:
     """Close every client (peer connection, tasks, worker)."""
     state.closing = True
+    if state.photos is not None:
+        state.photos.close()
     clients = list(state.clients.values())
     if clients:
         await asyncio.gather(*(c.close("server shutdown") for c in clients), return_exceptions=True)

@@ -456,6 +456,65 @@ def _small_discriminator(config: GeneratorConfig, seed: int) -> PersistentObj:
                                                      img_channels=config.img_channels))
 
 
+def nvlabs_discriminator(D) -> PersistentObj:
+    """An NVlabs ``Discriminator`` tree (architecture 'resnet', unconditional) holding the weights of
+    our :class:`engine.synthesis.discriminator.Discriminator` ``D``, laid out as
+    stylegan2-ada-pytorch's training/networks.py builds it (resample_filter buffers included)."""
+    cfg = D.config
+    sd = D.state_dict()
+    b = _Builder(sd)
+
+    def conv(prefix: str, in_ch: int, out_ch: int, k: int, *, bias: bool = True, activation: str = "linear",
+             down: int = 1, conv_clamp=None) -> PersistentObj:
+        st = _module_dict()
+        st.update(activation=activation, up=1, down=down, conv_clamp=conv_clamp, padding=k // 2,
+                  weight_gain=1 / np.sqrt(in_ch * k * k), act_gain=np.sqrt(2) if activation == "lrelu" else 1.0)
+        st["_buffers"]["resample_filter"] = _Builder.resample_filter()
+        st["_parameters"]["weight"] = b.param(prefix + "weight")
+        st["_parameters"]["bias"] = b.param(prefix + "bias") if bias else None
+        return _Builder.obj("Conv2dLayer", st, (in_ch, out_ch), dict(kernel_size=k, bias=bias, activation=activation,
+                                                                    down=down, conv_clamp=conv_clamp))
+
+    root = _module_dict()
+    root.update(c_dim=0, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels)
+    ch, clamp = cfg.channels, cfg.conv_clamp
+    for i, res in enumerate(D.block_resolutions):
+        blk = _module_dict()
+        in_ch = 0 if i == 0 else ch[res]
+        blk.update(in_channels=in_ch, resolution=res, img_channels=cfg.img_channels, architecture="resnet")
+        blk["_buffers"]["resample_filter"] = _Builder.resample_filter()
+        if in_ch == 0:
+            blk["_modules"]["fromrgb"] = conv(f"b{res}.fromrgb.", cfg.img_channels, ch[res], 1, activation="lrelu",
+                                              conv_clamp=clamp)
+        blk["_modules"]["conv0"] = conv(f"b{res}.conv0.", ch[res], ch[res], 3, activation="lrelu", conv_clamp=clamp)
+        blk["_modules"]["conv1"] = conv(f"b{res}.conv1.", ch[res], ch[res // 2], 3, activation="lrelu", down=2,
+                                        conv_clamp=clamp)
+        blk["_modules"]["skip"] = conv(f"b{res}.skip.", ch[res], ch[res // 2], 1, bias=False, down=2)
+        root["_modules"][f"b{res}"] = _Builder.obj("DiscriminatorBlock", blk, (in_ch, ch[res], ch[res // 2]),
+                                                   dict(resolution=res, img_channels=cfg.img_channels,
+                                                        architecture="resnet", conv_clamp=clamp))
+    epi = _module_dict()
+    epi.update(in_channels=ch[4], cmap_dim=0, resolution=4, img_channels=cfg.img_channels, architecture="resnet")
+    mb = _module_dict()
+    mb.update(group_size=cfg.mbstd_group_size, num_channels=cfg.mbstd_num_channels)
+    epi["_modules"]["mbstd"] = _Builder.obj("MinibatchStdLayer", mb, (), dict(group_size=cfg.mbstd_group_size,
+                                                                             num_channels=cfg.mbstd_num_channels))
+    epi["_modules"]["conv"] = conv("b4.conv.", ch[4] + cfg.mbstd_num_channels, ch[4], 3, activation="lrelu",
+                                   conv_clamp=clamp)
+    epi["_modules"]["fc"] = b.fc("b4.fc.", ch[4] * 16, ch[4], activation="lrelu")
+    epi["_modules"]["out"] = b.fc("b4.out.", ch[4], 1)
+    root["_modules"]["b4"] = _Builder.obj("DiscriminatorEpilogue", epi, (ch[4],), dict(
+        cmap_dim=0, resolution=4, img_channels=cfg.img_channels, architecture="resnet", conv_clamp=clamp,
+        mbstd_group_size=cfg.mbstd_group_size, mbstd_num_channels=cfg.mbstd_num_channels))
+    unused = set(sd) - b.used
+    if unused:
+        raise RuntimeError(f"writer did not place tensors {sorted(unused)}")
+    return _Builder.obj("Discriminator", root, (), dict(
+        c_dim=0, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels, architecture="resnet",
+        channel_base=32768, channel_max=512, conv_clamp=clamp, block_kwargs={}, mapping_kwargs={},
+        epilogue_kwargs=dict(mbstd_group_size=cfg.mbstd_group_size, mbstd_num_channels=cfg.mbstd_num_channels)))
+
+
 def nvlabs_snapshot(G: Generator) -> dict:
     """The object a stylegan2-ada-pytorch training loop pickles, for ``G``'s weights:
     ``dict(training_set_kwargs, G, D, G_ema, augment_pipe)`` of :class:`PersistentObj` trees.

@@ -21,6 +21,7 @@
     start: $("start"), stop: $("stop"), interrupt: $("interrupt"),
     seed: $("seed"), random: $("random"), truncation: $("truncation"),
     truncationValue: $("truncation-value"), identityAck: $("identity-ack"),
+    photo: $("photo"), photoStatus: $("photo-status"),
     statsBox: $("stats"), fps: $("stat-fps"), resolution: $("stat-resolution"), rtt: $("stat-rtt"),
     latency: $("stat-latency"), frames: $("stat-frames"), server: $("stat-server"),
   };
@@ -58,6 +59,7 @@
     ui.start.disabled = active;
     ui.stop.disabled = !active;
     ui.interrupt.disabled = state !== "live";
+    ui.photo.disabled = state !== "live";
     ui.placeholder.hidden = state === "live";
   }
 
@@ -328,7 +330,14 @@
       if (!msg || typeof msg !== "object") return;
       api.messages.push(msg);
       if (api.messages.length > MAX_MESSAGES) api.messages.shift();
-      if (msg.type === "identity") {
+      if (msg.type === "identity" && msg.photo) {
+        api.identity = msg;
+        const fit = Number.isFinite(msg.psnr_db) ? ` (PSNR ${msg.psnr_db.toFixed(1)} dB)` : "";
+        ui.photoStatus.textContent = `Server shows your photo${fit}, made in ${msg.seconds} s.`;
+        ui.identityAck.textContent = "Server shows your photo.";
+      } else if (msg.type === "photo") {
+        ui.photoStatus.textContent = `Inverting your photo: step ${msg.step} of ${msg.steps}…`;
+      } else if (msg.type === "identity") {
         api.identity = msg;
         if (Number.isInteger(msg.seed)) ui.seed.value = String(msg.seed);
         if (typeof msg.truncation === "number") setTruncation(msg.truncation);
@@ -338,6 +347,7 @@
         api.serverStats = msg;
       } else if (msg.type === "error") {
         showNotice(`Server: ${msg.error}`);
+        if (/^photo /.test(msg.error)) ui.photoStatus.textContent = msg.error;
       }
     });
   }
@@ -379,6 +389,40 @@
     }
     ui.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
     identityChanged();
+  }
+
+  // ---------------------------------------------------------------- photo upload
+
+  const MAX_PHOTO_BYTES = 12 * 1024 * 1024;   // the server's default limit (it answers 413 beyond its own)
+
+  /** POST the chosen file to "photo"; the server answers at once (202, or why not), then reports
+   *  progress and the new identity over the control channel. */
+  async function uploadPhoto() {
+    const file = ui.photo.files && ui.photo.files[0];
+    ui.photo.value = "";
+    if (!file) return;
+    if (!api.sessionId) {
+      ui.photoStatus.textContent = "Start first: the photo becomes the face of a running session.";
+      return;
+    }
+    if (file.size > MAX_PHOTO_BYTES) {
+      ui.photoStatus.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MiB; the limit is 12 MiB.`;
+      return;
+    }
+    ui.photoStatus.textContent = `Sending ${file.name}…`;
+    try {
+      const response = await fetch("photo", {
+        method: "POST", body: file, signal: AbortSignal.timeout(OFFER_TIMEOUT_MS * 4),
+        headers: { "Content-Type": file.type || "application/octet-stream", "X-Session-Id": api.sessionId },
+      });
+      let body = {};
+      try { body = await response.json(); } catch (_) { /* not JSON: the status says enough */ }
+      ui.photoStatus.textContent = response.status === 202
+        ? `Inverting your photo (${body.steps} steps)…`
+        : `Not used: ${body.error || `HTTP ${response.status}`}`;
+    } catch (err) {
+      ui.photoStatus.textContent = `The upload failed: ${err.message || err}`;
+    }
   }
 
   // ---------------------------------------------------------------- stats overlay
@@ -505,6 +549,7 @@
   ui.truncation.addEventListener("input", () => setTruncation(ui.truncation.value));
   ui.truncation.addEventListener("change", identityChanged);
   ui.random.addEventListener("click", randomIdentity);
+  ui.photo.addEventListener("change", uploadPhoto);
   window.addEventListener("pagehide", () => { generation++; teardown(); });
   setTruncation(ui.truncation.value);
   setState("idle", "Ready. Press Start and allow the microphone.");

@@ -50,7 +50,7 @@ def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = 
 
 
 def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings] = None, aligned: bool = False,
-                 tune: Optional[TuneSettings] = None, directions=None, checkpoint: Optional[str] = None,
+                 tune: Optional[TuneSettings] = None, directions=None, checkpoint: Optional[str] = None, D=None,
                  progress: bool = True, video: bool = False, log: Optional[Callable[[str], None]] = None,
                  callback: Optional[Callable[[str, int, int, dict], None]] = None,
                  ) -> tuple[IdentityFile, list[np.ndarray]]:
@@ -59,7 +59,8 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
     keeping ``directions`` (a DirectionSet) working. ``checkpoint``: the hash to record (default
     ``G``'s; an engine whose noise maps an identity replaced passes its checkpoint's). Returns the
     identity (ready for :func:`write_identity`) and, with ``video``, the frames (target |
-    reconstruction) of the optimisation."""
+    reconstruction) of the optimisation. ``D``: the checkpoint's discriminator (its features join
+    the projection's losses)."""
     from engine.faces.align import align_face
     from engine.faces.photo import find_face
     from engine.inversion.framing import template_for
@@ -95,7 +96,7 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
         if callback is not None:
             callback(stage, step + (total - tune.steps if stage == "tune" else 0), total, losses)
 
-    result = project(G, crop, settings, progress=progress, callback=on_step)
+    result = project(G, crop, settings, D=D, progress=progress, callback=on_step)
     t_project = time.perf_counter() - t0 - t_align
     recon = _to_uint8(result.image)
     aligned_mode = "demo" if name == "demo" else "auto"

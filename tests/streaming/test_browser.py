@@ -382,3 +382,47 @@ def test_unreachable_server_and_refused_microphone(start_server, open_page, tmp_
     }""")
     page.click("#start")
     page.wait_for_function("() => /no microphone/i.test(window.stylecast.error || '')", timeout=TIMEOUT_MS)
+
+
+def test_a_photo_chosen_on_the_page_becomes_the_face(engine, start_server, open_page, tmp_path):
+    """The page's "Your photo" control: the file goes to POST /photo with the session id, the
+    progress shows, and the video shows the inverted face (scikit-image's astronaut)."""
+    skdata = pytest.importorskip("skimage.data", reason="needs scikit-image (the dev extra) for its astronaut photo")
+    pytest.importorskip("dlib", reason="needs the faces extra to find the face")
+    import torch
+    from PIL import Image
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(skdata.astronaut()).save(photo, quality=92)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    server = start_server(max_sessions=1, photo_steps=20, photo_wplus_steps=10)
+    page = open_page(server.url)
+    assert page.locator("#photo").is_disabled()              # until a session runs
+    page.click("#start")
+    _wait_state(page, "live")
+    page.set_input_files("#photo", str(tmp_path / "notes.jpg"))
+    page.wait_for_function("() => /Not used: .*not an image/.test(document.getElementById('photo-status')"
+                           ".textContent)", timeout=TIMEOUT_MS)
+    before = _video_frame(page)
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function("() => window.stylecast.identity && window.stylecast.identity.photo === true",
+                           timeout=TIMEOUT_MS * 2)
+    assert "Server shows your photo" in page.locator("#photo-status").inner_text()
+    assert page.evaluate("() => window.stylecast.messages.some(m => m.type === 'photo')")
+    from engine.inversion.identity_file import read_identity
+
+    files = server.app[STATE_KEY].photos.files()
+    assert len(files) == 1
+    ws = read_identity(files[0], generator_hash=engine.checkpoint_hash).ws
+    with torch.no_grad():
+        recon = engine.to_uint8(engine.synthesize(torch.from_numpy(ws)))[0]
+    deadline = time.monotonic() + TIMEOUT_MS / 1000      # frames in flight still show the old face
+    while True:
+        _wait_more_frames(page, 5)
+        after = _video_frame(page)
+        if _distance(after, recon) < 0.5 * _distance(before, recon) or time.monotonic() > deadline:
+            break
+    assert _distance(after, recon) < 0.5 * _distance(before, recon), (_distance(after, recon),
+                                                                       _distance(before, recon))
+    assert _status(page)[0] == "live"
+    _screenshot(page, tmp_path, "browser_photo")

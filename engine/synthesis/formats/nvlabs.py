@@ -22,12 +22,13 @@ from engine.synthesis.formats.common import (
 )
 from engine.synthesis.networks import GeneratorConfig
 
-__all__ = ["read_nvlabs"]
+__all__ = ["read_nvlabs", "load_pickle", "flatten_persistent"]
 
 _GENERATOR_INIT_ARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
 
 
-def read_nvlabs(path: Path) -> Checkpoint:
+def load_pickle(path: Path) -> Any:
+    """The pickle's contents, read with :mod:`safe_pickle` (CheckpointError when it cannot be)."""
     try:
         with open(path, "rb") as f:
             data = safe_pickle.safe_load(f)
@@ -44,7 +45,11 @@ def read_nvlabs(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: corrupt pickle (implausible sizes)") from None
     except Exception as exc:  # a damaged stream can make pickle raise almost anything
         raise CheckpointError(f"{path}: corrupt pickle ({type(exc).__name__}: {first_line(exc)})") from None
+    return data
 
+
+def read_nvlabs(path: Path) -> Checkpoint:
+    data = load_pickle(path)
     if not isinstance(data, dict):
         raise CheckpointError(
             f"{path}: pickle holds a {type(data).__name__}, not an NVlabs network pickle (a dict with 'G_ema')"
@@ -57,7 +62,7 @@ def read_nvlabs(path: Path) -> Checkpoint:
         what = G.class_name if isinstance(G, safe_pickle.PersistentObject) else type(G).__name__
         raise CheckpointError(f"{path}: 'G_ema' is a {what}, not an NVlabs Generator")
 
-    tensors = _flatten_persistent(path, G)
+    tensors = flatten_persistent(path, G)
     config, notes = _nvlabs_config(path, G, tensors)
     filters = [k for k in tensors if k.endswith("resample_filter")]
     for key in filters:
@@ -71,7 +76,7 @@ def read_nvlabs(path: Path) -> Checkpoint:
     return Checkpoint(path=path, format=FORMAT_NVLABS, config=config, state=state, notes=notes)
 
 
-def _flatten_persistent(path: Path, root: safe_pickle.PersistentObject) -> dict[str, Any]:
+def flatten_persistent(path: Path, root: safe_pickle.PersistentObject) -> dict[str, Any]:
     """``Module.state_dict()`` of a recorded persistent-object tree: parameters and buffers by
     dotted name (non-persistent buffers excluded, as torch does)."""
     out: dict[str, Any] = {}
