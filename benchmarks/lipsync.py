@@ -136,16 +136,17 @@ def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float
 
 
 def evaluate(engine, drivers: Sequence[str], utterances: list[dict], measure, *, max_lag: int = 5,
-             first_identity: int = 100, traces: Optional[dict] = None) -> dict:
+             first_identity: int = 100, identity=None, traces: Optional[dict] = None) -> dict:
     """Per driver: lag-0 and best-lag correlation of the mouth probe with the ground truth, pooled
     over utterances, plus the shuffled-audio control of the first driver. Utterance i is spoken by
-    identity seed ``first_identity + i``. ``traces``, when given, receives the first utterance's
-    ground truth and each driver's probe readings."""
+    identity seed ``first_identity + i``, or by ``identity`` (a seed or an identity file) when given.
+    ``traces``, when given, receives the first utterance's ground truth and each driver's probe
+    readings."""
     out: dict = {}
     mouth: dict[str, list] = {}
     for d in drivers:
         mouth[d] = [render_measure(engine, d, u["samples"], u["rate"], u["fps"], measure,
-                                   identity=first_identity + i)["mouth_open"]
+                                   identity=first_identity + i if identity is None else identity)["mouth_open"]
                     for i, u in enumerate(utterances)]
     if traces is not None and utterances:
         traces["truth"] = utterances[0]["track"]
@@ -249,8 +250,12 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=None, help="at most this many utterances")
     p.add_argument("--drift-minutes", type=float, default=60.0, help="length of the drift stream (0: skip)")
     p.add_argument("--max-lag", type=int, default=5)
+    p.add_argument("--identity", default=None,
+                   help="every utterance spoken by this face: a seed or an identity .npz from engine.invert "
+                        "(default: utterance i by seed 100 + i)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     args = p.parse_args(argv)
+    identity = None if args.identity is None else (int(args.identity) if args.identity.isdigit() else args.identity)
 
     aligned = "demo" if args.generator == "demo" else "auto"    # the face box where the detector misses
     if args.measure == "landmarks":
@@ -263,26 +268,28 @@ def main(argv=None) -> dict:
     drivers = [driver] + (["idle"] if driver != "idle" else [])
     traces: dict = {}
     report = {"generator": args.generator, "driver": driver, "utterances": len(utts), "measure": args.measure,
-              "lipsync": evaluate(engine, drivers, utts, read, max_lag=args.max_lag, traces=traces)}
+              "identity": args.identity,
+              "lipsync": evaluate(engine, drivers, utts, read, max_lag=args.max_lag, identity=identity, traces=traces)}
     fps = utts[0]["fps"]
     if args.drift_minutes > 0:
         need = int(args.drift_minutes * 60 * utts[0]["rate"])
         stream = np.concatenate([u["samples"] for u in utts])
         stream = np.tile(stream, need // stream.size + 1)[:need]
         if args.measure == "landmarks":     # identity: embedding distance to the first frame, once a second
-            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, LandmarkReader(int(round(fps)), aligned))
+            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, LandmarkReader(int(round(fps)), aligned),
+                                  identity=identity or 0)
             d = vals["identity_distance"][np.isfinite(vals["identity_distance"])]
             report["drift"] = {"minutes": args.drift_minutes, "identity_distance_to_first": {
                 "mean": float(d.mean()), "max": float(d.max()), "last_tenth_mean": float(d[-max(1, d.size // 10):].mean()),
                 "slope_per_hour": float(np.polyfit(np.arange(d.size) / 3600.0, d, 1)[0]) if d.size > 2 else 0.0}}
         else:
-            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, read)
+            vals = render_measure(engine, driver, stream, utts[0]["rate"], fps, read, identity=identity or 0)
             ident = {k: drift(v, fps) for k, v in vals.items() if k not in ("mouth_open", "blink", "mouth_width", "smile")}
             report["drift"] = {"minutes": args.drift_minutes, "per_value": ident,
                                "max_abs_slope_per_hour_over_sd": max(abs(d["slope_per_hour_over_sd"])
                                                                      for d in ident.values())}
     silent = render_measure(engine, driver, np.zeros(int(10 * utts[0]["rate"]), np.int16), utts[0]["rate"], fps,
-                            read)
+                            read, identity=identity or 0)
     report["jitter_silence"] = {k: jitter(v, np.ones(v.size, bool)) for k, v in silent.items()}
     for name, r in report["lipsync"].items():
         print(f"{name:>24}: corr {r['corr']:+.3f}, best lag {r['best_lag']:+d} frames (corr {r['best_corr']:+.3f}), "

@@ -55,6 +55,8 @@ class SoakClient:
         self.track = PcmTrack(_speechlike(seconds))
         self.times: list[float] = []
         self.tasks: list[asyncio.Task] = []
+        self.session_id: Optional[str] = None
+        self.messages: list[dict] = []       # control-channel JSON received (the last 200)
 
     async def connect(self) -> int:
         """HTTP status of the offer (200: streaming)."""
@@ -62,6 +64,12 @@ class SoakClient:
         pc.addTrack(self.track)
         pc.addTransceiver("video", direction="recvonly")
         self.channel = pc.createDataChannel("control")
+
+        @self.channel.on("message")
+        def on_message(message) -> None:
+            with contextlib.suppress(ValueError):
+                self.messages.append(json.loads(message))
+                del self.messages[:-200]
 
         @pc.on("track")
         def on_track(track) -> None:
@@ -75,6 +83,7 @@ class SoakClient:
                 data = await r.json()
                 if r.status != 200:
                     return r.status
+        self.session_id = data.get("session_id")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
         return 200
 

@@ -89,9 +89,9 @@ def build_parser() -> ArgumentParser:
                         "loopback --host, aiortc's default STUN server otherwise")
     p.add_argument("--no-photo-upload", dest="photo_upload", action="store_false",
                    help="refuse POST /photo (the page's photo upload: align and invert a photo into the session)")
-    p.add_argument("--photo-steps", type=int, default=150, metavar="N",
-                   help="W steps of an uploaded photo's inversion (default 150; then --photo-wplus-steps in W+)")
-    p.add_argument("--photo-wplus-steps", type=int, default=100, metavar="N", help="W+ steps after them (default 100)")
+    p.add_argument("--photo-steps", type=int, default=300, metavar="N",
+                   help="W steps of an uploaded photo's inversion (default 300; then --photo-wplus-steps in W+)")
+    p.add_argument("--photo-wplus-steps", type=int, default=200, metavar="N", help="W+ steps after them (default 200)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="logging level of the server, aiohttp and aiortc (default info; aioice/aiortc at most "
                         "warning)")

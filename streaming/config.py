@@ -49,8 +49,8 @@ class ServerConfig:
     offer_limits: bool = True                 # per-address limits on new sessions (streaming.limits)
     photo_upload: bool = True                 # POST /photo (streaming.photo_upload)
     photo_max_bytes: int = 12 * 2**20
-    photo_steps: int = 150                    # W steps of a page upload's inversion
-    photo_wplus_steps: int = 100              # ... then W+ steps
+    photo_steps: int = 300                    # W steps of a page upload's inversion (as engine.invert)
+    photo_wplus_steps: int = 200              # ... then W+ steps
     photo_timeout_s: float = 300.0            # an inversion running longer is stopped
 
 

@@ -8,7 +8,8 @@ then W+; no tuning, because tuned weights would change the generator under every
 While it runs, ``{"type": "photo", "stage", "step", "steps", "loss"}`` messages go to that session's
 control channel (at most four a second). When it is done the session switches to the new
 identity and gets ``{"type": "identity", "photo": true, "psnr_db", "ssim", "identity_distance",
-"seconds"}``; a failure gets ``{"type": "error", "error": ...}``.
+"seconds", "warnings"}`` (what in the photo will show, e.g. lips apart); a failure gets
+``{"type": "error", "error": ...}``.
 
 One inversion runs at a time per server, on a thread of its own; another upload meanwhile is
 answered 409 with how long the running one has been going. An inversion stops when it passes
@@ -243,7 +244,7 @@ async def _run(state, client, job: _Job, photo) -> None:
         await asyncio.wrap_future(client.stream.submit(lambda s: s.set_identity(str(path))))
         jobs.replace(client.sid, path)      # the session's previous photo file goes
         client._send({"type": "identity", "photo": True, "seconds": round(time.monotonic() - job.started, 1),
-                      **{k: report.get(k) for k in ("psnr_db", "ssim", "identity_distance")}})
+                      **{k: report.get(k) for k in ("psnr_db", "ssim", "identity_distance", "warnings")}})
         await client.closed.wait()          # (cancelled at close) the file stays while the session lives
     except asyncio.CancelledError:
         job.reason = job.reason or "session closed"

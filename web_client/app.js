@@ -333,7 +333,8 @@
       if (msg.type === "identity" && msg.photo) {
         api.identity = msg;
         const fit = Number.isFinite(msg.psnr_db) ? ` (PSNR ${msg.psnr_db.toFixed(1)} dB)` : "";
-        ui.photoStatus.textContent = `Server shows your photo${fit}, made in ${msg.seconds} s.`;
+        const notes = Array.isArray(msg.warnings) && msg.warnings.length ? ` Note: ${msg.warnings.join("; ")}.` : "";
+        ui.photoStatus.textContent = `Server shows your photo${fit}, made in ${msg.seconds} s.${notes}`;
         ui.identityAck.textContent = "Server shows your photo.";
       } else if (msg.type === "photo") {
         ui.photoStatus.textContent = `Inverting your photo: step ${msg.step} of ${msg.steps}…`;

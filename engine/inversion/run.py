@@ -49,6 +49,25 @@ def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = 
     return out
 
 
+#: lips apart by more than this (inner-lip gap / eye distance; closed ≈ 0, speech 0.1–0.5) or the
+#: head turned more than this many degrees: the identity will not rest the way a talking face should
+MOUTH_OPEN_WARN, TURN_WARN_DEG = 0.08, 20.0
+
+
+def photo_warnings(face: dict) -> list[str]:
+    """What in the photo's face will show in the avatar (one line each)."""
+    out = []
+    gap = face.get("mouth_open", math.nan)
+    if math.isfinite(gap) and gap > MOUTH_OPEN_WARN:
+        out.append(f"the lips are apart in the photo (gap {gap:.2f} of the eye distance): the avatar's mouth will "
+                   "rest open and follow speech less well; a photo with closed lips talks best")
+    turns = {k: face.get(k, math.nan) for k in ("head_yaw", "head_pitch")}
+    turned = [f"{k.split('_')[1]} {v:+.0f}°" for k, v in turns.items() if math.isfinite(v) and abs(v) > TURN_WARN_DEG]
+    if turned:
+        out.append(f"the head is turned ({', '.join(turned)}): a frontal photo inverts and moves best")
+    return out
+
+
 def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings] = None, aligned: bool = False,
                  tune: Optional[TuneSettings] = None, directions=None, checkpoint: Optional[str] = None, D=None,
                  progress: bool = True, video: bool = False, log: Optional[Callable[[str], None]] = None,
@@ -72,7 +91,7 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
     res = int(G.img_resolution)
     checkpoint = checkpoint or generator_hash(G)
     t0 = time.perf_counter()
-    transform = None
+    transform, expression = None, None
     if aligned:
         if abs(photo.shape[0] - photo.shape[1]) > 1:
             raise InversionError(f"--aligned needs a square crop, got {photo.shape[1]} x {photo.shape[0]} px")
@@ -83,9 +102,12 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
             photo, (res, res), interpolation=cv2.INTER_AREA if photo.shape[0] > res else cv2.INTER_CUBIC)
     else:
         reading = find_face(photo)
+        expression = {k: round(float(v), 3) for k, v in reading.values().items()
+                      if k in ("mouth_open", "head_yaw", "head_pitch", "head_roll")}
         template = template_for(G, name, checkpoint)
         face = align_face(photo, reading.landmarks, res, template)
         crop, transform = face.image, {**face.transform_dict(), "template": None if template is None else template.tolist()}
+    warnings = [] if aligned else photo_warnings(expression)
     t_align = time.perf_counter() - t0
     frames: list[np.ndarray] = []
     total = settings.steps + (settings.wplus_steps if settings.space == "w+" else 0) + (tune.steps if tune else 0)
@@ -102,13 +124,16 @@ def invert_photo(G, photo: np.ndarray, *, name: str, settings: Optional[Settings
     aligned_mode = "demo" if name == "demo" else "auto"
     report = {"final": {k: round(v, 5) for k, v in result.final.items()}, "seconds_align": round(t_align, 2),
               "seconds_project": round(t_project, 2), "steps": settings.steps, "wplus_steps": settings.wplus_steps,
-              **reconstruction_report(crop, recon, aligned=aligned_mode)}
+              **reconstruction_report(crop, recon, aligned=aligned_mode),
+              "photo_face": expression, "warnings": warnings}
     noise = {} if not settings.optimize_noise else {k: v.cpu().numpy() for k, v in result.noise.items()}
     tuned_state, tuned_meta = None, None
     if tune is not None:
         tuned_state, tuned_meta, recon = _tune(G, crop, result, noise, tune, directions, report, progress, on_step)
         report.update(reconstruction_report(crop, recon, aligned=aligned_mode))
     if log is not None:
+        for w in warnings:
+            log(w)
         log(f"inverted in {time.perf_counter() - t0:.1f} s: PSNR {report['psnr_db']} dB, SSIM {report['ssim']}, "
             f"identity distance {report.get('identity_distance')}" + (" (tuned)" if tune is not None else ""))
     meta = {"generator_hash": checkpoint, "generator": name, "num_ws": int(G.num_ws), "w_dim": int(G.w_dim),

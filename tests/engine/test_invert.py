@@ -116,6 +116,9 @@ def test_cli_inverts_a_real_photo_and_a_session_talks_with_it(tmp_path, G):
     assert summary["psnr_db"] > 10 and 0 < summary["ssim"] <= 1
     ident = read_identity(out, generator_hash=generator_hash(G))
     assert ident.meta["transform"]["size"] == 128 and ident.meta["report"]["steps"] == 30
+    # the astronaut smiles with her teeth showing: said, since the avatar's mouth will rest open
+    assert ident.meta["report"]["photo_face"]["mouth_open"] > 0.08
+    assert any("lips are apart" in w for w in ident.meta["report"]["warnings"]) and "lips are apart" in r.stderr
     from engine.session import AvatarEngine, AvatarSession
 
     engine = AvatarEngine("demo")
@@ -161,3 +164,13 @@ def test_render_refuses_an_identity_made_for_another_checkpoint(tmp_path, G):
     # the random generator's own fallback lines (directions) come first; the error is the last line
     assert r.returncode == 2 and "made for checkpoint" in r.stderr.strip().splitlines()[-1], r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_photo_warnings_name_open_lips_and_a_turned_head():
+    from engine.inversion.run import photo_warnings
+
+    assert photo_warnings({"mouth_open": 0.01, "head_yaw": 3.0, "head_pitch": -5.0}) == []
+    lips, = photo_warnings({"mouth_open": 0.2, "head_yaw": 0.0, "head_pitch": 0.0})
+    assert "lips are apart" in lips and "0.20" in lips
+    turned, = photo_warnings({"mouth_open": float("nan"), "head_yaw": -35.0, "head_pitch": 2.0})
+    assert "yaw -35°" in turned and "pitch" not in turned
