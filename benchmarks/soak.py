@@ -147,6 +147,41 @@ def malloc_heaps(pid: int) -> int:
     return count
 
 
+def memory_by_kind(pid: int) -> dict:
+    """Resident MiB of the process by kind of mapping, from ``/proc/PID/smaps``: ``heap`` (the main
+    malloc heap, brk), ``arenas`` (glibc's secondary heaps: anonymous, 64 MiB-aligned reservations),
+    ``anon`` (the other anonymous mappings: Python's object arenas, large allocations outside the
+    heaps, thread stacks) and ``file`` (code and data of mapped files)."""
+    heap = 64 << 20
+    regions: list[list] = []                       # [lo, hi, name, rss_kib]
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            regions.append([lo, hi, head[5] if len(head) > 5 else "", 0])
+        elif line.startswith("Rss:") and regions:
+            regions[-1][3] = int(line.split()[1])
+    out = {"heap": 0, "arenas": 0, "anon": 0, "file": 0}
+    arena_end = -1
+    for i, (lo, hi, name, rss) in enumerate(regions):
+        if name == "" and lo % heap == 0:          # a secondary heap starts here if it spans 64 MiB
+            j, end = i, hi
+            while end < lo + heap and j + 1 < len(regions) and regions[j + 1][0] == end and not regions[j + 1][2]:
+                j += 1
+                end = regions[j][1]
+            if end == lo + heap:
+                arena_end = end
+        if lo < arena_end:
+            out["arenas"] += rss
+        elif name == "[heap]":
+            out["heap"] += rss
+        elif name == "" or name.startswith("[stack") or name.startswith("[anon"):
+            out["anon"] += rss
+        else:
+            out["file"] += rss
+    return {k: round(v / 1024, 1) for k, v in out.items()}
+
+
 def proc_sample(pid: int) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -230,13 +265,15 @@ async def soak(args) -> dict:
             while time.monotonic() - t0 < total:
                 await asyncio.sleep(args.every)
                 h = await health(url)
+                cap = h.get("capacity") or {}
                 row = {"t_s": round(time.monotonic() - t0, 1), **proc_sample(proc.pid), "sessions": h["sessions"],
-                       "long_fps": [round(c.fps(args.every) or 0.0, 2) for c in longs]}
+                       "long_fps": [round(c.fps(args.every) or 0.0, 2) for c in longs],
+                       "mem": memory_by_kind(proc.pid), "evicted": cap.get("evicted"), "refused": cap.get("refused")}
                 if churner is not None and counts_file.exists():
                     with contextlib.suppress(ValueError):
                         churned.update(json.loads(counts_file.read_text()))
                 samples.append(row)
-                print(f"[soak {row['t_s']:7.1f} s] rss {row['rss_mib']:.1f} MiB threads {row['threads']} "
+                print(f"[soak {row['t_s']:7.1f} s] rss {row['rss_mib']:.1f} MiB {row['mem']} threads {row['threads']} "
                       f"fds {row['fds']} heaps {row['malloc_heaps']} sessions {row['sessions']} fps {row['long_fps']} churn {churned}", flush=True)
             if churn_task is not None:
                 churn_task.cancel()

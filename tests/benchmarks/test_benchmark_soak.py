@@ -19,3 +19,18 @@ def test_short_soak_leaves_the_server_idle(tmp_path):
     assert end["fds"] <= base["fds"] + 2 and end["threads"] <= base["threads"] + 3, (base, end)
     assert 2 <= max(s["sessions"] for s in report["samples"]) <= 3   # a vanished one lingers until its watchdog
     assert report["long_fps_median"] > 10                    # frames flowed the whole time
+
+
+def test_memory_by_kind_adds_up_to_the_rss_and_sees_a_large_allocation():
+    import os
+
+    import numpy as np
+
+    from benchmarks.soak import memory_by_kind, proc_sample
+
+    before = memory_by_kind(os.getpid())
+    assert abs(sum(before.values()) - proc_sample(os.getpid())["rss_mib"]) < 0.05 * proc_sample(os.getpid())["rss_mib"]
+    block = np.ones(64 << 20, np.uint8)           # 64 MiB, touched: an anonymous mapping of its own
+    after = memory_by_kind(os.getpid())
+    assert after["anon"] + after["heap"] - before["anon"] - before["heap"] > 60, (before, after)
+    del block
