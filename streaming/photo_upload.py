@@ -241,7 +241,11 @@ async def _run(state, client, job: _Job, photo) -> None:
         finally:
             if jobs.job is job:
                 jobs.job = None
-        await asyncio.wrap_future(client.stream.submit(lambda s: s.set_identity(str(path))))
+        try:
+            await asyncio.wrap_future(client.stream.submit(lambda s: s.set_identity(str(path))))
+        except (ValueError, RuntimeError, OSError) as exc:       # e.g. the session closed meanwhile
+            client._send({"type": "error", "error": f"photo inversion done, but the face could not be set: {exc}"})
+            return
         jobs.replace(client.sid, path)      # the session's previous photo file goes
         client._send({"type": "identity", "photo": True, "seconds": round(time.monotonic() - job.started, 1),
                       **{k: report.get(k) for k in ("psnr_db", "ssim", "identity_distance", "warnings")}})
