@@ -175,7 +175,7 @@ def memory_by_kind(pid: int) -> dict:
             out["arenas"] += rss
         elif name == "[heap]":
             out["heap"] += rss
-        elif name == "" or name.startswith("[stack") or name.startswith("[anon"):
+        elif name == "" or name.startswith(("[stack", "[anon", "/dev/zero")):   # /dev/zero: shared anonymous
             out["anon"] += rss
         else:
             out["file"] += rss
