@@ -196,6 +196,9 @@ class AvatarEngine:
                     self.default_driver = "lstm+idle:" + os.fspath(DEMO_MOTION)
                     self._default_model_fps = float(model.config.fps)
         self.lock = threading.Lock()
+        #: held around every synthesis call and while an identity's weights go in, so no frame is
+        #: drawn with half of them (the batcher's thread does not take :attr:`lock`)
+        self._weights_lock = threading.Lock()
         self.batcher = None
         if batching:
             self.batcher = BatchingSynthesizer(self._synthesize_batch, max_batch=max_batch, window_ms=batch_window_ms)
@@ -210,7 +213,7 @@ class AvatarEngine:
             self.batcher.unregister()
 
     def _synthesize_batch(self, ws: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with self._weights_lock, torch.inference_mode():
             if self._synthesize_fn is not None:
                 return self._synthesize_fn(ws)
             return self.G.synthesis(ws, noise_mode=self.noise_mode)
@@ -281,7 +284,7 @@ class AvatarEngine:
         they are per engine, so every session of the engine renders with them
         (:mod:`engine.identity_weights`)."""
         ident = read_identity(path, generator_hash=self.checkpoint_hash, num_ws=self.num_ws, w_dim=self.w_dim)
-        with self.lock:
+        with self._weights_lock:
             self.identity_weights.use(path, ident)
         return ident.ws
 

@@ -148,6 +148,13 @@ def test_an_engine_renders_a_tuned_identity_in_every_session_and_on_onnx(G, pivo
         ws=result.ws.numpy(), meta=meta, tuned={k: v.numpy() * 1.001 for k, v in t.state.items()}))
     with pytest.raises(ValueError, match="already renders the tuned weights"):
         engine.identity_ws(str(other))
+    # with batching, the weights go in between the batcher's rounds (no deadlock, the same image)
+    batched = AvatarEngine("demo", batching=True)
+    try:
+        ws_b = batched.identity_ws(str(path))
+        assert float((batched.synthesize(ws_b[None]) - expected).abs().max()) < 1e-5
+    finally:
+        batched.close()
     pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (the dev extra)")
     onnx_lines: list[str] = []
     on_onnx = AvatarEngine("demo", backend="onnx", log=onnx_lines.append)
