@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from engine.frames import images_to_uint8
 from engine.inversion.identity_file import IdentityFile
 from engine.inversion.project import Settings, project
 from engine.inversion.tune import TuneSettings
@@ -21,7 +22,8 @@ class InversionError(ValueError):
 
 
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    return ((img[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    """The first image of a batch as uint8 HWC (:func:`engine.frames.images_to_uint8`)."""
+    return images_to_uint8(img)[0]
 
 
 def reconstruction_report(target: np.ndarray, recon: np.ndarray, aligned: str = "auto") -> dict:
@@ -151,7 +153,7 @@ def _tune(G, crop, result, noise, settings: TuneSettings, directions, report: di
     import copy
 
     from engine.inversion.project import apply_noise, as_target
-    from engine.inversion.tune import apply_tuned, motion_report, tune
+    from engine.inversion.tune import motion_report, tune
     from engine.synthesis.fingerprint import generator_hash
 
     t0 = time.perf_counter()
@@ -160,8 +162,7 @@ def _tune(G, crop, result, noise, settings: TuneSettings, directions, report: di
         apply_noise(G0, {k: torch.from_numpy(v) for k, v in noise.items()})
     tuned = tune(G0, as_target(crop, int(G.img_resolution), G0.mapping.w_avg.device), result.ws, directions,
                  settings, progress=progress, callback=on_step)
-    Gt = copy.deepcopy(G0)
-    apply_tuned(Gt, tuned.state)
+    Gt = tuned.generator
     report["untuned"] = {k: report[k] for k in ("psnr_db", "ssim", "identity_distance", "landmark_error_px") if k in report}
     report["tuning"] = {"seconds": round(time.perf_counter() - t0, 2), "steps": settings.steps,
                         "final": {k: round(v, 5) for k, v in tuned.final.items() if k not in ("stage", "step")},

@@ -61,6 +61,7 @@ class Tuned:
     history: list[dict] = field(default_factory=list)
     final: dict = field(default_factory=dict)
     image: Optional[torch.Tensor] = None     # [1, 3, R, R]: the tuned reconstruction, [-1, 1]
+    generator: Optional[torch.nn.Module] = field(default=None, repr=False)   # the tuned copy (eval, no grad)
 
 
 def tunable_state(G) -> dict[str, torch.Tensor]:
@@ -164,8 +165,9 @@ def tune(G, target: torch.Tensor, pivot: torch.Tensor, directions, settings: Opt
         bar.close()
     with torch.no_grad():
         image = Gt.synthesis(pivot, noise_mode="const")
+    Gt.requires_grad_(False)
     state = {k: v.detach().cpu().clone() for k, v in tunable_state(Gt).items()}
-    return Tuned(state=state, history=history, final=history[-1] if history else {}, image=image)
+    return Tuned(state=state, history=history, final=history[-1] if history else {}, image=image, generator=Gt)
 
 
 @torch.no_grad()
