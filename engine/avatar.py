@@ -33,7 +33,7 @@ from engine.synthesis.checkpoints import DEMO_ASSET, load_generator
 from engine.synthesis.fingerprint import generator_hash
 from engine.synthesis.networks import NOISE_MODES
 
-__all__ = ["AvatarEngine", "default_directions", "DEFAULT_BASIS_SAMPLES", "ASSETS", "DEMO_DIRECTIONS", "DEMO_MOTION"]
+__all__ = ["AvatarEngine", "default_directions", "is_demo_checkpoint", "DEFAULT_BASIS_SAMPLES", "ASSETS", "DEMO_DIRECTIONS", "DEMO_MOTION"]
 
 #: w samples of the placeholder global basis (enough for stable top-8 components, ~0.4 s on a CPU).
 DEFAULT_BASIS_SAMPLES = 50_000
@@ -44,6 +44,11 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 ASSETS = DEMO_ASSET.parent
 DEMO_DIRECTIONS = ASSETS / "demo_directions.json"
 DEMO_MOTION = ASSETS / "demo_motion.safetensors"
+
+
+def is_demo_checkpoint(checkpoint_hash: str) -> bool:
+    """Whether a generator with this hash is the shipped demo generator (its directions ship too)."""
+    return DEMO_DIRECTIONS.is_file() and json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash") == checkpoint_hash
 
 
 def default_directions(G, *, cache_dir=None, n_samples: int = DEFAULT_BASIS_SAMPLES) -> DirectionSet:
@@ -162,7 +167,7 @@ class AvatarEngine:
         is_demo = isinstance(generator, str) and generator == "demo" and not Path("demo").exists()
         if directions is None and not is_demo and DEMO_DIRECTIONS.is_file():
             # the shipped demo generator given as a path or a loaded module is still the demo
-            is_demo = self.checkpoint_hash == json.loads(DEMO_DIRECTIONS.read_text()).get("checkpoint_hash")
+            is_demo = is_demo_checkpoint(self.checkpoint_hash)
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log

@@ -145,14 +145,13 @@ def discriminator_for(source: str, device, say):
 def motion_directions(G, path: Optional[Path], say):
     """The direction set tuning keeps working: ``path``, else what the engine would use for ``G``
     (the shipped set for the demo generator, a set discovered earlier, or the placeholder)."""
-    from engine.avatar import DEMO_DIRECTIONS, default_directions
+    from engine.avatar import DEMO_DIRECTIONS, default_directions, is_demo_checkpoint
     from engine.latent.defaults import resolve_directions
     from engine.latent.direction_set import DirectionSet
     from engine.synthesis.fingerprint import generator_hash
 
     checkpoint = generator_hash(G)
-    if path is None and DEMO_DIRECTIONS.is_file() and json.loads(DEMO_DIRECTIONS.read_text()).get(
-            "checkpoint_hash") == checkpoint:
+    if path is None and is_demo_checkpoint(checkpoint):
         path = DEMO_DIRECTIONS
     if path is not None:
         return DirectionSet.load(path, num_ws=int(G.num_ws), w_dim=int(G.w_dim), checkpoint_hash=checkpoint)
