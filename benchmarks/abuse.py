@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import collections
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import aiohttp
 
 from benchmarks.abuse_cases import (STATUS_OK, control_messages, half_open, json_bodies, real_offer,
                                     sdp_mutations, slow_request)
-from benchmarks.common import REPO_ROOT, environment, free_port, wait_health
+from benchmarks.common import REPO_ROOT, environment, serve_process
 from benchmarks.soak import SoakClient, health, proc_sample
 from streaming.ice import loopback_candidates
 
@@ -129,16 +128,9 @@ async def phase_control(url: str, seconds: float, counts: collections.Counter) -
 
 
 async def run(args) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = args.out.with_suffix(".server.log")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    server_log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), "--log-level", "warning",
-                             *args.server_args], cwd=REPO_ROOT, stdout=server_log, stderr=subprocess.STDOUT)
     report: dict = {"benchmark": "abuse", "server_args": args.server_args, "phases": {}}
-    try:
-        await wait_health(url, proc, timeout=180)
+    async with serve_process(args.server_args, log_path) as (url, proc):
         sdp = await real_offer()
         with loopback_candidates():
             victim = SoakClient(url, 3600)
@@ -178,13 +170,6 @@ async def run(args) -> dict:
             await victim.close()
         report["server_alive_at_end"] = proc.poll() is None
         report["health_at_end"] = await health(url) if report["server_alive_at_end"] else None
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        server_log.close()
     text = Path(log_path).read_text(errors="replace")
     report["server_log"] = str(log_path)
     report["server_tracebacks"] = text.count("Traceback (most recent call last)")

@@ -4,6 +4,7 @@ trained networks of the same shape) and the environment record every result JSON
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import platform
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import torch
@@ -124,3 +125,27 @@ async def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) 
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 await asyncio.sleep(0.25)
     raise RuntimeError("server did not come up")
+
+
+@contextlib.asynccontextmanager
+async def serve_process(server_args: list, log_path: Path, *, timeout: float = 180.0
+                        ) -> AsyncIterator[tuple[str, subprocess.Popen]]:
+    """``python -m engine.serve`` on a free 127.0.0.1 port, its output in ``log_path``: yields
+    ``(url, proc)`` once ``/health`` answers; terminated (killed after 20 s) on the way out."""
+    import sys
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:          # a pipe nobody reads would block the server once full
+        proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), "--log-level", "warning",
+                                 *server_args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await wait_health(url, proc, timeout=timeout)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

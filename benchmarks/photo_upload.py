@@ -14,14 +14,13 @@ import argparse
 import asyncio
 import io
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import REPO_ROOT, environment, free_port, wait_health
+from benchmarks.common import REPO_ROOT, environment, serve_process
 from benchmarks.soak import SoakClient, proc_sample
 from streaming.ice import loopback_candidates
 
@@ -38,15 +37,8 @@ def _astronaut_png() -> bytes:
 
 
 async def run(args) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    log = open(args.out.with_suffix(".server.log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), "--log-level", "warning",
-                             *args.server_args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     report: dict = {"benchmark": "photo_upload", "server_args": args.server_args}
-    try:
-        await wait_health(url, proc, timeout=180)
+    async with serve_process(args.server_args, args.out.with_suffix(".server.log")) as (url, proc):
         with loopback_candidates():
             client = SoakClient(url, 3600)
             if await client.connect() != 200:
@@ -77,13 +69,6 @@ async def run(args) -> dict:
             await asyncio.sleep(args.baseline)
             report["after_fps"] = round(client.fps(args.baseline) or 0.0, 2)
             await client.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     return report
 
 

@@ -70,6 +70,14 @@ class ServerState:
         self.photos: Any = None                  # streaming.photo_upload.PhotoJobs (create_app sets it)
         self.loopback = config.loopback_ice if config.loopback_ice is not None else is_loopback_host(config.host)
 
+    def foreign_origin(self, request: web.Request) -> Optional[str]:
+        """The request's ``Origin`` when a browser sent it from a page that is neither the server's
+        own nor in ``allowed_origins`` (None: same origin, allowed, or not a browser)."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin == f"{request.scheme}://{request.host}" or origin in self.config.allowed_origins:
+            return None
+        return origin
+
     def rtc_configuration(self) -> RTCConfiguration:
         """No STUN round trips for a loopback server (nothing to discover); else the configured
         servers, or aiortc's default STUN server when none are configured."""

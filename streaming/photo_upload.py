@@ -119,8 +119,8 @@ async def handle_photo(request: web.Request) -> web.Response:
     client = state.clients.get(request.headers.get("X-Session-Id", ""))
     if client is None:
         return _error(404, "no such session: start one, then send its session_id in X-Session-Id")
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}" and origin not in cfg.allowed_origins:
+    origin = state.foreign_origin(request)
+    if origin is not None:
         return _error(403, f"origin {origin} may not upload photos here")
     ctype = request.content_type
     if not (ctype.startswith("image/") or ctype == "application/octet-stream"):

@@ -68,8 +68,8 @@ async def handle_offer(request: web.Request) -> web.Response:
     if encoding not in ("", "identity"):
         state.bad_requests += 1
         return _error(415, f"POST /offer takes an uncompressed body, not Content-Encoding: {encoding[:40]}")
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}" and origin not in cfg.allowed_origins:
+    origin = state.foreign_origin(request)
+    if origin is not None:
         state.bad_requests += 1
         return _error(403, f"origin {origin} may not open sessions here (same origin only; "
                            "the server's allowed_origins / --allow-origin lists others)")
