@@ -155,7 +155,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     from aiohttp import web
 
-    from engine.runtime import limit_malloc_arenas, set_threads, tune_cpu_allocator
+    from engine.runtime import freeze_startup_objects, limit_malloc_arenas, set_threads, tune_cpu_allocator
     from engine.session import AvatarEngine, AvatarSession
     from streaming.server import (
         STATE_KEY,
@@ -165,6 +165,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         find_web_root,
         http_options,
     )
+    from streaming.workers import use_started_workers
 
     try:   # the page ships in the package: a missing one stops the start here, not as a 404 on "/"
         web_root = find_web_root()
@@ -198,6 +199,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                           photo_wplus_steps=args.photo_wplus_steps,
                           ice_servers=None if args.stun is None else [u for u in args.stun if u.lower() != "none"])
     app = create_app(config)
+    use_started_workers(app)    # the thread count stays flat as sessions come and go
+    freeze_startup_objects()    # so each closed session's reference cycles are collected at once
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     port = sock.getsockname()[1]
 

@@ -13,7 +13,7 @@ from typing import Optional
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from engine.runtime import trim_malloc
+from engine.runtime import release_session_memory
 
 from .config import ServerState
 from .embed import audio_frame_to_pcm
@@ -75,9 +75,10 @@ class ClientConnection:
         self.state.registry.release(self.sid)
         self.state.clients.pop(self.sid, None)
         self.closed.set()
-        # the gone session's threads leave freed memory in their arenas: give it back (off the loop)
+        # the gone session leaves reference cycles and freed memory in its threads' arenas:
+        # collect them and give the pages back (off the loop)
         with contextlib.suppress(RuntimeError):      # the executor is gone at shutdown
-            await asyncio.get_running_loop().run_in_executor(None, trim_malloc)
+            await asyncio.get_running_loop().run_in_executor(None, release_session_memory)
 
     # -- tasks ----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "streaming", "trt_build", "benchmarks", "web_client")
 #: the one upward edge: ``python -m engine.serve`` (the design's entry point) starts the server;
 #: it is a command line that nothing imports
-ALLOWED_UPWARD = {("engine.serve", "streaming.server")}
+ALLOWED_UPWARD = {("engine.serve", "streaming.server"), ("engine.serve", "streaming.workers")}
 #: who may import whom, by top-level package
 MAY_IMPORT = {"engine": {"engine"}, "streaming": {"streaming", "engine"}, "trt_build": {"trt_build", "engine"},
               "benchmarks": {"benchmarks", "engine", "streaming", "trt_build"}, "web_client": set()}
