@@ -1,8 +1,10 @@
-"""Groundwork for features without resampler lag (issue 16, point 1): how far a log-mel computed
-at the input's 48 kHz (1200-sample Hann window, 480 hop, the FFT bins up to 8 kHz, power / 9) is
-from what the live path computes today (libsoxr HQ streaming 48 → 16 kHz in 20 ms chunks, then the
-16 kHz log-mel). Utterances are the talking data's (``python -m engine.demo_world.talking``),
-upsampled to 48 kHz with libsoxr VHQ as a microphone would deliver them.
+"""Features at the input rate (issue 16, point 1) against what the live path computed before them:
+``FeatureStream(sample_rate=48000)`` (1200-sample Hann window, 480 hop, the FFT bins up to 8 kHz,
+power / 9, webrtcvad at 48 kHz) against libsoxr HQ streaming 48 → 16 kHz in 20 ms chunks, then
+the 16 kHz stream. Utterances are the talking data's (``python -m engine.demo_world.talking``),
+upsampled to 48 kHz with libsoxr VHQ as a microphone would deliver them. Reported: the log-mel
+difference on frames with sound (mean, p99) against the features' spread, the voiced-fraction
+and RMS differences, and each path's feature latency.
 
     python -m benchmarks.native_features --data talking/holdout
 """
@@ -15,7 +17,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.common import REPO_ROOT
 
@@ -27,31 +28,35 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768, w.getframerate()
 
 
-def native_log_mel(x48: np.ndarray) -> np.ndarray:
-    """Log-mel [n, 80] of 48 kHz samples over the 16 kHz features' band and frame times."""
-    from engine.audio.features import POWER_FLOOR, mel_filterbank
-
-    fb = torch.from_numpy(mel_filterbank(16000, 400, 80).astype(np.float64).T.copy())   # bins of 40 Hz, 0..8 kHz
-    win = torch.hann_window(1200, periodic=True, dtype=torch.float64)
-    frames = np.lib.stride_tricks.sliding_window_view(x48.astype(np.float64), 1200)[::480]
-    spec = torch.fft.rfft(torch.from_numpy(np.ascontiguousarray(frames)) * win, dim=1)[:, :201]
-    power = (spec.real.square() + spec.imag.square()) / 9.0        # 3× the samples per window: 9× the power
-    return torch.log(torch.clamp(power @ fb, min=POWER_FLOOR)).to(torch.float32).numpy()
+def _stream(fs, x: np.ndarray, chunk: int) -> list:
+    out = []
+    for i in range(0, x.size, chunk):
+        out += fs.push(x[i:i + chunk])
+    return out + fs.flush()
 
 
-def live_log_mel(x48: np.ndarray) -> np.ndarray:
+def native_features(x48: np.ndarray) -> list:
+    from engine.audio import FeatureStream
+
+    return _stream(FeatureStream(sample_rate=48000), x48, 960)
+
+
+def resampled_features(x48: np.ndarray) -> list:
     import soxr
 
-    from engine.audio.features import log_mel
+    from engine.audio import FeatureStream
 
     rs = soxr.ResampleStream(48000, 16000, 1, dtype="float32", quality="HQ")
     parts = [rs.resample_chunk(x48[i:i + 960]) for i in range(0, x48.size, 960)]
     parts.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
-    return log_mel(np.concatenate(parts))
+    return _stream(FeatureStream(), np.concatenate(parts), 320)
 
 
 def main(argv=None) -> int:
     import soxr
+
+    from engine.audio import FeatureStream
+    from engine.audio.input import resampler_lag_ms
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.native_features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,21 +68,32 @@ def main(argv=None) -> int:
     for path in sorted(args.data.glob("utt*.wav"))[: args.limit]:
         x, sr = _read(path)
         x48 = soxr.resample(x, sr, 48000, quality="VHQ").astype(np.float32)
-        ref, nat = live_log_mel(x48), native_log_mel(x48)
+        ref, nat = resampled_features(x48), native_features(x48)
         n = min(len(ref), len(nat))
-        sound = ref[:n].max(1) > -12.0                  # frames with sound in them
-        d = np.abs(nat[:n] - ref[:n])
+        mel_r = np.stack([f.mel[-1] for f in ref[:n]])             # each frame's newest mel row
+        mel_n = np.stack([f.mel[-1] for f in nat[:n]])
+        sound = mel_r.max(1) > -12.0                    # frames with sound in them
+        d = np.abs(mel_n - mel_r)
         rows.append({"name": path.stem, "frames": int(n), "mean_abs_diff": float(d[sound].mean()),
-                     "p99_abs_diff": float(np.quantile(d[sound], 0.99)), "feature_std": float(ref[:n][sound].std())})
+                     "p99_abs_diff": float(np.quantile(d[sound], 0.99)), "feature_std": float(mel_r[sound].std()),
+                     "voiced_abs_diff": float(np.mean([abs(a.voiced - b.voiced) for a, b in zip(ref, nat)])),
+                     "rms_rel_diff": float(np.median([abs(a.rms - b.rms) / b.rms for a, b in zip(ref, nat)
+                                                      if b.rms > 1e-3]))})
     if not rows:
         raise SystemExit(f"{args.data}: no utt*.wav files")
     report = {"benchmark": "native_features", "utterances": len(rows),
               "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in rows])),
               "p99_abs_diff": float(np.median([r["p99_abs_diff"] for r in rows])),
-              "feature_std": float(np.mean([r["feature_std"] for r in rows])), "rows": rows}
+              "feature_std": float(np.mean([r["feature_std"] for r in rows])),
+              "voiced_abs_diff": float(np.mean([r["voiced_abs_diff"] for r in rows])),
+              "rms_rel_diff": float(np.median([r["rms_rel_diff"] for r in rows])),
+              "latency_ms": {"native_48k": FeatureStream(sample_rate=48000).latency_ms,
+                             "resampled": resampler_lag_ms(48000)[1] + FeatureStream().latency_ms},
+              "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("utterances", "mean_abs_diff", "p99_abs_diff", "feature_std")}))
+    print(json.dumps({k: report[k] for k in ("utterances", "mean_abs_diff", "p99_abs_diff", "feature_std",
+                                             "voiced_abs_diff", "rms_rel_diff", "latency_ms")}))
     return 0
 
 

@@ -14,6 +14,15 @@ signal (bit-identical in our tests; the contract is ≤ 1e-6). This matches
 ``librosa.feature.melspectrogram(y, sr=16000, n_fft=400, hop_length=160, center=False,
 power=2.0, n_mels=80, htk=False, norm="slaney")`` followed by the same log floor.
 
+Input at 32 or 48 kHz (WebRTC's Opus decodes at 48 kHz) needs no resampler: ``FeatureStream(...,
+sample_rate=48000)`` computes the same features at the input rate: window, hop and FFT m = rate /
+16 kHz times as long (1200 / 480 at 48 kHz, the same 25 ms / 10 ms and the same 40 Hz FFT bins),
+the same mel filters over the bins up to 8 kHz, power / m², and webrtcvad at the input rate. It
+differs from resampling first only by what the resampler's anti-alias filter would have taken
+away near and above 8 kHz (``benchmarks.native_features`` measures it), and removes the
+resampler's lag (36.6 ms worst case at 48 kHz). Every time below stays in 16 kHz samples, the
+session's clock: a sample count at the input rate is m times as large.
+
 Video frame k covers audio ``[round(k·sr/fps), round((k+1)·sr/fps))``. Its features are emitted
 once audio up to ``t_end = round((k+1)·sr/fps) + lookahead`` has arrived (and the webrtcvad
 frames overlapping the interval are complete), never earlier, so streaming never looks past
@@ -35,7 +44,7 @@ import webrtcvad
 
 from .input import SAMPLE_RATE, finite_float32, to_int16
 
-__all__ = ["FrameFeatures", "FeatureStream", "LogMel", "log_mel", "mel_filterbank",
+__all__ = ["FrameFeatures", "FeatureStream", "LogMel", "log_mel", "mel_filterbank", "NATIVE_RATES",
            "N_MELS", "WIN_LENGTH", "HOP_LENGTH", "POWER_FLOOR", "LOG_FLOOR", "round_half_up"]
 
 N_MELS = 80
@@ -43,6 +52,8 @@ WIN_LENGTH = 400           # 25 ms at 16 kHz (also n_fft)
 HOP_LENGTH = 160           # 10 ms
 POWER_FLOOR = 1e-10
 LOG_FLOOR = float(np.float32(math.log(POWER_FLOOR)))
+#: input rates whose features are computed at the input rate (multiples of 16 kHz that webrtcvad reads)
+NATIVE_RATES = (16000, 32000, 48000)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -83,21 +94,24 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = WIN_LENGTH, n_mels: int =
 
 
 class LogMel:
-    """Log-mel of complete frames: ``frames [n, win]`` float → ``[n, n_mels]`` float32."""
+    """Log-mel of complete frames: ``frames [n, win]`` float → ``[n, n_mels]`` float32.
+    ``fmax`` limits the mel filters (None: sr / 2); the power is multiplied by ``power_scale``."""
 
     def __init__(self, n_mels: int = N_MELS, win_length: int = WIN_LENGTH, hop_length: int = HOP_LENGTH,
-                 sr: int = SAMPLE_RATE):
+                 sr: int = SAMPLE_RATE, *, fmax: Optional[float] = None, power_scale: float = 1.0):
         if not (isinstance(win_length, int) and isinstance(hop_length, int) and 0 < hop_length <= win_length):
             raise ValueError(f"need integers 0 < hop_length <= win_length, got {hop_length}, {win_length}")
         self.n_mels, self.win_length, self.hop_length, self.sr = int(n_mels), win_length, hop_length, sr
         self.window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
-        self.filters_t = torch.from_numpy(mel_filterbank(sr, win_length, n_mels).astype(np.float64).T.copy())
+        fb = mel_filterbank(sr, win_length, n_mels, fmax=fmax).astype(np.float64) * float(power_scale)
+        used = int(np.flatnonzero(fb.any(axis=0)).max()) + 1                 # FFT bins with a weight
+        self.filters_t = torch.from_numpy(fb[:, :used].T.copy())
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float64))
         if x.ndim != 2 or x.shape[1] != self.win_length:
             raise ValueError(f"frames must be [n, {self.win_length}], got {tuple(x.shape)}")
-        spec = torch.fft.rfft(x * self.window, dim=1)
+        spec = torch.fft.rfft(x * self.window, dim=1)[:, :self.filters_t.shape[0]]
         power = spec.real.square() + spec.imag.square()                 # [n, win//2 + 1]
         mel = power @ self.filters_t                                      # [n, n_mels]
         return torch.log(torch.clamp(mel, min=POWER_FLOOR)).to(torch.float32).numpy()
@@ -127,7 +141,7 @@ def log_mel(samples_16k: np.ndarray) -> np.ndarray:
 def _check_samples(samples) -> np.ndarray:
     a = np.asarray(samples)
     if a.ndim != 1:
-        raise ValueError(f"expected 1-D 16 kHz mono samples, got shape {a.shape}")
+        raise ValueError(f"expected 1-D mono samples, got shape {a.shape}")
     return finite_float32(a)
 
 
@@ -135,7 +149,7 @@ def _check_samples(samples) -> np.ndarray:
 class FrameFeatures:
     """What the motion step for video frame k sees."""
     frame_index: int        # video frame k
-    t_end: int              # 16 kHz samples covered: round((k+1)/fps·sr) + lookahead (clipped at flush)
+    t_end: int              # 16 kHz samples (the clock) covered: round((k+1)/fps·sr) + lookahead (clipped at flush)
     mel: np.ndarray         # [window_frames, n_mels] float32 log-mel, frames ending at or before t_end
     rms: float              # RMS of the samples in [k/fps, (k+1)/fps) (full scale 1.0)
     voiced: float           # overlap-weighted fraction of webrtcvad frames voiced in that interval, 0..1
@@ -147,11 +161,12 @@ def round_half_up(x: float) -> int:
 
 
 class FeatureStream:
-    """16 kHz samples in, ``FrameFeatures`` per video frame out, as soon as each is complete."""
+    """Samples at ``sample_rate`` (16 kHz, or 32 / 48 kHz without resampling) in, ``FrameFeatures``
+    per video frame out, as soon as each is complete. Lengths and times are in 16 kHz samples."""
 
     def __init__(self, fps: float = 25.0, lookahead_ms: float = 40.0, window_ms: float = 320.0,
                  vad_mode: int = 2, *, vad_frame_ms: int = 20, n_mels: int = N_MELS,
-                 win_length: int = WIN_LENGTH, hop_length: int = HOP_LENGTH):
+                 win_length: int = WIN_LENGTH, hop_length: int = HOP_LENGTH, sample_rate: int = SAMPLE_RATE):
         fps = float(fps)
         if not (math.isfinite(fps) and 0 < fps <= 1000):
             raise ValueError(f"fps must be in (0, 1000], got {fps!r}")
@@ -159,7 +174,12 @@ class FeatureStream:
         if not (math.isfinite(lookahead_ms) and 0 <= lookahead_ms <= 1000):
             raise ValueError(f"lookahead_ms must be in [0, 1000], got {lookahead_ms!r}")
         window_ms = float(window_ms)
-        self.log_mel = LogMel(n_mels, win_length, hop_length)
+        if isinstance(sample_rate, bool) or sample_rate not in NATIVE_RATES:
+            raise ValueError(f"sample_rate must be one of {NATIVE_RATES} Hz, got {sample_rate!r}")
+        self.sample_rate = int(sample_rate)
+        m = self._m = self.sample_rate // SAMPLE_RATE          # input samples per 16 kHz sample
+        self.log_mel = LogMel(n_mels, win_length * m, hop_length * m, self.sample_rate,
+                              fmax=SAMPLE_RATE / 2, power_scale=1.0 / (m * m))
         hop_ms = 1000.0 * hop_length / SAMPLE_RATE
         if not (math.isfinite(window_ms) and window_ms >= hop_ms):
             raise ValueError(f"window_ms must be at least one hop ({hop_ms} ms), got {window_ms!r}")
@@ -204,7 +224,35 @@ class FeatureStream:
 
     @property
     def samples_received(self) -> int:
-        return self._n
+        """16 kHz samples received (at 32 / 48 kHz: whole ones; see :attr:`samples_pending`)."""
+        return self._n // self._m
+
+    @property
+    def samples_pending(self) -> float:
+        """The fraction of a 16 kHz sample received beyond :attr:`samples_received` (0 at 16 kHz)."""
+        return (self._n % self._m) / self._m
+
+    def silent_at(self, sample_rate: int) -> "FeatureStream":
+        """The same stream at another input rate, at the same point, for a stream that has received
+        only silence so far: silence has the same features at any rate, so frames continue
+        exactly (a received fraction of a 16 kHz sample is dropped)."""
+        window_ms = self.window_frames * 1000.0 * self.hop_length / SAMPLE_RATE
+        new = FeatureStream(self.fps, self.lookahead_ms, window_ms, self.vad_mode,
+                            vad_frame_ms=self.vad_frame * 1000 // SAMPLE_RATE, n_mels=self.n_mels,
+                            win_length=self.win_length, hop_length=self.hop_length, sample_rate=sample_rate)
+        m = new._m
+        new._k, new._n = self._k, self.samples_received * m
+        win, hop, f = new.win_length * m, new.hop_length * m, new.vad_frame * m
+        start = new._bounds(new._k)[0] * m
+        t_end = min(new._t_end(new._k) * m, new._n)
+        done = (new._n - win) // hop + 1 if new._n >= win else 0          # mel frames complete
+        new._mel_start = min(done, max(0, (t_end - win) // hop - new.window_frames + 1))
+        new._mel = np.full((done - new._mel_start, new.n_mels), LOG_FLOOR, dtype=np.float32)
+        new._vad_start = min(start // f, new._n // f)
+        new._vad = np.zeros(new._n // f - new._vad_start, dtype=np.float32)
+        new._buf_start = min(start, done * hop, (new._n // f) * f, new._n)
+        new._buf = np.zeros(new._n - new._buf_start, dtype=np.float32)
+        return new
 
     def reset(self) -> None:
         """Start a new stream at sample 0, frame 0 (webrtcvad's state, e.g. its hangover, too)."""
@@ -219,16 +267,16 @@ class FeatureStream:
         self._vad_start = 0
 
     # -- streaming ------------------------------------------------------------------------------
-    def push(self, samples_16k: np.ndarray) -> List[FrameFeatures]:
-        """Feed 16 kHz mono float samples; returns every frame whose window is now complete."""
-        x = _check_samples(samples_16k)
+    def push(self, samples: np.ndarray) -> List[FrameFeatures]:
+        """Feed mono float samples at ``sample_rate``; returns every frame whose window is now complete."""
+        x = _check_samples(samples)
         if x.size == 0:
             return []
         self._buf = np.concatenate([self._buf, x]) if self._buf.size else x.copy()
         self._n += x.size
         self._advance()
         out = []
-        while self.ready_at(self._k) <= self._n:
+        while self.ready_at(self._k) * self._m <= self._n:
             out.append(self._features(self._k, self._t_end(self._k)))
             self._k += 1
         self._trim()
@@ -238,15 +286,16 @@ class FeatureStream:
         """End of stream: emit the frames whose interval has started, with ``t_end`` clipped to the
         samples that exist (a trailing incomplete webrtcvad frame counts as unvoiced), then reset."""
         out = []
-        while self._bounds(self._k)[0] < self._n:
-            out.append(self._features(self._k, min(self._t_end(self._k), self._n)))
+        while self._bounds(self._k)[0] * self._m < self._n:
+            out.append(self._features(self._k, min(self._t_end(self._k) * self._m, self._n) // self._m))
             self._k += 1
         self.reset()
         return out
 
     def _advance(self) -> None:
-        """Compute every mel and VAD frame that is complete."""
-        win, hop = self.win_length, self.hop_length
+        """Compute every mel and VAD frame that is complete (positions at the input rate here)."""
+        m = self._m
+        win, hop = self.win_length * m, self.hop_length * m
         j0 = self._mel_start + self._mel.shape[0]
         j1 = (self._n - win) // hop + 1 if self._n >= win else 0
         if j1 > j0:
@@ -254,23 +303,24 @@ class FeatureStream:
             seg = self._buf[off: off + (j1 - 1 - j0) * hop + win]
             view = np.lib.stride_tricks.sliding_window_view(seg, win)[::hop]
             self._mel = np.concatenate([self._mel, self.log_mel.frames(view)])
-        f = self.vad_frame
+        f = self.vad_frame * m
         i0 = self._vad_start + self._vad.size
         i1 = self._n // f
         if i1 > i0:
             off = i0 * f - self._buf_start
             seg = self._buf[off: off + (i1 - i0) * f]
             pcm = to_int16(seg).astype("<i2", copy=False)            # webrtcvad reads little-endian int16
-            flags = [self._vad_engine.is_speech(pcm[i * f:(i + 1) * f].tobytes(), SAMPLE_RATE)
+            flags = [self._vad_engine.is_speech(pcm[i * f:(i + 1) * f].tobytes(), self.sample_rate)
                      for i in range(i1 - i0)]
             self._vad = np.concatenate([self._vad, np.asarray(flags, dtype=np.float32)])
 
     def _features(self, k: int, t_end: int) -> FrameFeatures:
-        start, end = self._bounds(k)
+        m = self._m
+        start, end = (b * m for b in self._bounds(k))                  # at the input rate
         end = min(end, self._n)
         seg = self._buf[start - self._buf_start: end - self._buf_start]
         rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) if seg.size else 0.0
-        f = self.vad_frame
+        f = self.vad_frame * m
         i_hi = min(-(-end // f), self._vad_start + self._vad.size)
         num = den = 0
         for i in range(start // f, i_hi):
@@ -289,19 +339,21 @@ class FeatureStream:
 
     def _trim(self) -> None:
         """Drop samples, mel frames and VAD flags that no future frame needs."""
-        start_k = self._bounds(self._k)[0]
-        t_end = min(self._t_end(self._k), self._n)                        # flush may clip it to _n
-        keep_mel = max(0, (t_end - self.win_length) // self.hop_length - self.window_frames + 1)
+        m = self._m
+        win, hop, f = self.win_length * m, self.hop_length * m, self.vad_frame * m
+        start_k = self._bounds(self._k)[0] * m
+        t_end = min(self._t_end(self._k) * m, self._n)                    # flush may clip it to _n
+        keep_mel = max(0, (t_end - win) // hop - self.window_frames + 1)
         keep_mel = min(keep_mel, self._mel_start + self._mel.shape[0])
         if keep_mel > self._mel_start:
             self._mel = self._mel[keep_mel - self._mel_start:]
             self._mel_start = keep_mel
-        keep_vad = min(start_k // self.vad_frame, self._vad_start + self._vad.size)
+        keep_vad = min(start_k // f, self._vad_start + self._vad.size)
         if keep_vad > self._vad_start:
             self._vad = self._vad[keep_vad - self._vad_start:]
             self._vad_start = keep_vad
-        next_mel = (self._mel_start + self._mel.shape[0]) * self.hop_length
-        next_vad = (self._vad_start + self._vad.size) * self.vad_frame
+        next_mel = (self._mel_start + self._mel.shape[0]) * hop
+        next_vad = (self._vad_start + self._vad.size) * f
         keep = min(start_k, next_mel, next_vad, self._n)
         if keep > self._buf_start:
             self._buf = self._buf[keep - self._buf_start:]

@@ -2,8 +2,13 @@
 
 ::
 
-    push(pcm, rate) ─► AudioInput (→ 16 kHz mono) ─► FeatureStream ─► ready frames (k, features)
+    push(pcm, rate) ─► AudioInput (→ mono at the feature rate) ─► FeatureStream ─► ready frames (k, features)
                     └► AudioOut (the same audio at the output rate, handed out with frame k)
+
+The feature rate is the input's own when it is 16, 32 or 48 kHz (no resampler, no resampler lag;
+see :mod:`engine.audio.features`), else 16 kHz. The first pushed audio of a feature stream sets
+it (the silence filled in before counts at any rate); a later input at another rate is
+resampled to it, and :attr:`AudioTimeline.latency_ms` reports that resampler's lag.
 
 Video frame k covers the audio ``[S(k), S(k+1))``, ``S(k) = round(k·16000/fps)`` (halves
 rounded up, as FeatureStream does). :attr:`AudioTimeline.clock` counts the 16 kHz samples that
@@ -22,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .features import FeatureStream, FrameFeatures, round_half_up
+from .features import NATIVE_RATES, FeatureStream, FrameFeatures, round_half_up
 from .input import SAMPLE_RATE, AudioInput
 from .output import AudioOut
 
@@ -55,7 +60,8 @@ class AudioTimeline:
         self.overflow_dropped = 0               # frames dropped since the last take
         self._out: Optional[AudioOut] = AudioOut(audio_out_rate) if audio_out_rate else None
         self._audio_from_k = 0                  # first frame whose audio was not handed out yet
-        self._fs = self._new_feature_stream(lookahead_ms, window_ms)
+        self._fs = self._new_feature_stream(lookahead_ms, window_ms, SAMPLE_RATE)
+        self._heard = False                     # audio was pushed into this feature stream
         self._fs_frame0 = 0                     # the feature stream's frame 0 on the session's count
         self._fs_sample0 = 0                    # ... and its sample 0 on the clock
 
@@ -68,7 +74,24 @@ class AudioTimeline:
     @property
     def pushed_samples(self) -> float:
         """:attr:`clock` plus what still sits in the resampler (fractional mid-resampler)."""
-        return self.clock + (float(self._ai.pending_samples) if self._ai is not None else 0.0)
+        owed = float(self._ai.pending_samples) / self._per_sample if self._ai is not None else 0.0
+        return self.clock + self._fs.samples_pending + owed
+
+    @property
+    def feature_rate(self) -> int:
+        """The rate the feature stream reads (16, 32 or 48 kHz)."""
+        return self._fs.sample_rate
+
+    @property
+    def _per_sample(self) -> int:
+        """Feature-rate samples per 16 kHz sample."""
+        return self._fs.sample_rate // SAMPLE_RATE
+
+    def _rate_for(self, sample_rate) -> int:
+        """The feature rate for input at ``sample_rate``: its own if native and the feature stream
+        has heard no audio yet (or already reads it), else the feature stream's."""
+        want = int(sample_rate) if sample_rate in NATIVE_RATES else SAMPLE_RATE
+        return want if want == self._fs.sample_rate or not self._heard else self._fs.sample_rate
 
     @property
     def lookahead_ms(self) -> float:
@@ -84,7 +107,7 @@ class AudioTimeline:
 
     @property
     def latency_ms(self) -> float:
-        """Resampler lag of the current input (0 before any audio and at 16 kHz) + lookahead."""
+        """Resampler lag of the current input (0 before any audio and at a native rate) + lookahead."""
         ai_ms = float(getattr(self._ai, "latency_ms", 0.0)) if self._ai is not None else 0.0
         return ai_ms + self._fs.latency_ms
 
@@ -111,18 +134,22 @@ class AudioTimeline:
         t0 = time.perf_counter()
         new_ai = None
         if self._ai is None or key != self._ai_key:
-            new_ai = AudioInput(sample_rate, channels, dtype)        # validates rate/channels
+            rate = self._rate_for(sample_rate)
+            new_ai = AudioInput(sample_rate, channels, dtype, out_rate=rate)   # validates rate/channels
             y = new_ai.push(pcm)                                     # validates the samples
         else:
             y = self._ai.push(pcm)                                   # raises before any change
         if new_ai is not None:
             if self._ai is not None:
                 self._flush_streams()
+            if rate != self._fs.sample_rate:                         # only silence so far
+                self._fs = self._fs.silent_at(rate)
             self._ai, self._ai_key = new_ai, (new_ai.sample_rate, new_ai.channels, dtype)
             if self._out is not None:
                 self._out.start(new_ai.sample_rate, new_ai.channels, dtype)
         if self._out is not None:
             self._out.push(pcm)
+        self._heard = self._heard or self._ai.samples_in > 0
         self._feed(y, t0)
 
     def push_silence(self, n16: int) -> None:
@@ -130,14 +157,14 @@ class AudioTimeline:
         self._flush_streams()
         self._push_zeros16(n16)
 
-    def _new_feature_stream(self, lookahead_ms: float, window_ms: Optional[float]) -> FeatureStream:
+    def _new_feature_stream(self, lookahead_ms: float, window_ms: Optional[float], rate: int) -> FeatureStream:
         if window_ms is None:
-            return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms)
-        return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms, window_ms=window_ms)
+            return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms, sample_rate=rate)
+        return FeatureStream(fps=self.fps, lookahead_ms=lookahead_ms, window_ms=window_ms, sample_rate=rate)
 
-    def _feed(self, y16: np.ndarray, t0: float) -> None:
-        """16 kHz samples into the feature stream; ready frames join the queue."""
-        feats = self._fs.push(y16) if y16.size else []
+    def _feed(self, y: np.ndarray, t0: float) -> None:
+        """Samples at the feature rate into the feature stream; ready frames join the queue."""
+        feats = self._fs.push(y) if y.size else []
         ms = (time.perf_counter() - t0) * 1000.0 + self._feat_carry_ms
         if not feats:
             self._feat_carry_ms = ms
@@ -156,9 +183,9 @@ class AudioTimeline:
                 self._out.release(self.out_at(k + 1))
 
     def _push_zeros16(self, n: int) -> None:
-        """n 16 kHz zeros into the feature stream, and the matching zeros into audio out."""
+        """n 16 kHz samples of zeros into the feature stream, and the matching zeros into audio out."""
         if n > 0:
-            self._feed(np.zeros(n, dtype=np.float32), time.perf_counter())
+            self._feed(np.zeros(n * self._per_sample, dtype=np.float32), time.perf_counter())
         if self._out is not None:
             self._out.pad_to(round_half_up(self.clock * self.out_rate / SAMPLE_RATE))
 
@@ -172,7 +199,7 @@ class AudioTimeline:
             self._out.flush()
             behind = round_half_up(self._out.total * SAMPLE_RATE / self.out_rate) - self.clock
             if behind > 0:
-                self._feed(np.zeros(behind, dtype=np.float32), time.perf_counter())
+                self._feed(np.zeros(behind * self._per_sample, dtype=np.float32), time.perf_counter())
             self._push_zeros16(0)
 
     # -- frames out -----------------------------------------------------------------------------
@@ -223,12 +250,14 @@ class AudioTimeline:
         before = self.pushed_samples
         k0 = self.next_k
         self._queue.clear()
-        self._fs = self._new_feature_stream(lookahead_ms, window_ms)
+        self._heard = False
+        rate = self._rate_for(self._ai.sample_rate) if self._ai is not None else self._fs.sample_rate
+        self._fs = self._new_feature_stream(lookahead_ms, window_ms, rate)
         self._fs_frame0 = k0
         self._fs_sample0 = self.frame_start(k0)
         self._feat_carry_ms = 0.0
         if self._ai is not None:
-            self._ai = AudioInput(self._ai.sample_rate, self._ai.channels, self._ai.dtype)
+            self._ai = AudioInput(self._ai.sample_rate, self._ai.channels, self._ai.dtype, out_rate=rate)
         if self._out is not None:
             self._out.discard_pending()
             self._out.cut_to(self.out_at(k0))

@@ -618,8 +618,8 @@ def test_stream_timeline_is_the_session_clock(engine):
     session = AvatarSession(engine, fps=25, identity=0)
     stream = StreamSession(session, realtime=False)
     try:
-        for _ in range(25):
-            stream.push_audio(tone(0.02), 48000)
+        for _ in range(25):     # 44.1 kHz is resampled (48 kHz would be used as it is)
+            stream.push_audio(tone(0.02)[:882], 44100)
         assert stream.fed_seconds() == pytest.approx(0.5)           # queued, not pushed yet
         seen = []
         drainer = threading.Thread(target=stream._drain_audio)
