@@ -17,6 +17,11 @@ Reported per driver:
   the slope per hour of each identity value relative to its spread — no growth means no drift;
 * ``jitter``: mean absolute frame-to-frame change of the probe outputs over silent stretches.
 
+``--mic-rate 48000`` pushes the audio as a microphone at that rate delivers it (upsampled with
+libsoxr VHQ): with ``--features native`` (default) the session computes its features at that
+rate; ``--features resampled`` first runs it through the streaming 48 → 16 kHz libsoxr HQ
+resampler in 20 ms chunks, which is what the live path did before native-rate features.
+
     # the shipped demo generator, its trained LSTM vs the idle baseline, the shipped probes
     python -m engine.demo_world.talking --out talking --n 300
     python -m benchmarks.lipsync --data talking/holdout [--drift-minutes 60]
@@ -85,8 +90,10 @@ def drift(values: np.ndarray, fps: float) -> dict[str, float]:
 
 
 # -- running a driver ------------------------------------------------------------------------------
-def read_utterances(folder: Path) -> list[dict]:
-    """[{name, samples int16, rate, track, fps}] of a talking-data folder (sorted by name)."""
+def read_utterances(folder: Path, fps: Optional[float] = None) -> list[dict]:
+    """[{name, samples int16, rate, track, fps}] of a talking-data folder (sorted by name); with
+    ``fps`` the ground-truth track at that frame rate, from the utterance's phoneme timeline
+    (``engine.demo_world.speech.mouth_track``, as the talking data made it)."""
     out = []
     for js in sorted(Path(folder).glob("utt*.json")):
         rec = json.loads(js.read_text())
@@ -94,12 +101,35 @@ def read_utterances(folder: Path) -> list[dict]:
         with wave.open(f"{stem}.wav") as f:
             pcm = np.frombuffer(f.readframes(f.getnframes()), np.int16)
             rate = f.getframerate()
-        out.append({"name": stem.name, "samples": pcm, "rate": rate, "track": np.load(f"{stem}.mouth.npy"),
-                    "fps": float(rec["fps"])})
+        track = np.load(f"{stem}.mouth.npy")
+        if fps is not None and abs(fps - float(rec["fps"])) > 1e-9:
+            from engine.demo_world.speech import Phoneme, Utterance, mouth_track
+
+            utt = Utterance(pcm, rate, tuple(Phoneme(n, int(a), int(b)) for n, a, b in rec["phonemes"]),
+                            rec.get("text", ""), rec.get("voice", ""), int(rec.get("rate_wpm", 0)), int(rec.get("pitch", 0)))
+            track = mouth_track(utt, fps)
+        out.append({"name": stem.name, "samples": pcm, "rate": rate, "track": track,
+                    "fps": float(rec["fps"]) if fps is None else float(fps)})
     if not out:
         raise SystemExit(f"{folder}: no utterances (uttNNNNN.json/.wav/.mouth.npy); make them with "
                          "python -m engine.demo_world.talking")
     return out
+
+
+def at_mic_rate(pcm: np.ndarray, rate: int, mic_rate: int, features: str) -> dict:
+    """An utterance as a microphone at ``mic_rate`` delivers it (float32, full scale 1), pushed at
+    ``mic_rate`` (``native``) or after the streaming libsoxr HQ resampler to 16 kHz in 20 ms chunks
+    (``resampled``: what the live path fed its 16 kHz features before)."""
+    import soxr
+
+    x = soxr.resample(pcm.astype(np.float32) / 32768, rate, mic_rate, quality="VHQ").astype(np.float32)
+    if features == "native":
+        return {"samples": x, "rate": mic_rate}
+    rs = soxr.ResampleStream(mic_rate, 16000, 1, dtype="float32", quality="HQ")
+    step = mic_rate // 50
+    parts = [rs.resample_chunk(x[i:i + step]) for i in range(0, x.size, step)]
+    parts.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+    return {"samples": np.concatenate(parts).astype(np.float32), "rate": 16000}
 
 
 def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float,
@@ -122,7 +152,7 @@ def render_measure(engine, driver: str, audio: np.ndarray, rate: int, fps: float
     while got < n_frames and i < limit:
         piece = audio[i:i + chunk]
         if piece.size < chunk:                           # trailing silence releases the lookahead frames
-            piece = np.concatenate([piece, np.zeros(chunk - piece.size, np.int16)])
+            piece = np.concatenate([piece, np.zeros(chunk - piece.size, piece.dtype)])
         s.push_audio(piece, rate)
         i += chunk
         while got < n_frames and (f := s.next_frame()) is not None:
@@ -253,6 +283,13 @@ def main(argv=None) -> dict:
     p.add_argument("--identity", default=None,
                    help="every utterance spoken by this face: a seed or an identity .npz from engine.invert "
                         "(default: utterance i by seed 100 + i)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="video frame rate of the sessions (default: the data's); the ground truth is recomputed "
+                        "at it from each utterance's phoneme timeline")
+    p.add_argument("--mic-rate", type=int, default=None,
+                   help="push the utterances at this rate (resampled with libsoxr VHQ; default: their own)")
+    p.add_argument("--features", choices=("native", "resampled"), default="native",
+                   help="with --mic-rate: features at that rate, or after the live 16 kHz resampler")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     args = p.parse_args(argv)
     identity = None if args.identity is None else (int(args.identity) if args.identity.isdigit() else args.identity)
@@ -263,12 +300,14 @@ def main(argv=None) -> dict:
     else:
         read = load_probes(args.probes).predict
     engine = AvatarEngine(args.generator, directions=args.directions, log=print)
-    utts = read_utterances(args.data)[: args.limit]
+    utts = read_utterances(args.data, args.fps)[: args.limit]
+    if args.mic_rate:
+        utts = [dict(u, **at_mic_rate(u["samples"], u["rate"], args.mic_rate, args.features)) for u in utts]
     driver = engine.default_driver if args.driver == "default" else args.driver
     drivers = [driver] + (["idle"] if driver != "idle" else [])
     traces: dict = {}
     report = {"generator": args.generator, "driver": driver, "utterances": len(utts), "measure": args.measure,
-              "identity": args.identity,
+              "identity": args.identity, "fps": utts[0]["fps"], "mic_rate": args.mic_rate, "features": args.features if args.mic_rate else None,
               "lipsync": evaluate(engine, drivers, utts, read, max_lag=args.max_lag, identity=identity, traces=traces)}
     fps = utts[0]["fps"]
     if args.drift_minutes > 0:

@@ -148,7 +148,7 @@ def format_table(report: dict[str, Any]) -> str:
     st = report["settings"]
     lines.append(f"{report['frames']} frames at {st['resolution']} px, {st['fps']:g} fps target: sustains "
                  f"{report['sustained_fps']:.1f} frames/s of work ({report['realtime_factor']:.2f}x real time); "
-                 f"audio lag before a frame can start: {st['latency_ms']:.1f} ms (resampler + {st['lookahead_ms']:g} ms "
+                 f"audio lag before a frame can start: {st['latency_ms']:.1f} ms (resampler lag, if any, + {st['lookahead_ms']:g} ms "
                  f"lookahead)")
     return "\n".join(lines)
 

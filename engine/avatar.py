@@ -171,7 +171,7 @@ class AvatarEngine:
         if directions is None and is_demo and DEMO_DIRECTIONS.is_file():
             directions = DEMO_DIRECTIONS
         self._log = log
-        self._default_model_fps: Optional[float] = None     # the default model's fps, set with default_driver
+        self._default_model_fps: Optional[float] = None     # the default model's fps (0: any), set with default_driver
         self._fps_warned = False
         #: where the directions came from: "given", "shipped", "cached", "discovered" or "placeholder"
         self.directions_kind = "shipped" if directions == DEMO_DIRECTIONS else "given"
@@ -199,7 +199,7 @@ class AvatarEngine:
             if not model.config.w_dim or (is_demo and model.config.w_dim == self.w_dim):
                 if all(n in directions for n in (model.config.names or ())):
                     self.default_driver = "lstm+idle:" + os.fspath(DEMO_MOTION)
-                    self._default_model_fps = float(model.config.fps)
+                    self._default_model_fps = 0.0 if model.config.step_hz else float(model.config.fps)
         self.lock = threading.Lock()
         #: held around every synthesis call and while an identity's weights go in, so no frame is
         #: drawn with half of them (the batcher's thread does not take :attr:`lock`)
@@ -262,14 +262,15 @@ class AvatarEngine:
         return images_to_uint8(self.resize(img))
 
     def default_driver_for(self, fps: float) -> str:
-        """:attr:`default_driver`, or ``"idle"`` when it is a model trained at another frame rate
-        (the demo LSTM runs at 25 fps; a session at 30 fps then gets the idle driver, said once
-        through ``log``)."""
+        """:attr:`default_driver`, or ``"idle"`` when it is a frame-stepped model trained at another
+        frame rate (said once through ``log``). A model with its own clock (``step_hz``) runs at
+        any frame rate."""
         spec = self.default_driver
         if spec.startswith(("lstm:", "lstm+idle:")):
             if self._default_model_fps is None:
-                self._default_model_fps = float(load_motion_model(spec.partition(":")[2]).config.fps)
-            if abs(self._default_model_fps - float(fps)) > 1e-9:
+                cfg = load_motion_model(spec.partition(":")[2]).config
+                self._default_model_fps = 0.0 if cfg.step_hz else float(cfg.fps)
+            if self._default_model_fps and abs(self._default_model_fps - float(fps)) > 1e-9:
                 if self._log is not None and not self._fps_warned:
                     self._fps_warned = True
                     self._log(f"the demo motion model runs at {self._default_model_fps:g} fps; sessions at "

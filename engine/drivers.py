@@ -34,7 +34,7 @@ def _lstm(arg: str, engine, *, fps: float, seed: int, layered: bool) -> MotionDr
         raise ValueError(f"{arg}: the model drives {model.config.k} directions, the direction set has {len(ds)}")
     else:
         names = ds.names[:model.config.k]
-    drv = AudioLSTMDriver(model, names, seed=seed, device=engine.device)
+    drv = AudioLSTMDriver(model, names, seed=seed, device=engine.device, fps=fps)
     return LayeredDriver(drv, IdleDriver(ds, fps=fps, seed=seed)) if layered else drv
 
 

@@ -73,6 +73,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--lookahead-ms", type=finite_float, default=40.0,
                    help="audio lookahead per frame, as the streaming FeatureStream (default 40)")
     p.add_argument("--window-frames", type=int, default=32, help="log-mel frames (10 ms) per window (default 32)")
+    p.add_argument("--step-hz", type=finite_float, default=None,
+                   help="give the model its own clock at this step rate, so it runs at any video frame rate "
+                        "(e.g. 50; the clips' targets are interpolated at the steps; --crop counts steps); "
+                        "default: one step per video frame, at the clips' fps only")
     p.add_argument("--w-dim", type=int, default=None,
                    help="anchor width when no JSON gives an anchor (default: from the anchors, else 512)")
     p.add_argument("--identity", choices=("none", "w"), default="none",
@@ -127,12 +131,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           grad_clip=args.grad_clip, checkpoint_every=args.checkpoint_every,
                           adv_weight=args.adv_weight, d_lr=args.d_lr)
         cfg.validate()
-        window_frames, lookahead = args.window_frames, args.lookahead_ms
+        window_frames, lookahead, step_hz = args.window_frames, args.lookahead_ms, args.step_hz
         if state_exists:   # the saved model fixes the feature settings
             import torch
             state = torch.load(args.out / STATE_FILE, map_location="cpu", weights_only=True)
             saved = json.loads(state["features"])
             window_frames, lookahead = int(saved["window_frames"]), float(saved["lookahead_ms"])
+            step_hz = saved.get("step_hz") or None
         names = None
         if args.names is not None:
             names = [n.strip() for n in args.names.split(",") if n.strip()]
@@ -142,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("--num-ws must be at least 1")
         dataset = MotionDataset(args.data, fps=args.fps, window_frames=window_frames, lookahead_ms=lookahead,
                                 w_dim=args.w_dim, directions=args.directions, names=names, num_ws=args.num_ws,
-                                targets=args.targets)
+                                targets=args.targets, step_hz=step_hz)
         lossy = [c for c in dataset.clips if c.projection_loss is not None and c.projection_loss > 0.5]
         if lossy:
             print(f"{PROG}: note: the directions capture less than half of the latent motion of "
@@ -154,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            w_dim=dataset.w_dim if args.identity == "w" else 0, k=dataset.k,
                                            hidden=args.hidden, audio_dim=args.audio_dim,
                                            noise_dim=args.noise_dim, fps=dataset.fps, names=dataset.names,
-                                           lookahead_ms=dataset.lookahead_ms)
+                                           lookahead_ms=dataset.lookahead_ms, step_hz=step_hz or 0.0)
         args.out.mkdir(parents=True, exist_ok=True)
     except (UsageError, DatasetError, ValueError, OSError) as exc:
         fail(PROG, str(exc))

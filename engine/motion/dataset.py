@@ -18,6 +18,11 @@ Data: a directory of pairs ``NAME.wav`` + ``NAME.npy`` (+ optional ``NAME.json``
   the zero vector for x_t targets and to the first frame's w for latent targets (whose offsets
   are then measured from it).
 
+Models with their own clock (``step_hz``, see :mod:`engine.motion.step_clock`): with
+``MotionDataset(..., step_hz=r)`` the windows are those of a FeatureStream at ``fps = r`` and the
+targets are the clip's per-frame x linearly interpolated at the steps' centres (each frame's value
+sits at its frame's centre); :attr:`MotionDataset.fps` is then r and ``data_fps`` the clips'.
+
 Features: :func:`frame_windows` runs the clip through :class:`engine.audio.features.FeatureStream`
 (push everything, then flush), so training sees exactly the log-mel windows the streaming driver
 sees, lookahead included. The audio may be up to one frame longer or shorter than x_t; both are
@@ -36,11 +41,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from engine.audio.features import HOP_LENGTH, N_MELS, FeatureStream
+from engine.audio.features import HOP_LENGTH, N_MELS, FeatureStream, round_half_up
 from engine.audio.input import MAX_RATE, MIN_RATE, SAMPLE_RATE, AudioInput
 from engine.latent.direction_set import DirectionSet
 
-__all__ = ["frame_windows", "read_wav", "Clip", "MotionDataset", "DatasetError", "LENGTH_TOLERANCE"]
+__all__ = ["frame_windows", "read_wav", "Clip", "MotionDataset", "DatasetError", "LENGTH_TOLERANCE",
+           "frames_in", "at_step_centres"]
 
 LENGTH_TOLERANCE = 1          # frames of audio / x_t length mismatch that are cut silently
 
@@ -65,6 +71,25 @@ def frame_windows(samples_16k: np.ndarray, fps: float = 25.0, window_frames: int
     if not feats:
         return np.zeros((0, int(window_frames), N_MELS), dtype=np.float32)
     return np.stack([f.mel for f in feats]).astype(np.float32, copy=False)
+
+
+def frames_in(n_samples: int, fps: float) -> int:
+    """How many frames at ``fps`` start before the end of ``n_samples`` 16 kHz samples
+    (frame k starts at ``round_half_up(k·16000/fps)``)."""
+    k = max(0, int(n_samples * fps / SAMPLE_RATE) - 1)
+    while round_half_up(k * SAMPLE_RATE / fps) < n_samples:
+        k += 1
+    return k
+
+
+def at_step_centres(x: np.ndarray, fps: float, step_hz: float, steps: int) -> np.ndarray:
+    """Per-frame targets x [T, k] at ``fps`` (each at its frame's centre) → [steps, k] at the
+    centres of steps at ``step_hz``, linearly interpolated (held beyond the first/last centre)."""
+    def centres(n: int, rate: float) -> np.ndarray:
+        b = np.array([round_half_up(i * SAMPLE_RATE / rate) for i in range(n + 1)], np.float64)
+        return 0.5 * (b[:-1] + b[1:])
+    src, dst = centres(x.shape[0], fps), centres(int(steps), step_hz)
+    return np.stack([np.interp(dst, src, x[:, j]) for j in range(x.shape[1])], axis=1).astype(np.float32)
 
 
 def read_wav(path: os.PathLike | str) -> np.ndarray:
@@ -112,6 +137,7 @@ class MotionDataset:
         w_dim: anchor width (default: from the first anchor in a JSON file, else ``default_w_dim``).
         fps: the dataset fps when a clip has no JSON ``fps``; every clip must have the same fps.
         window_frames, lookahead_ms: the feature settings (must match the model's).
+        step_hz: train a model with its own clock at this step rate (None: one step per frame).
         directions: DirectionSet (or the path of its JSON) that latent targets are projected onto;
             its names (or ``names``) are the x components, in order.
         num_ws: the generator's layer count (needed for [T, w_dim] latent targets; checked
@@ -123,7 +149,7 @@ class MotionDataset:
     def __init__(self, root: os.PathLike | str, *, k: Optional[int] = None, w_dim: Optional[int] = None,
                  fps: float = 25.0, window_frames: int = 32, lookahead_ms: float = 40.0,
                  default_w_dim: int = 512, directions: Any = None, names: Optional[Sequence[str]] = None,
-                 num_ws: Optional[int] = None, targets: str = "auto"):
+                 num_ws: Optional[int] = None, targets: str = "auto", step_hz: Optional[float] = None):
         if targets not in ("auto", "x", "w"):
             raise ValueError(f"targets must be 'auto', 'x' or 'w', got {targets!r}")
         self.targets = targets
@@ -162,14 +188,19 @@ class MotionDataset:
         fpss = {float(metas[n].get("fps", fps)) for n in names}
         if len(fpss) != 1:
             raise DatasetError(f"clips have different fps {sorted(fpss)}; resample the x_t files to one fps")
-        self.fps = fpss.pop()
+        self.fps = self.data_fps = fpss.pop()
         if not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
             raise DatasetError(f"bad fps {self.fps!r}")
+        self.step_hz = None if step_hz is None else float(step_hz)
+        if self.step_hz is not None and not (math.isfinite(self.step_hz) and 1 <= self.step_hz <= 200):
+            raise DatasetError(f"step_hz must be in [1, 200], got {step_hz!r}")
         if w_dim is None:
             w_dim = next((len(metas[n]["anchor"]) for n in names if "anchor" in metas[n]), default_w_dim)
         self.w_dim = int(w_dim)
         self.k = None if k is None else int(k)
         self.clips: list[Clip] = [self._load(n, wavs[n], npys[n], metas[n]) for n in names]
+        if self.step_hz is not None:
+            self.fps = self.step_hz                  # the sequences the trainer sees are steps
 
     @staticmethod
     def _directions(directions):
@@ -268,16 +299,20 @@ class MotionDataset:
             raise DatasetError(f"{name}.json: anchor contains NaN or infinity")
         audio = read_wav(wav)
         try:
-            win = frame_windows(audio, self.fps, self.window_frames, self.lookahead_ms)
+            win = frame_windows(audio, self.step_hz or self.fps, self.window_frames, self.lookahead_ms)
         except ValueError as exc:
             raise DatasetError(f"{wav.name}: {exc}") from None
-        t_audio, t_x = win.shape[0], x.shape[0]
+        t_audio, t_x = (win.shape[0] if self.step_hz is None else frames_in(audio.size, self.fps)), x.shape[0]
         if abs(t_audio - t_x) > LENGTH_TOLERANCE:
             raise DatasetError(f"{name}: audio is {t_audio} frames at {self.fps:g} fps but {npy.name} has "
                                f"{t_x} rows (more than {LENGTH_TOLERANCE} frame apart)")
         t = min(t_audio, t_x)
         if t < 2:
             raise DatasetError(f"{name}: only {t} frame(s); need at least 2")
+        if self.step_hz is not None:                 # targets at the steps' centres
+            end = round_half_up(t * SAMPLE_RATE / self.fps)
+            steps = min(win.shape[0], frames_in(end, self.step_hz))
+            win, x, t = win[:steps], at_step_centres(x[:t], self.fps, self.step_hz, steps), steps
         return Clip(name, np.ascontiguousarray(win[:t]), np.ascontiguousarray(x[:t], dtype=np.float32),
                     anchor.astype(np.float32), dropped)
 

@@ -85,7 +85,10 @@ class AudioLSTMConfig:
     built from the file alone). ``w_dim``: width of the identity w the state encoder reads, or 0
     (no identity input: a generator-independent model). ``fps`` and ``lookahead_ms`` are the feature
     settings the model was trained with: the live ``FeatureStream`` must use the same
-    (``FeatureStream(fps=driver.fps, lookahead_ms=driver.lookahead_ms)``).
+    (``FeatureStream(fps=driver.fps, lookahead_ms=driver.lookahead_ms)``). ``step_hz`` > 0: the
+    model has its own clock and steps at ``step_hz`` (= ``fps``, the rate of its training
+    sequences) whatever the video's frame rate (:mod:`engine.motion.step_clock`); 0: one step per
+    video frame, at ``fps`` only.
     """
     n_mels: int = N_MELS
     window_frames: int = 32
@@ -103,6 +106,7 @@ class AudioLSTMConfig:
     cell_clip: float = 10.0
     mel_mean: float = LOG_MEAN
     mel_std: float = LOG_STD
+    step_hz: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("n_mels", "window_frames", "k", "hidden", "audio_dim", "conv_channels"):
@@ -123,6 +127,12 @@ class AudioLSTMConfig:
         self.lookahead_ms = float(self.lookahead_ms)
         if not (math.isfinite(self.lookahead_ms) and self.lookahead_ms >= 0):
             raise ValueError(f"AudioLSTMConfig.lookahead_ms must be a non-negative number, got {self.lookahead_ms!r}")
+        self.step_hz = float(self.step_hz)
+        if not (math.isfinite(self.step_hz) and self.step_hz >= 0):
+            raise ValueError(f"AudioLSTMConfig.step_hz must be 0 or a positive number, got {self.step_hz!r}")
+        if self.step_hz and abs(self.step_hz - self.fps) > 1e-9:
+            raise ValueError(f"AudioLSTMConfig.step_hz ({self.step_hz:g}) must equal fps ({self.fps:g}), "
+                             "the rate of the training sequences")
         self.mel_mean = float(self.mel_mean)
         if not math.isfinite(self.mel_mean):
             raise ValueError(f"AudioLSTMConfig.mel_mean must be finite, got {self.mel_mean!r}")

@@ -1,5 +1,7 @@
-"""The audio LSTM as a motion driver: one stream, one step per video frame, on any generator's
-named directions (the model reads audio only)."""
+"""The audio LSTM as a motion driver: one stream, on any generator's named directions (the model
+reads audio only). A frame-stepped model steps once per video frame at its training fps; a model
+with its own clock (``config.step_hz``) steps at that rate under video at any frame rate
+(:class:`~engine.motion.step_clock.StepClock`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence, Union
@@ -10,6 +12,7 @@ import torch
 from engine.audio.features import LOG_FLOOR
 
 from .base import MotionDriver, resolve_names
+from .step_clock import StepClock
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
@@ -31,11 +34,13 @@ class AudioLSTMDriver(MotionDriver):
         device: where the model runs.
         flush_frames: frames over which ``flush()`` ramps x to 0.
         noise_scale: multiplier of ε_t ~ N(0, 1) (0 switches the noise off).
+        fps: the video frame rate, for a model with its own clock (required there); a
+            frame-stepped model runs at its training fps only (None or that).
     """
 
     def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str], None] = None, *,
                  seed: int = 0, device: Union[str, torch.device] = "cpu", flush_frames: int = 3,
-                 noise_scale: float = 1.0):
+                 noise_scale: float = 1.0, fps: Optional[float] = None):
         c = model.config
         if names is None:
             if c.names is None:
@@ -48,6 +53,16 @@ class AudioLSTMDriver(MotionDriver):
         self.model = model.to(self.device).eval()
         self.config = c
         self.fps = float(c.fps)
+        self.clock: Optional[StepClock] = None
+        if c.step_hz:
+            if fps is None:
+                raise ValueError(f"this model steps at its own {c.step_hz:g} Hz: give the video's frame rate (fps=)")
+            self.fps = float(fps)
+            if not (np.isfinite(self.fps) and 0 < self.fps <= 240):
+                raise ValueError(f"fps must be in (0, 240], got {fps!r}")
+            self.clock = StepClock(c.step_hz, self.fps, c.lookahead_ms, c.window_frames, c.n_mels)
+        elif fps is not None and abs(float(fps) - self.fps) > 1e-6 * self.fps:
+            raise ValueError(f"this model steps once per frame at {self.fps:g} fps, not {float(fps):g} fps")
         self.lookahead_ms = float(c.lookahead_ms)
         self.seed = int(seed)
         self.flush_frames = max(int(flush_frames), 1)
@@ -85,6 +100,8 @@ class AudioLSTMDriver(MotionDriver):
         with torch.inference_mode():
             self._state = self.model.init_state(self._w)
         self._x = np.zeros(self.config.k, dtype=np.float32)
+        if self.clock is not None:
+            self.clock.reset()
         self._flush_left = 0
         self._flush_from = self._x.copy()
 
@@ -108,16 +125,39 @@ class AudioLSTMDriver(MotionDriver):
             raise ValueError("features.mel contains NaN or infinity")
         return torch.from_numpy(mel).to(self.device)[None]
 
+    def _noise(self, n: int) -> Optional[torch.Tensor]:
+        if not self.config.noise_dim:
+            return None
+        noise = torch.randn(1, n, self.config.noise_dim, generator=self._gen, device=self.device)
+        return noise * self.noise_scale
+
+    def _clock_step(self, features) -> np.ndarray:
+        """A model with its own clock: run the steps this frame makes due, x at the frame's centre."""
+        if features is None:
+            wins = self.clock.due(None, None)
+        else:
+            t_end = getattr(features, "t_end", None)
+            if t_end is None:
+                raise ValueError("this model steps on its own clock: step() needs FrameFeatures (with t_end)")
+            self._mel(features)                       # validates before any state changes
+            wins = self.clock.due(int(t_end), np.asarray(features.mel, np.float32))
+        if len(wins):
+            with torch.inference_mode():
+                a = self.model.embed_audio(torch.from_numpy(wins).to(self.device))[None]
+                xs, self._state = self.model.unroll(a, self._state, self._noise(len(wins)))
+            self.clock.outputs(xs[0].to("cpu").numpy())
+        return self.clock.at_frame(self.config.k)
+
     def step(self, features: Optional["FrameFeatures"]) -> np.ndarray:
         """x_t [k] float32 (stdev units, |x| ≤ clamp_sigma) for this frame; ``None`` = silence."""
-        mel = self._mel(features)           # validates before any state changes
-        noise = None
-        if self.config.noise_dim:
-            noise = torch.randn(1, self.config.noise_dim, generator=self._gen, device=self.device)
-            noise = noise * self.noise_scale
-        with torch.inference_mode():
-            x, self._state = self.model.step(mel, self._state, noise)
-        x = x[0].to("cpu").numpy().astype(np.float32)
+        if self.clock is not None:
+            x = self._clock_step(features)
+        else:
+            mel = self._mel(features)           # validates before any state changes
+            noise = self._noise(1)
+            with torch.inference_mode():
+                x, self._state = self.model.step(mel, self._state, None if noise is None else noise[:, 0])
+            x = x[0].to("cpu").numpy().astype(np.float32)
         if self._flush_left > 0:
             self._flush_left -= 1
             x = (self._flush_from * (self._flush_left / self.flush_frames)).astype(np.float32)

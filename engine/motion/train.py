@@ -151,7 +151,7 @@ def losses(pred: torch.Tensor, target: torch.Tensor, smooth_weight: float):
 
 def _features(dataset: MotionDataset) -> dict:
     return {"fps": float(dataset.fps), "window_frames": int(dataset.window_frames),
-            "lookahead_ms": float(dataset.lookahead_ms)}
+            "lookahead_ms": float(dataset.lookahead_ms), "step_hz": float(getattr(dataset, "step_hz", None) or 0.0)}
 
 
 def _save(out_dir: Path, model, opt, step: int, rng: np.random.Generator, gen: torch.Generator,
@@ -210,9 +210,9 @@ def train(config: TrainConfig, dataset: MotionDataset, out_dir: os.PathLike | st
                 raise ValueError(f"resume: {key} was {old[key]!r} in the saved run, now {getattr(config, key)!r}")
         if json.loads(state["dataset"]) != dataset.fingerprint():
             raise ValueError("resume: the dataset's clips or lengths differ from the saved run's")
-        if json.loads(state["features"]) != _features(dataset):
-            raise ValueError(f"resume: feature settings {_features(dataset)} differ from the saved run's "
-                             f"{json.loads(state['features'])}")
+        saved = {"step_hz": 0.0, **json.loads(state["features"])}      # runs saved before step_hz existed
+        if saved != _features(dataset):
+            raise ValueError(f"resume: feature settings {_features(dataset)} differ from the saved run's {saved}")
         model_config = AudioLSTMConfig.from_dict(json.loads(state["model_config"]))
         seed = int(state["seed"])
     if model is None:

@@ -107,3 +107,27 @@ def test_an_inverted_face_talks_with_unheard_speech(tmp_path):
     rep = lipsync.evaluate(engine, [engine.default_driver], utts, probes.predict, max_lag=3, identity=str(path))
     assert rep[engine.default_driver]["corr"] > LIPSYNC_MIN_CORR, rep
     assert abs(rep["shuffled"]["corr"]) < 0.35, rep
+
+
+@pytest.mark.parametrize("fps", [30.0, 50.0])
+def test_the_demo_face_talks_at_other_frame_rates_from_a_48k_microphone(tmp_path, fps):
+    """The shipped driver has its own clock: sessions at 30 and 50 fps keep it (no idle fallback),
+    and with the audio arriving at 48 kHz (features at 48 kHz, no resampler) the mouth follows the
+    ground truth recomputed at that frame rate from the phoneme timeline."""
+    from engine.demo_world import speech, talking
+    if not speech.available():
+        pytest.skip("libespeak-ng is not installed (apt-get install espeak-ng)")
+    from engine.avatar import ASSETS, AvatarEngine
+    from engine.demo_world.probes import load_probes
+
+    talking.write_dataset(tmp_path / "t", 40, seed=5, holdout_voice="en-029", progress=False)
+    utts = lipsync.read_utterances(tmp_path / "t" / "holdout", fps)[:3]
+    assert utts[0]["fps"] == fps and utts[0]["track"].size == int(np.ceil(utts[0]["samples"].size / utts[0]["rate"] * fps - 1e-9))
+    utts = [dict(u, **lipsync.at_mic_rate(u["samples"], u["rate"], 48000, "native")) for u in utts]
+    logs = []
+    engine = AvatarEngine("demo", log=logs.append)
+    assert engine.default_driver_for(fps) == engine.default_driver and not logs
+    probes = load_probes(ASSETS / "demo_probes.safetensors")
+    rep = lipsync.evaluate(engine, [engine.default_driver], utts, probes.predict, max_lag=3)
+    assert rep[engine.default_driver]["corr"] > LIPSYNC_MIN_CORR, rep
+    assert abs(rep[engine.default_driver]["best_lag"]) <= 1, rep

@@ -176,11 +176,14 @@ def test_frames_count_size_pts_and_timings(engine, fps):
     assert st["timings"]["synthesis"]["p50"] > 0 and st["timings"]["synthesis"]["p95"] >= st["timings"]["synthesis"]["p50"]
 
 
-def test_latency_includes_resampler_lag(engine):
+def test_latency_includes_resampler_lag_and_none_at_a_native_rate(engine):
     s = AvatarSession(engine)
-    s.push_audio(np.zeros(960, np.int16), 48000)
-    lag = AudioInput(48000, 1, "int16").latency_ms      # soxr's lag from 48 to 16 kHz
+    s.push_audio(np.zeros(882, np.int16), 44100)
+    lag = AudioInput(44100, 1, "int16").latency_ms      # soxr's lag from 44.1 to 16 kHz
     assert lag > 30 and s.latency_ms == pytest.approx(lag + 40.0)
+    s48 = AvatarSession(engine)
+    s48.push_audio(np.zeros(960, np.int16), 48000)      # features at 48 kHz: no resampler
+    assert s48.latency_ms == 40.0
 
 
 def test_speech_moves_the_mouth_more_than_silence(engine):
@@ -241,8 +244,8 @@ def test_fill_silence_keeps_idle_motion_running(engine, fast):
 
 def test_fill_silence_uses_audio_held_in_the_resampler(fast):
     s = AvatarSession(fast)
-    x = _i16(_vowel(48000 * 2 // 5, 48000))                    # 0.4 s at 48 kHz
-    s.push_audio(x, 48000)
+    x = _i16(_vowel(44100 * 2 // 5, 44100))                    # 0.4 s at 44.1 kHz (48 kHz needs no soxr)
+    s.push_audio(x, 44100)
     assert s.clock < 6400                                     # part of it is still inside soxr
     frames = _pull_all(s, fill_silence=False)
     f = s.next_frame(fill_silence=True)
@@ -637,3 +640,21 @@ def test_a_rejected_push_leaves_the_session_exactly_as_it_was(fast, name, bad):
         assert x.index == y.index and np.array_equal(x.x, y.x) and np.array_equal(x.audio, y.audio)
         assert np.array_equal(x.image, y.image)
     assert a.clock == b.clock and a.pushed_samples == b.pushed_samples
+
+
+def test_a_frame_stepped_default_model_at_another_fps_falls_back_once(demo_G, engine, tmp_path):
+    """A frame-stepped model (``step_hz`` 0) runs at its training fps only: as an engine's default
+    driver, a session at another rate gets the idle driver and the engine says so once."""
+    from engine.motion.lstm import AudioLSTMConfig, AudioMotionModel
+    from engine.motion.lstm_file import save_motion_model
+
+    torch.manual_seed(0)
+    cfg = AudioLSTMConfig(k=1, names=["mouth_open"], hidden=16, audio_dim=8, conv_channels=8, fps=25.0)
+    path = save_motion_model(AudioMotionModel(cfg), tmp_path / "stepped.safetensors")
+    logs = []
+    e = AvatarEngine(demo_G, directions=engine.directions, log=logs.append, resolution=8,
+                     synthesize=lambda ws: torch.zeros(ws.shape[0], 3, 8, 8))
+    e.default_driver, e._default_model_fps = f"lstm+idle:{path}", None
+    assert e.default_driver_for(25) == e.default_driver and not logs
+    assert e.default_driver_for(30) == "idle" and e.default_driver_for(50) == "idle"
+    assert len(logs) == 1 and "25 fps" in logs[0] and "30 fps" in logs[0], logs
