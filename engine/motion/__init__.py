@@ -5,7 +5,7 @@
 ``TrajectoryDriver`` plays recorded x_t or w_t (expression transfer onto another identity);
 ``LayeredDriver`` puts one driver's directions over another's (the LSTM's mouth over idle blinks).
 """
-from .base import ROLES, MotionDriver, resolve_names  # noqa: F401
+from .base import FLUSH_MS, ROLES, MotionDriver, flush_frames_for, resolve_names  # noqa: F401
 from .idle import IdleDriver  # noqa: F401
 from .layered import LayeredDriver  # noqa: F401
 from .lstm import AudioLSTMConfig, AudioMotionModel  # noqa: F401

@@ -12,7 +12,8 @@ of ``names`` is the order of a :class:`engine.latent.direction_set.DirectionSet`
 
 consumes it directly. ``step`` costs O(1) per call: a driver keeps no state that grows with t.
 :meth:`MotionDriver.flush` is the interruption hook (pipecat-style): the face goes back to idle
-(mouth at rest) within a few frames.
+(mouth at rest) within :data:`FLUSH_MS` (40 ms: the first frame at 25 or 30 fps, the second at
+50 or 60 fps) unless a driver is given its own ``flush_frames``.
 """
 from __future__ import annotations
 
@@ -25,10 +26,22 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
     from engine.latent.direction_set import DirectionSet
 
-__all__ = ["MotionDriver", "ROLES", "resolve_names"]
+__all__ = ["FLUSH_MS", "MotionDriver", "ROLES", "flush_frames_for", "resolve_names"]
 
 #: The motions the model-free drivers know, in the words of the direction sets (issue 5, point 7).
 ROLES = ("mouth_open", "jaw", "blink", "head_yaw", "head_pitch", "head_roll", "gaze_x", "gaze_y")
+
+
+#: how long ``flush()`` takes by default to bring the mouth to rest: a barge-in must show at once
+FLUSH_MS = 40.0
+
+
+def flush_frames_for(fps: float, flush_frames: Optional[int] = None) -> int:
+    """Frames of a ``flush()`` ramp: ``flush_frames`` when given, else :data:`FLUSH_MS` at ``fps``
+    (at least 1: the first frame after the flush is at rest)."""
+    if flush_frames is not None:
+        return max(int(flush_frames), 1)
+    return max(1, int(round(FLUSH_MS * float(fps) / 1000.0)))
 
 
 def resolve_names(names: Union["DirectionSet", Sequence[str]]) -> list[str]:
@@ -76,4 +89,5 @@ class MotionDriver(ABC):
 
     @abstractmethod
     def flush(self) -> None:
-        """Interruption: drop pending speech motion so the face is back at idle within a few frames."""
+        """Interruption: drop pending speech motion so the face is back at idle within
+        ``flush_frames`` frames (:func:`flush_frames_for`)."""

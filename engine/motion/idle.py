@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .base import ROLES, MotionDriver, resolve_names
+from .base import ROLES, MotionDriver, flush_frames_for, resolve_names
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
@@ -68,7 +68,8 @@ class IdleDriver(MotionDriver):
         sway_rms: per head role, RMS of the sway (stdev units); sway_hz: (low, high) frequency
             range of the sway sinusoids (Hz); n_sines: sinusoids per component.
         gaze_rms: RMS of the gaze drift (0 switches it off).
-        flush_frames: frames over which ``flush()`` ramps the mouth to rest.
+        flush_frames: frames over which ``flush()`` ramps the mouth to rest (default: 40 ms,
+            :func:`~engine.motion.base.flush_frames_for`).
     """
 
     def __init__(self, names: Union["DirectionSet", Sequence[str]], *, fps: float = 25.0, seed: int = 0,
@@ -79,7 +80,7 @@ class IdleDriver(MotionDriver):
                  blink_interval_s: tuple[float, float] = (2.0, 6.0), blink_mean_s: float = 3.5,
                  blink_ms: tuple[float, float] = (150.0, 250.0), blink_amp: float = 2.5,
                  sway_rms: Optional[Mapping[str, float]] = None, sway_hz: tuple[float, float] = (0.04, 0.35),
-                 n_sines: int = 3, gaze_rms: float = 0.15, flush_frames: int = 3):
+                 n_sines: int = 3, gaze_rms: float = 0.15, flush_frames: Optional[int] = None):
         self.names = resolve_names(names)
         self.fps = float(fps)
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -110,7 +111,7 @@ class IdleDriver(MotionDriver):
         if not 0 < f_lo <= f_hi < self.fps / 2:
             raise ValueError(f"sway_hz must be (low, high) with 0 < low <= high < fps/2, got {sway_hz}")
         self.sway_hz, self.n_sines = (f_lo, f_hi), int(n_sines)
-        self.flush_frames = max(int(flush_frames), 1)
+        self.flush_frames = flush_frames_for(self.fps, flush_frames)
 
         roles = {r: r for r in ROLES}
         for role, target in (mapping or {}).items():

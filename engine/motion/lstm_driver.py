@@ -11,7 +11,7 @@ import torch
 
 from engine.audio.features import LOG_FLOOR
 
-from .base import MotionDriver, resolve_names
+from .base import MotionDriver, flush_frames_for, resolve_names
 from .step_clock import StepClock
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -32,14 +32,15 @@ class AudioLSTMDriver(MotionDriver):
             default: the names stored in the model's config.
         seed: seed of the motion noise ε_t (only used when ``noise_dim > 0``); ``reset`` re-seeds.
         device: where the model runs.
-        flush_frames: frames over which ``flush()`` ramps x to 0.
+        flush_frames: frames over which ``flush()`` ramps x to 0 (default: 40 ms at the video
+            frame rate, :func:`~engine.motion.base.flush_frames_for`).
         noise_scale: multiplier of ε_t ~ N(0, 1) (0 switches the noise off).
         fps: the video frame rate, for a model with its own clock (required there); a
             frame-stepped model runs at its training fps only (None or that).
     """
 
     def __init__(self, model: AudioMotionModel, names: Union["DirectionSet", Sequence[str], None] = None, *,
-                 seed: int = 0, device: Union[str, torch.device] = "cpu", flush_frames: int = 3,
+                 seed: int = 0, device: Union[str, torch.device] = "cpu", flush_frames: Optional[int] = None,
                  noise_scale: float = 1.0, fps: Optional[float] = None):
         c = model.config
         if names is None:
@@ -65,7 +66,7 @@ class AudioLSTMDriver(MotionDriver):
             raise ValueError(f"this model steps once per frame at {self.fps:g} fps, not {float(fps):g} fps")
         self.lookahead_ms = float(c.lookahead_ms)
         self.seed = int(seed)
-        self.flush_frames = max(int(flush_frames), 1)
+        self.flush_frames = flush_frames_for(self.fps, flush_frames)
         self.noise_scale = float(noise_scale)
         self._silence = torch.full((1, c.window_frames, c.n_mels), LOG_FLOOR, dtype=torch.float32, device=self.device)
         self._w = torch.zeros(1, max(c.w_dim, 1), dtype=torch.float32, device=self.device)

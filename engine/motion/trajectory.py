@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
-from .base import MotionDriver, resolve_names
+from .base import MotionDriver, flush_frames_for, resolve_names
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
@@ -69,14 +69,15 @@ class TrajectoryDriver(MotionDriver):
         reference: w recordings: ``"first"``, ``"mean"`` or a frame index.
         num_ws: layers of the target generator (required for a 2-D w recording; checked against a
             3-D one). w_dim: expected w width (checked; defaults to the directions').
-        clamp: |x| bound for ``step()`` (stdev units). flush_frames: fade length of ``flush()``.
+        clamp: |x| bound for ``step()`` (stdev units). flush_frames: fade length of ``flush()``
+            (default: 40 ms, :func:`~engine.motion.base.flush_frames_for`).
     """
 
     def __init__(self, recording, *, kind: str = "auto", names: Union["DirectionSet", Sequence[str], None] = None,
                  directions: Optional["DirectionSet"] = None, fps: float = 25.0, recording_fps: Optional[float] = None,
                  end: str = "hold", resample: str = "linear", reference: Union[str, int] = "first",
                  num_ws: Optional[int] = None, w_dim: Optional[int] = None, clamp: float = 3.0,
-                 flush_frames: int = 3, source: Optional[str] = None):
+                 flush_frames: Optional[int] = None, source: Optional[str] = None):
         where = f"{source}: " if source else ""
         self.fps = float(fps)
         self.recording_fps = self.fps if recording_fps is None else float(recording_fps)
@@ -91,7 +92,7 @@ class TrajectoryDriver(MotionDriver):
         self.clamp = float(clamp)
         if not self.clamp > 0:
             raise ValueError(f"clamp must be positive, got {clamp!r}")
-        self.flush_frames = max(int(flush_frames), 1)
+        self.flush_frames = flush_frames_for(self.fps, flush_frames)
 
         rec = _as_numpy(recording)
         if not (np.issubdtype(rec.dtype, np.floating) or np.issubdtype(rec.dtype, np.integer)) \
