@@ -14,9 +14,12 @@ timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves 
 ``t0 + k/fps``. For live audio (``realtime=True``: a microphone, a remote track) ``t0`` follows the
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
 ``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
-the deadlines never hold them back. When synthesis falls more than ``max_behind_frames`` (2)
-frame intervals behind that schedule, only the newest ready frame is synthesized (the others are
-stepped and dropped). Pulled sources (a bot's TTS iterator, ``realtime=False``) are fed no
+the deadlines never hold them back. When rendering every ready frame would bring the newest one
+out more than ``max_behind_frames`` (1) frame interval after its audio allowed (a frame costs
+what the last frames cost), only the newest is synthesized (the others are stepped and dropped):
+an overloaded stream drops frames instead of queueing them. An interrupt drops the audio that is
+waiting and synthesizes the next frame at once (its audio filled with silence), so the mouth is
+at rest in the next frame that leaves. Pulled sources (a bot's TTS iterator, ``realtime=False``) are fed no
 faster than the wall clock plus the motion lookahead, so their frames come out on time.
 When no audio arrives the worker pushes silence so that the timeline stays at least ``grace_s``
 behind the wall clock: the face keeps idling without a microphone.
@@ -32,11 +35,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-import numpy as np
-
-from engine.audio.input import SAMPLE_RATE
-
 from .slots import AudioOutBuffer, LatestSlot
+from .stream_input import StreamInput
 from .stream_stats import StreamStats
 from .webrtc_sink import WebRTCSink
 
@@ -46,7 +46,7 @@ log = logging.getLogger("stylecast.streaming")
 _ids = itertools.count(1)
 
 
-class StreamSession:
+class StreamSession(StreamInput):
     """Drive one ``AvatarSession`` on a worker thread and publish frames for the aiortc tracks.
 
     Args:
@@ -57,13 +57,14 @@ class StreamSession:
         max_audio_s: bound of the received-audio inbox (oldest audio dropped beyond it).
         stamp: write the frame index into each image's bottom edge (tests, benchmarks).
         audio_out: publish ``Frame.audio`` into :attr:`audio_out` for an :class:`AvatarAudioTrack`.
-        max_behind_frames: how late (in frame intervals, against the audio schedule) the next frame
-            may be before ready frames are skipped; absorbs arrival jitter without dropping.
+        max_behind_frames: how late (in frame intervals, against the audio schedule) the newest
+            ready frame may come out before older ready frames are skipped; absorbs arrival
+            jitter without dropping.
     """
 
     def __init__(self, session: Any, *, realtime: bool = True, grace_s: float = 0.06,
                  max_audio_s: float = 1.0, stamp: bool = False, audio_out: bool = False,
-                 audio_out_rate: int = 48000, max_behind_frames: float = 2.0,
+                 audio_out_rate: int = 48000, max_behind_frames: float = 1.0,
                  name: Optional[str] = None) -> None:
         self.session = session
         self.fps = float(session.fps)
@@ -89,6 +90,8 @@ class StreamSession:
         self.fill_ahead_s = 0.0      # pulled sources run ahead of the clock; silence keeps that lead
         self._source_waiting_since: Optional[float] = time.monotonic()   # see source_waiting()
         self._catch_up = False       # the first fill after a hold may not wait for an empty inbox
+        self._rest_now = False       # an interrupt asks for the next frame at once
+        self._frame_cost = 0.0       # seconds one frame took to make, smoothed (see _behind)
         self.resumed_at: Optional[float] = None      # when the last hold ended (time.monotonic)
         self.held_s = 0.0            # seconds spent held
         self._held_since: Optional[float] = None     # when the hold began (None: not held; see hold())
@@ -181,51 +184,6 @@ class StreamSession:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.stop, timeout)
 
-    # -- input (any thread) ------------------------------------------------------------------------
-
-    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int = 1,
-                   arrival: Optional[float] = None) -> None:
-        """Queue received PCM for the worker (int16/float32, interleaved when ``channels`` > 1).
-
-        ``arrival`` (``time.monotonic()``) marks live audio: it updates ``t0`` (see the module doc).
-        Audio queued before the worker starts is dropped for live sources (no video is flowing yet).
-        The inbox holds at most ``max_audio_s``; older audio is dropped first.
-        """
-        pcm = np.asarray(pcm)
-        duration = pcm.size / max(1, channels) / float(sample_rate)
-        with self._lock:
-            if self._stop.is_set():
-                return
-            if self.realtime and self._t0 is None:
-                self.audio_dropped_s += duration
-                return
-            self._inbox.append((pcm, int(sample_rate), int(channels), duration))
-            self._inbox_s += duration
-            while self._inbox_s > self.max_audio_s and len(self._inbox) > 1:
-                old = self._inbox.popleft()
-                self._inbox_s -= old[3]
-                self.audio_dropped_s += old[3]
-            end = self._fed_locked()
-            if arrival is not None:
-                self.measured.note_arrival(end, arrival)
-                if self.realtime and self._t0 is not None:
-                    self._t0 = min(self._t0, arrival - end)
-        self._wake.set()
-
-    def _fed_locked(self) -> float:
-        return self._timeline / SAMPLE_RATE + self._inflight_s + self._inbox_s
-
-    def fed_seconds(self) -> float:
-        """Timeline position (seconds) once everything queued so far is consumed."""
-        with self._lock:
-            return self._fed_locked()
-
-    def ahead_seconds(self) -> float:
-        """How far the fed audio runs ahead of the wall clock (negative: behind)."""
-        if self._t0 is None:
-            return self.fed_seconds()
-        return self.fed_seconds() - (time.monotonic() - self._t0)
-
     def submit(self, fn: Callable[[Any], Any]) -> concurrent.futures.Future:
         """Run ``fn(session)`` on the worker thread between frames; returns a Future.
 
@@ -245,19 +203,18 @@ class StreamSession:
         return fut
 
     def interrupt(self) -> concurrent.futures.Future:
-        """Barge-in: ``session.interrupt()`` on the worker (mouth back to rest, pending audio
-        dropped); the stream's timeline is the session's, so it rewinds with it."""
-        return self.submit(lambda session: session.interrupt())
-
-    def source_waiting(self, waiting: bool) -> None:
-        """The feeder of a pulled source (``realtime=False``) says whether it is waiting on its source
-        (True: paused or ended) or delivering (False). Silence fills a pulled source's timeline only
-        while its source is waiting: an event loop that is merely late to pull (a busy machine) never
-        puts a gap into a bot's speech. With no feeder, the source counts as waiting."""
-        if not waiting:
-            self._source_waiting_since = None
-        elif self._source_waiting_since is None:
-            self._source_waiting_since = time.monotonic()
+        """Barge-in, on the worker: the received audio still waiting is dropped,
+        ``session.interrupt()`` (mouth ramped to rest, pushed audio dropped; the stream's timeline
+        is the session's, so it rewinds with it), and the next frame is made at once with its
+        audio filled with silence. The future's result: the seconds of audio dropped."""
+        def run(session) -> float:
+            with self._lock:
+                waiting, self._inbox_s = self._inbox_s, 0.0
+                self._inbox.clear()
+            dropped = session.interrupt()
+            self._rest_now = True
+            return dropped + waiting
+        return self.submit(run)
 
     @property
     def held(self) -> bool:
@@ -302,55 +259,6 @@ class StreamSession:
                 self._sync_timeline()     # a command may move the clock (interrupt rewinds it)
                 fut.set_result(result)
 
-    def _sync_timeline(self, done_s: float = 0.0) -> None:
-        """Read the session's clock after the worker changed it; ``done_s``: the in-flight chunk
-        is now on it (both in one step, so fed_seconds never counts it twice or not at all)."""
-        pushed = self.session.pushed_samples
-        with self._lock:
-            self._timeline = pushed
-            self._inflight_s -= done_s
-
-    def _drain_audio(self) -> None:
-        while True:
-            with self._lock:
-                if not self._inbox:
-                    return
-                pcm, rate, channels, duration = self._inbox.popleft()
-                self._inbox_s -= duration
-                self._inflight_s += duration
-            try:
-                self.session.push_audio(pcm, rate, channels)
-            except ValueError as exc:
-                self.audio_errors += 1
-                self.last_error = f"bad audio: {exc}"
-                if self.audio_errors <= 3:
-                    log.warning("%s: dropped audio chunk: %s", self.name, exc)
-            finally:
-                self._sync_timeline(done_s=duration)
-
-    def _fill_silence(self) -> None:
-        """Push zeros so the timeline (pushed audio, counting what sits in the resampler) stays at
-        most ``grace_s`` behind the wall clock (plus ``fill_ahead_s``, the lead a pulled source is
-        fed with, so a pause in a bot's source does not shift its frame schedule). Live audio that
-        arrives on time never triggers it, so the resampler is not flushed mid-stream. A pulled
-        source is filled only while it is waiting (:meth:`source_waiting`) for 10 ms or more."""
-        assert self._t0 is not None
-        if self.held:
-            return
-        if not self.realtime:
-            since = self._source_waiting_since
-            if since is None or time.monotonic() - since < 0.01:
-                return
-        with self._lock:
-            if self._inbox and not self._catch_up:
-                return
-            self._catch_up = False
-            missing = (time.monotonic() - self._t0 + self.fill_ahead_s - self.grace_s) - self._timeline / SAMPLE_RATE
-        if missing >= 0.001:
-            self.session.push_silence(missing)
-            self.silence_s += missing
-            self._sync_timeline()
-
     def _run(self) -> None:
         try:
             self._loop()
@@ -368,6 +276,11 @@ class StreamSession:
                 self._run_commands()
                 if self._catch_up:       # back from a hold: the timeline first jumps to now
                     self._fill_silence()
+                if self._rest_now and not self.held:
+                    self._rest_now = False
+                    self._make_frame(lambda: self.session.next_frame(fill_silence=True))
+                    self._sync_timeline()
+                    continue
                 self._drain_audio()
                 self._fill_silence()
                 ready = self.session.frames_ready()
@@ -378,9 +291,8 @@ class StreamSession:
                     self._wake.wait(min(early, poll))
                     continue
                 if ready > 0:
-                    frame = self.session.next_frame(latest=ready > 1 and self._behind())
-                    if frame is not None:
-                        self._publish(frame)
+                    latest = ready > 1 and self._behind(ready)
+                    if self._make_frame(lambda: self.session.next_frame(latest=latest)):
                         failures = 0
                         continue
                 self._wake.wait(poll)
@@ -395,14 +307,27 @@ class StreamSession:
                     return
                 self._stop.wait(0.1)
 
-    def _behind(self) -> bool:
-        """True when the next frame is more than ``max_behind_frames`` intervals later than it
-        could be at best (its audio's end + the session's resampler/lookahead lag): then only the newest ready
-        frame is synthesized (``latest=True``). Frames that became ready together on time (two
-        frames completed by one audio chunk, a bot's source fed ahead) are all rendered."""
-        k = self.last_index + 1
+    def _make_frame(self, make: Callable[[], Any]) -> bool:
+        """Make one frame with ``make()`` and publish it; keeps the smoothed cost of a frame."""
+        t = time.monotonic()
+        frame = make()
+        if frame is None:
+            return False
+        cost = time.monotonic() - t
+        self._frame_cost = cost if self._frame_cost == 0.0 else 0.8 * self._frame_cost + 0.2 * cost
+        self._publish(frame)
+        return True
+
+    def _behind(self, ready: int) -> bool:
+        """True when rendering all ``ready`` frames (at the smoothed cost of a frame each) would
+        bring the newest one out more than ``max_behind_frames`` intervals later than it could be
+        at best (its audio's end + the session's resampler/lookahead lag): then only the newest is
+        synthesized (``latest=True``). Frames that became ready together on time (two frames
+        completed by one audio chunk, a bot's source fed ahead) are all rendered."""
+        k = self.last_index + ready
         best = self.deadline((k + 1) / self.fps) + float(self.session.latency_ms) / 1000.0
-        return time.monotonic() - best > self.max_behind_frames / self.fps
+        finish = time.monotonic() + ready * self._frame_cost
+        return finish - best > self.max_behind_frames / self.fps
 
     def _publish(self, frame: Any) -> None:
         t_start = time.monotonic()
