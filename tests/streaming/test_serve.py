@@ -568,27 +568,6 @@ async def test_latest_slot_keeps_only_the_newest():
     assert slot.put(5) is False and len(slot) == 0
 
 
-def test_no_wait_audio_jitter_buffer():
-    from aiortc.rtp import RtpPacket
-
-    from streaming.jitter import NoWaitAudioJitterBuffer
-
-    jb = NoWaitAudioJitterBuffer()
-
-    def packet(seq):
-        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
-        p._data = bytes([seq % 256])
-        return p
-    released = []
-    for seq in (65533, 65534, 65534, 65532, 65535, 0, 2, 1, 3):   # duplicate, late, wrap, gap, reorder
-        pli, frame = jb.add(packet(seq))
-        assert pli is False
-        if frame is not None:
-            released.append(frame.timestamp // 960)
-    assert released == [65533, 65534, 65535, 0, 2, 3]               # each as it arrives, never held
-    assert jb.late == 3
-
-
 def test_audio_out_buffer_positions():
     from streaming.slots import AudioOutBuffer
 
