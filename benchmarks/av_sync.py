@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 from engine.motion.base import MotionDriver
 from engine.session import AvatarEngine
 from streaming.embed import AvatarTracks, audio_frame_to_pcm
-from streaming.jitter import install_no_wait_audio
+from streaming.jitter import install_marker_video, install_no_wait_audio
 from streaming.stamps import read_stamp
 from streaming.tracks import PcmTrack
 
@@ -116,7 +116,8 @@ async def audio_hold(seconds: float) -> dict[str, Any]:
 
 async def connect_pair(tracks) -> tuple:
     """A bot pc sending ``tracks``' video + audio to a viewer pc on 127.0.0.1 (the viewer's audio
-    jitter buffer bypassed); returns (bot, viewer, got, tasks), ``got[kind]`` = [(arrival, frame)]."""
+    jitter buffer bypassed, its video frames released on their marker packet, as a browser does);
+    returns (bot, viewer, got, tasks), ``got[kind]`` = [(arrival, frame)]."""
     bot = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     bot.addTrack(tracks.video)
@@ -126,10 +127,9 @@ async def connect_pair(tracks) -> tuple:
 
     @viewer.on("track")
     def on_track(track):
-        if track.kind == "audio":
-            for tr in viewer.getTransceivers():
-                if tr.receiver.track is track:
-                    install_no_wait_audio(tr.receiver)
+        for tr in viewer.getTransceivers():
+            if tr.receiver.track is track:
+                (install_no_wait_audio if track.kind == "audio" else install_marker_video)(tr.receiver)
         tasks.append(drain(track, lambda f, kind=track.kind: got[kind].append((time.monotonic(), f))))
 
     await bot.setLocalDescription(await bot.createOffer())
@@ -145,7 +145,7 @@ async def bot_sync(args, clicks: int = 5, period: float = 1.2) -> dict[str, Any]
     """AvatarTracks fed by a pulled source with tone clicks; a viewer pc receives both tracks.
     For each click: media-time offset (start of the first received open-mouth frame minus the
     click's onset in the received audio) and arrival offset (wall clock at the viewer, whose audio
-    jitter buffer is bypassed; aiortc's video receiver holds each frame one interval)."""
+    jitter buffer is bypassed and whose video frames leave on their marker packet)."""
     class ClickDriver(MotionDriver):
         def __init__(self, names, fps):
             self.names, self.fps = list(names), fps

@@ -74,21 +74,30 @@ def serve(args) -> None:
 
 # -- end to end -------------------------------------------------------------------------------------
 
-async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any]:
-    """Send ``pcm`` as the mic, receive video; returns arrival times, decoded frames, stats."""
+async def stream_run(url: str, pcm: np.ndarray, seconds: float, script=None,
+                     marker_video: bool = False) -> dict[str, Any]:
+    """Send ``pcm`` as the mic, receive video; returns arrival times, decoded frames, stats, and the
+    control channel's other messages as ``(arrival time, message)`` in ``events``. ``script``: an
+    optional ``async script(channel, mic)`` started with the first frame (it may send control
+    messages and edit ``mic.pcm`` ahead of the packet being sent). ``marker_video``: receive
+    through ``streaming.jitter.MarkerVideoJitterBuffer`` instead of aiortc's own."""
     import aiohttp
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+    from streaming.jitter import install_marker_video
     from streaming.tracks import PcmTrack
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = PcmTrack(pcm)
     pc.addTrack(mic)
-    pc.addTransceiver("video", direction="recvonly")
+    video = pc.addTransceiver("video", direction="recvonly")
+    if marker_video and not install_marker_video(video.receiver):
+        raise RuntimeError("this aiortc has another receiver layout: MarkerVideoJitterBuffer cannot be installed")
     channel = pc.createDataChannel("control")
     frames: list = []
     times: list[float] = []
     stats: list[dict] = []
+    events: list[tuple[float, dict]] = []
     tasks = []
 
     @channel.on("message")
@@ -96,6 +105,8 @@ async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any
         msg = json.loads(message)
         if msg.get("type") == "stats":
             stats.append(msg)
+        else:
+            events.append((time.monotonic(), msg))
 
     @pc.on("track")
     def on_track(track):
@@ -114,11 +125,13 @@ async def stream_run(url: str, pcm: np.ndarray, seconds: float) -> dict[str, Any
     t_end = time.monotonic() + 60
     while not frames and time.monotonic() < t_end:
         await asyncio.sleep(0.02)
+    if script is not None:
+        tasks.append(asyncio.ensure_future(script(channel, mic)))
     await asyncio.sleep(seconds)
     for t in tasks:
         t.cancel()
     await pc.close()
-    return {"frames": frames, "times": times, "sent_at": list(mic.sent_at), "stats": stats}
+    return {"frames": frames, "times": times, "sent_at": list(mic.sent_at), "stats": stats, "events": events}
 
 
 def reference_frames(args, n: int) -> np.ndarray:
@@ -136,17 +149,24 @@ def reference_frames(args, n: int) -> np.ndarray:
     return np.stack(out)
 
 
-def analyse(run: dict, refs_fn, burst_starts: list[int], fps: float) -> dict[str, Any]:
+def frame_diffs(run: dict, refs_fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per received frame: its stamp, its arrival time and :func:`moved` against ``refs_fn(n)[stamp]``
+    (the stamp row left out)."""
     from streaming.stamps import read_stamp
 
     imgs = [f.to_ndarray(format="rgb24") for f in run["frames"]]
-    stamps = [read_stamp(im) for im in imgs]
-    refs = refs_fn(max(stamps) + 1)
+    stamps = np.array([read_stamp(im) for im in imgs])
+    refs = refs_fn(int(stamps.max()) + 1)
     h = imgs[0].shape[0]
     block = max(4, imgs[0].shape[1] // 16)
     body = slice(0, h - block)
     diffs = np.array([moved(im[body], refs[k][body]) for im, k in zip(imgs, stamps)])
-    times = np.array(run["times"])
+    return stamps, np.array(run["times"]), diffs
+
+
+def analyse(run: dict, refs_fn, burst_starts: list[int], fps: float) -> dict[str, Any]:
+    stamps, times, diffs = frame_diffs(run, refs_fn)
+    imgs = run["frames"]
     sent_at = run["sent_at"]
     onsets = [sent_at[n] for n in burst_starts if n < len(sent_at)]
     quiet = diffs[times < onsets[0]] if onsets else diffs
@@ -173,9 +193,9 @@ def analyse(run: dict, refs_fn, burst_starts: list[int], fps: float) -> dict[str
 
 
 def algorithmic_latency(args) -> dict[str, Any]:
-    """Offline: from a burst onset (at 0/10/20/30 ms into a frame) to the end of the audio the
-    first moved frame needs (frame end + lookahead + resampler lag): the part no transport can
-    remove."""
+    """Offline, with the servers' idle driver: from a burst onset (at 0/10/20/30 ms into a frame)
+    to the end of the audio the first frame with the mouth moving needs (frame end + lookahead +
+    resampler lag): the part no transport can remove."""
     import torch
 
     from engine.session import AvatarEngine, AvatarSession
@@ -186,7 +206,8 @@ def algorithmic_latency(args) -> dict[str, Any]:
     engine = AvatarEngine(args.generator, resolution=args.resolution, synthesize=no_pixels)
     out = []
     for phase_ms in (0, 10, 20, 30):
-        session = AvatarSession(engine, fps=args.fps)
+        session = AvatarSession(engine, fps=args.fps, driver="idle")     # the servers' driver
+        mouth = session.driver.names.index("mouth_open") if "mouth_open" in session.driver.names else 0
         parts = None
         onset = 1.0 + phase_ms / 1000
         pcm = np.zeros(int(2.0 * RATE), np.int16)
@@ -196,7 +217,7 @@ def algorithmic_latency(args) -> dict[str, Any]:
         for i in range(0, pcm.size, 960):
             session.push_audio(pcm[i:i + 960], RATE)
             while (f := session.next_frame()) is not None:
-                if k_moved is None and abs(float(f.x[0])) > 0.05:
+                if k_moved is None and abs(float(f.x[mouth])) > 0.05:
                     k_moved = f.index
         if k_moved is not None:
             ready = (k_moved + 1) / args.fps + session.latency_ms / 1000
