@@ -18,7 +18,7 @@
   const ui = {
     video: $("video"), audio: $("remote-audio"), placeholder: $("placeholder"),
     status: $("status"), notice: $("notice"), serverInfo: $("server-info"),
-    start: $("start"), stop: $("stop"), interrupt: $("interrupt"),
+    start: $("start"), stop: $("stop"), interrupt: $("interrupt"), measure: $("measure"),
     seed: $("seed"), random: $("random"), truncation: $("truncation"),
     truncationValue: $("truncation-value"), identityAck: $("identity-ack"),
     photo: $("photo"), photoStatus: $("photo-status"),
@@ -38,7 +38,8 @@
     serverStats: null,   // the last {"type":"stats",...} the server sent
     messages: [],        // the last MAX_MESSAGES control messages received (parsed JSON)
     stats: {},           // see updateStats()
-    start, stop, sendControl,
+    measured: null,      // the last in-band audio->video measurement (measureLatency)
+    start, stop, sendControl, measureLatency,
   };
   window.stylecast = api;
 
@@ -47,6 +48,7 @@
   let timers = {};
   let pendingIdentity = null;  // identity chosen while the data channel was not open yet
   let lastSample = null;       // previous inbound-rtp video sample, for per-interval rates
+  let measuring = false;
 
   // ---------------------------------------------------------------- state + messages
 
@@ -59,6 +61,7 @@
     ui.start.disabled = active;
     ui.stop.disabled = !active;
     ui.interrupt.disabled = state !== "live";
+    ui.measure.disabled = state !== "live" || measuring;
     ui.photo.disabled = state !== "live";
     ui.placeholder.hidden = state === "live";
   }
@@ -293,7 +296,7 @@
     }
     if (api.pc) api.pc.close();
     if (mic) mic.getTracks().forEach((t) => t.stop());
-    api.pc = api.dc = api.sessionId = mic = null;
+    api.pc = api.dc = api.sessionId = mic = api.measured = null;
     ui.video.srcObject = null;
     ui.audio.srcObject = null;
     ui.statsBox.hidden = true;  // stale numbers would mislead; window.stylecast.stats keeps the last
@@ -510,14 +513,42 @@
     ui.resolution.textContent = st.width ? `${st.width}×${st.height}` : "–";
     ui.rtt.textContent = `${fmt(st.rttMs, 1)} ms`;
     const p = st.latencyParts;
-    ui.latency.textContent = `${st.latencyComplete ? "≈" : "≥"} ${fmt(st.latencyMs)} ms`;
-    ui.latency.title = `network ${fmt(p.network, 1)} + server ${fmt(p.server)} + ` +
+    const estimate = `${st.latencyComplete ? "≈" : "≥"} ${fmt(st.latencyMs)} ms`;
+    const m = api.measured;
+    ui.latency.textContent = m && m.found ? `${fmt(m.medianMs)} ms measured (est. ${estimate})` : estimate;
+    ui.latency.title = (m && m.found ? `measured in-band: ${m.samplesMs.map((v) => fmt(v)).join(", ")} ms; ` : "") +
+      `estimate: network ${fmt(p.network, 1)} + server ${fmt(p.server)} + ` +
       `jitter buffer ${fmt(p.jitterBuffer)} + decode ${fmt(p.decode, 1)} ms`;
     ui.frames.textContent = `${st.framesDecoded ?? "–"} / ${st.framesDropped ?? "–"}`;
     const s = st.server;
     ui.server.textContent = s
       ? `${fmt(Number(s.fps), 1)} fps, synth ${fmt(Number(s.synthesis_ms), 1)} ms, dropped ${s.dropped ?? "–"}`
       : "–";
+  }
+
+  /** Measure audio->video in-band (web_client/probe.js): the microphone pauses for ~5 s while the
+   *  page sends its own buzzes and times the frames whose mouth opens. */
+  async function measureLatency() {
+    if (api.state !== "live" || measuring || !window.StyleCastProbe) return null;
+    const gen = generation;
+    measuring = true;
+    ui.measure.disabled = true;
+    showNotice("Measuring audio→video: the microphone pauses for a few seconds…");
+    try {
+      const result = await window.StyleCastProbe.measure({
+        pc: api.pc, micTrack: mic && mic.getAudioTracks()[0], video: ui.video });
+      if (gen !== generation) return null;
+      api.measured = { ...result, at: Date.now() };
+      showNotice(result.found ? "" : "No mouth movement was seen: the estimate stays.");
+      renderStats(api.stats);
+      return api.measured;
+    } catch (err) {
+      if (gen === generation) showNotice(`Could not measure: ${err.message}`);
+      return null;
+    } finally {
+      measuring = false;
+      if (gen === generation) ui.measure.disabled = api.state !== "live";
+    }
   }
 
   // ---------------------------------------------------------------- server info
@@ -546,6 +577,7 @@
   ui.start.addEventListener("click", start);
   ui.stop.addEventListener("click", stop);
   ui.interrupt.addEventListener("click", () => sendControl({ type: "interrupt" }));
+  ui.measure.addEventListener("click", measureLatency);
   ui.seed.addEventListener("change", identityChanged);
   ui.truncation.addEventListener("input", () => setTruncation(ui.truncation.value));
   ui.truncation.addEventListener("change", identityChanged);

@@ -316,7 +316,7 @@ async def test_hundred_bad_requests_then_a_good_offer(engine):
                 assert r.status == 415 and "Content-Encoding" in (await r.json())["error"]
             async with http.get(url + "/static/a%00b") as r:
                 assert r.status == 404
-            # another site's page cannot occupy a slot; the page's own origin can (test_browser)
+            # another site's page cannot occupy a slot; the page's own origin can (tests/web_client)
             async with http.post(url + "/offer", json={"type": "offer", "sdp": good_sdp},
                                  headers={"Origin": "https://evil.example"}) as r:
                 assert r.status == 403 and "evil.example" in (await r.json())["error"]

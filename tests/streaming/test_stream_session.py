@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.rtc_util import tone
+from rtc_util import tone
 
 FPS = 25.0
 
