@@ -313,7 +313,7 @@ class AvatarSession:
             self._install_driver(drv)
 
     def interrupt(self) -> float:
-        """Barge-in: ``driver.flush()`` (mouth back to rest within a few frames) and drop all audio
+        """Barge-in: ``driver.flush()`` (mouth back to rest within 40 ms by default) and drop all audio
         pushed after the last returned frame (ready frames, resampler contents, audio out): the
         clock goes back to the start of the next frame, and new audio continues from there.
         Returns the seconds of pushed audio that were dropped (for callers that keep their own

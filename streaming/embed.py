@@ -210,8 +210,8 @@ class AvatarTracks:
         return out
 
     async def interrupt(self) -> None:
-        """Barge-in: the mouth goes back to rest within a few frames and audio not yet shown is
-        dropped (``AvatarSession.interrupt``); the source keeps being read."""
+        """Barge-in: audio not yet shown is dropped (``StreamSession.interrupt``) and the next frame
+        is made at once with the mouth at rest; the source keeps being read."""
         await asyncio.wrap_future(self.stream.interrupt())
 
     async def set_identity(self, identity: Any, *, truncation_psi: Optional[float] = None) -> None:
