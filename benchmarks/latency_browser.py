@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.av_sync import pct
-
 __all__ = ["CHROMIUM", "PROBE_JS", "block_means", "measure_browser"]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -131,46 +129,24 @@ def block_means(img: np.ndarray, grid: int = GRID) -> np.ndarray:
 
 
 def analyse_browser(result: dict, refs_fn) -> dict[str, Any]:
-    """Latency per onset: to the first presented frame whose block means moved past the threshold."""
+    """Latency per onset: to the first presented frame whose block means moved past the threshold
+    (``benchmarks.loopback.summarise`` on the page's clock)."""
+    from benchmarks.loopback import summarise
+
     frames = result["frames"]
-    if not frames:
-        return {"frames_received": 0, "bursts": len(result["onsets"]), "detected": 0,
-                "audio_to_pixels_ms": {"p50": None, "p95": None, "min": None, "max": None}, "latencies_ms": []}
-    stamps = np.array([f["stamp"] for f in frames])
-    times = np.array([f["t"] for f in frames], np.float64)
-    refs = refs_fn(int(stamps.max()) + 1)
-    ref_means = {}
+    stamps = np.array([f["stamp"] for f in frames], np.int64)
+    refs = refs_fn(int(stamps.max()) + 1) if frames else None
+    ref_means: dict[int, np.ndarray] = {}
     diffs = []
     for f, k in zip(frames, stamps):
         if k not in ref_means:
             ref_means[k] = block_means(refs[k])
         m = np.asarray(f["means"], np.float64)
-        diffs.append(float(np.abs(m - ref_means[k][:m.size]).max()) if m.size == ref_means[k].size else np.inf)
-    diffs = np.array(diffs)
-    onsets = list(result["onsets"])
-    quiet = diffs[times < onsets[0]] if onsets else diffs
-    quiet = quiet[np.isfinite(quiet)]
-    threshold = max(MIN_MOVED, 1.5 * float(np.percentile(quiet, 95))) if quiet.size else MIN_MOVED
-    latencies = []
-    for t_on in onsets:
-        hit = np.flatnonzero((times > t_on) & (diffs > threshold))
-        if hit.size and times[hit[0]] - t_on < 1000.0:
-            latencies.append(float(times[hit[0]] - t_on))
-    duration = (times[-1] - times[0]) / 1e3 if len(times) > 1 else float("nan")
-    gaps = np.diff(stamps)
-    return {
-        "frames_received": len(frames),
-        "fps_delivered": (len(frames) - 1) / duration if duration > 0 else None,
-        "frames_skipped": int(np.sum(np.maximum(gaps - 1, 0))),
-        "codec_noise_p95": float(np.percentile(quiet, 95)) if quiet.size else None,
-        "mouth_threshold": threshold,
-        "bursts": len(onsets),
-        "detected": len(latencies),
-        "audio_to_pixels_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95),
-                               "min": pct(latencies, 0), "max": pct(latencies, 100)},
-        "latencies_ms": [round(x, 1) for x in latencies],
-        "page": result.get("stats"),
-    }
+        diffs.append(float(np.abs(m - ref_means[k]).max()) if m.size == ref_means[k].size else np.nan)
+    times = np.array([f["t"] for f in frames], np.float64) / 1e3          # page ms -> s
+    out = summarise(stamps, times, np.array(diffs), [t / 1e3 for t in result["onsets"]], MIN_MOVED)
+    out["page"] = result.get("stats")
+    return out
 
 
 async def measure_browser(args, plan=None) -> dict[str, Any]:

@@ -166,21 +166,28 @@ def frame_diffs(run: dict, refs_fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def analyse(run: dict, refs_fn, burst_starts: list[int], fps: float) -> dict[str, Any]:
     stamps, times, diffs = frame_diffs(run, refs_fn)
-    imgs = run["frames"]
     sent_at = run["sent_at"]
-    onsets = [sent_at[n] for n in burst_starts if n < len(sent_at)]
+    return summarise(stamps, times, diffs, [sent_at[n] for n in burst_starts if n < len(sent_at)])
+
+
+def summarise(stamps, times, diffs, onsets: list[float], min_moved: float = MIN_MOVED) -> dict[str, Any]:
+    """Per onset (seconds, the clock of ``times``): ms to the first frame after it whose
+    difference from its reference passes the threshold (1.5x the 95th percentile of the frames
+    before the first onset, at least ``min_moved``; within 1 s); with frames/s and skipped stamps."""
+    times, diffs = np.asarray(times, np.float64), np.asarray(diffs, np.float64)
     quiet = diffs[times < onsets[0]] if onsets else diffs
-    threshold = max(MIN_MOVED, 1.5 * float(np.percentile(quiet, 95))) if quiet.size else MIN_MOVED
+    quiet = quiet[np.isfinite(quiet)]
+    threshold = max(min_moved, 1.5 * float(np.percentile(quiet, 95))) if quiet.size else min_moved
     latencies = []
     for t_on in onsets:
         hit = np.flatnonzero((times > t_on) & (diffs > threshold))
         if hit.size and times[hit[0]] - t_on < 1.0:
             latencies.append((times[hit[0]] - t_on) * 1e3)
     duration = times[-1] - times[0] if len(times) > 1 else float("nan")
-    gaps = np.diff(stamps)
+    gaps = np.diff(np.asarray(stamps))
     return {
-        "frames_received": len(imgs),
-        "fps_delivered": (len(imgs) - 1) / duration if duration > 0 else None,
+        "frames_received": len(times),
+        "fps_delivered": (len(times) - 1) / duration if duration > 0 else None,
         "frames_skipped": int(np.sum(np.maximum(gaps - 1, 0))),
         "codec_noise_p95": float(np.percentile(quiet, 95)) if quiet.size else None,
         "mouth_threshold": threshold,
