@@ -15,7 +15,7 @@ timeline; the audio of time ``s`` is due at ``t0 + s`` and video frame k leaves 
 audio clock: each arrival at wall time ``a`` ending at timeline position ``p`` gives the estimate
 ``a - p`` and ``t0`` keeps the earliest one, so frames are made as soon as their audio is in and
 the deadlines never hold them back. When rendering every ready frame would bring the newest one
-out more than ``max_behind_frames`` (1) frame interval after its audio allowed (a frame costs
+out more than ``max_behind_frames`` (2) frame intervals after its audio allowed (a frame costs
 what the last frames cost), only the newest is synthesized (the others are stepped and dropped):
 an overloaded stream drops frames instead of queueing them. An interrupt drops the audio that is
 waiting and synthesizes the next frame at once (its audio filled with silence), so the mouth is
@@ -64,7 +64,7 @@ class StreamSession(StreamInput):
 
     def __init__(self, session: Any, *, realtime: bool = True, grace_s: float = 0.06,
                  max_audio_s: float = 1.0, stamp: bool = False, audio_out: bool = False,
-                 audio_out_rate: int = 48000, max_behind_frames: float = 1.0,
+                 audio_out_rate: int = 48000, max_behind_frames: float = 2.0,
                  name: Optional[str] = None) -> None:
         self.session = session
         self.fps = float(session.fps)
