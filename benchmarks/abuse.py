@@ -25,8 +25,15 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.abuse_cases import (STATUS_OK, control_messages, half_open, json_bodies, real_offer,
-                                    sdp_mutations, slow_request)
+from benchmarks.abuse_cases import (
+    STATUS_OK,
+    control_messages,
+    half_open,
+    json_bodies,
+    real_offer,
+    sdp_mutations,
+    slow_request,
+)
 from benchmarks.common import REPO_ROOT, environment, serve_process
 from benchmarks.soak import SoakClient, health, proc_sample
 from streaming.ice import loopback_candidates

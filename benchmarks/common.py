@@ -20,7 +20,7 @@ import torch
 from engine.synthesis.networks import Generator, GeneratorConfig
 
 __all__ = ["REPO_ROOT", "ffhq_channel_base", "ffhq_shape_config", "build_random_generator", "cpu_model",
-           "git_commit", "environment", "free_port", "wait_health"]
+           "git_commit", "environment", "free_port", "wait_health", "child_server"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,6 +128,25 @@ async def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120.0) 
 
 
 @contextlib.asynccontextmanager
+async def child_server(cmd: list, port: int, *, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout: float = 120.0) -> AsyncIterator[tuple[str, subprocess.Popen, dict]]:
+    """Run ``cmd`` (a server on 127.0.0.1:``port``) from the repository root: yields
+    ``(url, proc, /health body)`` once ``/health`` answers; terminated (killed after 20 s) on the
+    way out."""
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=stdout, stderr=stderr, text=stderr == subprocess.PIPE)
+    try:
+        health = await wait_health(url, proc, timeout=timeout)
+        yield url, proc, health
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.asynccontextmanager
 async def serve_process(server_args: list, log_path: Path, *, timeout: float = 180.0
                         ) -> AsyncIterator[tuple[str, subprocess.Popen]]:
     """``python -m engine.serve`` on a free 127.0.0.1 port, its output in ``log_path``: yields
@@ -135,17 +154,8 @@ async def serve_process(server_args: list, log_path: Path, *, timeout: float = 1
     import sys
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:          # a pipe nobody reads would block the server once full
-        proc = subprocess.Popen([sys.executable, "-m", "engine.serve", "--port", str(port), "--log-level", "warning",
-                                 *server_args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            await wait_health(url, proc, timeout=timeout)
+        cmd = [sys.executable, "-m", "engine.serve", "--port", str(port), "--log-level", "warning", *server_args]
+        async with child_server(cmd, port, stdout=log, stderr=subprocess.STDOUT, timeout=timeout) as (url, proc, _):
             yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()

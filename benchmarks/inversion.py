@@ -32,7 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import REPO_ROOT, build_random_generator, environment, ffhq_shape_config
+from benchmarks.common import (
+    REPO_ROOT,
+    build_random_generator,
+    environment,
+    ffhq_shape_config,
+)
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "inversion.json"
 

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.av_sync import RATE, tone
-from benchmarks.common import free_port, wait_health
-from benchmarks.loopback import reference_frames
+from benchmarks.common import child_server, free_port
+from benchmarks.loopback import burst_track, reference_frames
 
 __all__ = ["PACKET", "burst_track", "cut_track", "interrupt_script", "note", "refs_for", "rest_times",
            "serve_stylecast", "server"]
@@ -70,33 +69,11 @@ async def server(args, mode: str, fps: float, overload: float = 0.0):
            "--generator", args.generator, "--device", args.device, "--overload", str(overload)]
     if args.resolution:
         cmd += ["--resolution", str(args.resolution)]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        health = await wait_health(url, proc)
+    async with child_server(cmd, port) as (url, _, health):
         yield url, health
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 # -- microphone scripts -----------------------------------------------------------------------------
-
-def burst_track(seconds: float, bursts: int) -> tuple[np.ndarray, list[int]]:
-    """Silence with ``bursts`` tone bursts; returns the PCM and each onset's packet index."""
-    period = seconds / (bursts + 1)
-    pcm = np.zeros(int((seconds + 5) * RATE), np.int16)
-    burst = tone(min(0.4, period / 3))
-    starts = []
-    for j in range(bursts):
-        n = int(round((1.5 + (j + 0.5) * period) / 0.02))
-        pcm[n * PACKET:n * PACKET + burst.size] = burst
-        starts.append(n)
-    return pcm, starts
-
 
 def cut_track(trials: int, on_s: float = 1.0, off_s: float = 1.2) -> tuple[np.ndarray, list[int]]:
     """Tones of ``on_s`` separated by ``off_s`` of silence; returns the PCM and each cut's packet

@@ -72,6 +72,20 @@ def serve(args) -> None:
     web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
 
 
+def burst_track(seconds: float, bursts: int) -> tuple[np.ndarray, list[int]]:
+    """Silence (``seconds`` + 5 s) with ``bursts`` tone bursts spread over it from 1.5 s on;
+    returns the 48 kHz PCM and each onset's 20 ms packet index."""
+    period = seconds / (bursts + 1)
+    pcm = np.zeros(int((seconds + 5) * RATE), np.int16)
+    burst = tone(min(0.4, period / 3))
+    starts = []
+    for j in range(bursts):
+        n = int(round((1.5 + (j + 0.5) * period) / 0.02))
+        pcm[n * 960:n * 960 + burst.size] = burst
+        starts.append(n)
+    return pcm, starts
+
+
 # -- end to end -------------------------------------------------------------------------------------
 
 async def stream_run(url: str, pcm: np.ndarray, seconds: float, script=None,
@@ -290,14 +304,7 @@ async def main_async(args) -> dict:
         note("starting the server")
         health = await wait_health(url, proc)
         note(f"server up: {health}")
-        period = args.seconds / (args.bursts + 1)
-        pcm = np.zeros(int((args.seconds + 5) * RATE), np.int16)
-        burst = tone(min(0.4, period / 3))
-        burst_starts = []
-        for j in range(args.bursts):
-            n = int(round((1.5 + (j + 0.5) * period) / 0.02))     # 20 ms packet index
-            pcm[n * 960:n * 960 + burst.size] = burst
-            burst_starts.append(n)
+        pcm, burst_starts = burst_track(args.seconds, args.bursts)
         with loopback_candidates():
             note(f"streaming {args.seconds:g} s with {args.bursts} tone bursts")
             run = await stream_run(url, pcm, args.seconds + 1.5)
