@@ -63,6 +63,7 @@ from engine.generator_training.config import (
     OBJECTIVES,
     RECON_LR,
     RECON_SCALES,
+    SCHEDULE_KIMG,
     SCHEDULES,
     STATE_FILE,
     TrainDemoConfig,
@@ -169,6 +170,13 @@ def build_parser() -> ArgumentParser:
                         "--grad-weight, --freeze, --motion-weight) sets those four by kimg as the shipped "
                         f"generator was trained, for {DEMO_SCHEDULE_KIMG:g} kimg unless --kimg says otherwise; "
                         "'none' leaves them to the options")
+    p.add_argument("--adv-weight", type=finite_float, default=argparse.SUPPRESS,
+                   help="objective recon: add StyleGAN2's adversarial loss (a discriminator on the renders, R1, "
+                        "as --objective gan) with its image gradient scaled to this times the reconstruction's "
+                        "(sharpens what an L1 blurs; 0 = off, the default; may change on --resume)")
+    p.add_argument("--init", default=argparse.SUPPRESS,
+                   help="objective recon: start a new run from an exported generator (a path or 'demo', the "
+                        "shipped one) and the motion directions beside it, instead of a random initialisation")
     p.add_argument("--freeze", type=lambda t: tuple(x.strip() for x in t.split(",") if x.strip()),
                    default=argparse.SUPPRESS,
                    help="objective recon: motion fields held at rest in the rendered targets, comma-separated "
@@ -192,7 +200,8 @@ _TRAIN_OPTIONS = {"kimg": "kimg", "batch": "batch", "lr": "lr", "gamma": "r1_gam
                   "ema_kimg": "ema_kimg", "ema_rampup": "ema_rampup", "style_mixing": "style_mixing",
                   "mbstd_group": "mbstd_group", "snap": "snap_kimg", "grid": "grid", "objective": "objective",
                   "grad_weight": "grad_weight", "l2_weight": "l2_weight", "freeze": "frozen",
-                  "motion_weight": "motion_weight", "schedule": "schedule"}
+                  "motion_weight": "motion_weight", "schedule": "schedule", "adv_weight": "adv_weight",
+                  "init": "init"}
 _SCHEDULED_OPTIONS = ("grad_weight", "l2_weight", "freeze", "motion_weight")
 
 
@@ -216,8 +225,8 @@ def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> Train
         values["schedule"] = "none"
     elif state_path is None and values["objective"] == "recon" and not hasattr(args, "schedule"):
         values["schedule"] = "demo"
-    if state_path is None and values["schedule"] == "demo" and not hasattr(args, "kimg"):
-        values["kimg"] = DEMO_SCHEDULE_KIMG
+    if state_path is None and values["schedule"] in SCHEDULE_KIMG and not hasattr(args, "kimg"):
+        values["kimg"] = SCHEDULE_KIMG[values["schedule"]]
     if state_path is None and values["objective"] == "recon" and not hasattr(args, "lr"):
         values["lr"] = RECON_LR
     if values["ema_rampup"] == 0:
@@ -286,14 +295,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         old_handler = None
     G = trainer.G
     n_g = sum(p.numel() for p in G.parameters())
-    if trainer.D is not None:
-        n_d = sum(p.numel() for p in trainer.D.parameters())
+    n_d = sum(p.numel() for p in trainer.D.parameters()) if trainer.D is not None else 0
+    r1 = f"R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps"
+    if not recon:
         what = (f"{len(data)} images at {data.resolution} px; G {n_g / 1e6:.2f}M parameters, D {n_d / 1e6:.2f}M; "
-                f"batch {cfg.batch}, R1 gamma {trainer.gamma:g} every {cfg.r1_interval} steps")
+                f"batch {cfg.batch}, {r1}")
     else:
         what = (f"decoder of the demo world's code, faces rendered at {data.resolution} px; "
                 f"G {n_g / 1e6:.2f}M parameters; batch {cfg.batch}, L1 at scales {RECON_SCALES}, "
-                f"schedule {cfg.schedule}")
+                f"schedule {cfg.schedule}"
+                + (f"; adversarial term {cfg.adv_weight:g}, D {n_d / 1e6:.2f}M, {r1}" if n_d else "")
+                + (f"; from {cfg.init}" if cfg.init and not trainer.resumed else ""))
     print(f"{PROG}: {what}, G_ema half-life {cfg.ema_half_life_kimg():g} kimg; "
           f"{'resuming at' if trainer.resumed else 'starting at'} {trainer.nimg / 1000:.3f} of {cfg.kimg:g} kimg",
           file=sys.stderr)

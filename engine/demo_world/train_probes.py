@@ -10,7 +10,7 @@ import sys
 
 from engine.cli_util import THREADS_HELP, ArgumentParser, UsageError, fail, thread_count
 from engine.demo_world.dataset import load_shards
-from engine.demo_world.probes import ProbeConfig, ProbesError, save_probes, train_probes
+from engine.demo_world.probes import OUTPUT_NAMES, ProbeConfig, ProbesError, save_probes, train_probes
 from engine.runtime import set_threads
 
 
@@ -33,8 +33,37 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--val", type=float, default=0.1, help="held-out fraction (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order (default 0)")
     parser.add_argument("--threads", type=thread_count, default=None, help=THREADS_HELP)
+    parser.add_argument("--names", default=None,
+                        help="comma-separated outputs to train (default: every motion and identity field); e.g. "
+                             "gaze_x,gaze_y,blink for an eye probe")
+    parser.add_argument("--crop", default=None,
+                        help="x0,y0,x1,y1 as image fractions, the region the network sees (default "
+                             f"{','.join(f'{v:g}' for v in ProbeConfig().crop)}, the head; e.g. 0.3,0.3,0.7,0.56 "
+                             "for the eyes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _crop(text: str | None) -> tuple:
+    if text is None:
+        return ProbeConfig().crop
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise UsageError(f"--crop must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {text!r}")
+    return box
+
+
+def _names(text: str | None) -> tuple:
+    if text is None:
+        return OUTPUT_NAMES
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in OUTPUT_NAMES]
+    if not names or bad:
+        raise UsageError(f"--names: unknown outputs {bad or [text]} (known: {', '.join(OUTPUT_NAMES)})")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input-size must be a power of two >= 8, got {args.input_size}")
     set_threads(args.threads)
     try:
+        cfg = ProbeConfig(input_size=args.input_size, width=args.width, crop=_crop(args.crop), names=_names(args.names))
         data = load_shards(args.data, limit=args.limit)
-        probes = train_probes(data["images"], data["identity"], data["motion"],
-                              cfg=ProbeConfig(input_size=args.input_size, width=args.width), epochs=args.epochs,
+        probes = train_probes(data["images"], data["identity"], data["motion"], cfg=cfg, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, val_fraction=args.val, seed=args.seed,
                               progress=not args.no_progress)
         save_probes(probes, args.out)

@@ -12,7 +12,7 @@ from engine.synthesis.networks import Generator, GeneratorConfig, demo_config
 
 __all__ = ["STATE_FILE", "EXPORT_FILE", "DIRECTIONS_FILE", "LOG_FILE", "MAX_EXPORT_BYTES", "STATE_VERSION", "OBJECTIVES",
            "RECON_SCALES", "MOTION_MASK_THRESHOLD", "RECON_LR", "SCHEDULED", "DEMO_SCHEDULE", "DEMO_SCHEDULE_KIMG",
-           "SCHEDULES", "scheduled_settings", "recon_config", "export_bytes", "TrainDemoConfig"]
+           "DEMO2_SCHEDULE", "DEMO2_SCHEDULE_KIMG", "SCHEDULE_KIMG", "POSE_FIELDS", "SCHEDULES", "scheduled_settings", "recon_config", "export_bytes", "TrainDemoConfig"]
 
 STATE_FILE = "trainer_state.pt"
 EXPORT_FILE = "demo_generator.safetensors"
@@ -25,7 +25,7 @@ RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 an
 MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
 RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 #: the fields a schedule sets, and their values before its first phase
-SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0}
+SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0, "pose_scale": 1.0}
 #: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
 #: on, these settings (cumulative). Plain L1 first (layout and colour); then edges and squared
 #: error (small features); then the head held still (eyes and mouths did not form while the head
@@ -38,7 +38,20 @@ DEMO_SCHEDULE = ((0.0, {}),
                  (200.0, {"motion_weight": 1.0}),
                  (209.0, {"motion_weight": 3.0}))
 DEMO_SCHEDULE_KIMG = 258.0
-SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE}
+#: ``--schedule demo2`` (with ``--init demo``): demo world v2, the shipped generator fine-tuned with
+#: the head and eyes free. The same loss terms as the demo schedule's end, the adversarial term
+#: on top, and head angles and gaze widened in steps (``pose_scale``: the renders' pose and gaze
+#: coordinates of z times this), so that the faces learn to turn a little before they turn far
+#: (the whole range at once blurred eyes and mouths away in the first 2 kimg).
+DEMO2_SCHEDULE = ((0.0, {"grad_weight": 2.0, "l2_weight": 4.0, "motion_weight": 3.0, "pose_scale": 0.3}),
+                  (10.0, {"pose_scale": 0.5}),
+                  (25.0, {"pose_scale": 0.75}),
+                  (45.0, {"pose_scale": 1.0}))
+DEMO2_SCHEDULE_KIMG = 80.0
+SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE, "demo2": DEMO2_SCHEDULE}
+SCHEDULE_KIMG = {"demo": DEMO_SCHEDULE_KIMG, "demo2": DEMO2_SCHEDULE_KIMG}
+#: the motion fields ``pose_scale`` narrows
+POSE_FIELDS = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
 
 
 def scheduled_settings(schedule: str, kimg: float) -> dict:
@@ -91,10 +104,14 @@ class TrainDemoConfig:
     l2_weight: float = 0.0               # recon: weight of a squared error next to the L1 (features a median hides)
     frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
     motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
-    schedule: str = "none"               # recon: "demo" sets the four fields above by kimg (DEMO_SCHEDULE)
+    pose_scale: float = 1.0              # recon: the targets' head-angle and gaze coordinates of z times this
+    schedule: str = "none"               # recon: "demo"/"demo2" set the fields above by kimg (SCHEDULES)
+    adv_weight: float = 0.0              # recon: adversarial term, as a ratio of its image gradient to the recon's
+    init: str = ""                       # recon: a fresh run starts from this exported generator ("" = NVlabs init)
 
     # settings a resumed run may change
-    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule")
+    MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule",
+               "adv_weight", "pose_scale")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -109,7 +126,7 @@ class TrainDemoConfig:
         if self.r1_interval < 1:
             raise ValueError(f"r1_interval must be >= 1, got {self.r1_interval}")
         for name in ("lr", "r1_gamma", "ema_kimg", "ema_rampup", "snap_kimg", "grad_weight", "l2_weight",
-                     "motion_weight"):
+                     "motion_weight", "adv_weight", "pose_scale"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -127,6 +144,8 @@ class TrainDemoConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.schedule != "none" and self.objective != "recon":
             raise ValueError("a schedule sets the recon objective's loss terms; the gan objective has none")
+        if (self.adv_weight > 0 or self.init) and self.objective != "recon":
+            raise ValueError("adv_weight and init belong to the recon objective (the gan objective is all adversarial)")
         if not 0 <= self.linear_motion <= 1:
             raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
         if self.objective not in OBJECTIVES:

@@ -15,11 +15,12 @@ from PIL import Image
 from engine.demo_world.latent import MOTION_SCALE, MOTION_Z
 from engine.demo_world.name_directions import ROLE_OF
 from engine.latent.direction_set import Direction, DirectionSet
+from engine.generator_training.config import DIRECTIONS_FILE
 from engine.latent.identity import rest_z
-from engine.synthesis.checkpoints import load_generator, save_generator
+from engine.synthesis.checkpoints import DEMO_ASSET, CheckpointError, load_generator, save_generator
 from engine.synthesis.fingerprint import generator_hash
 
-__all__ = ["image_grid", "save_png", "export_generator", "learned_directions"]
+__all__ = ["image_grid", "save_png", "export_generator", "learned_directions", "init_from_export"]
 
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
@@ -71,3 +72,30 @@ def learned_directions(motion_dirs: torch.Tensor, generator_path: Path, *, froze
                          source=f"engine.train_demo: learned with the generator; x = ({name} - rest) / "
                                 f"{MOTION_SCALE[name]:.4f}"), checkpoint_hash=h)
     return ds
+
+
+def init_from_export(G, motion_dirs: torch.Tensor, source: str) -> list[str]:
+    """Start a recon run from an exported generator (``source``: a path or ``"demo"``, the shipped
+    one): its weights into ``G`` (same shape required) and the rows of ``motion_dirs`` whose
+    direction its ``demo_directions.json`` holds (the others keep their random start). Returns the
+    motion fields taken from the file."""
+    path = DEMO_ASSET if source == "demo" and not Path(source).exists() else Path(source)
+    src = load_generator(path)
+    if src.config.to_dict() != G.config.to_dict():
+        raise ValueError(f"init: {os.fspath(source)!r} is not a generator of this run's shape "
+                         "(the recon objective's demo shape)")
+    G.load_state_dict({k: v.to(torch.float32) for k, v in src.state_dict().items()})
+    dirs_path = path.with_name(DIRECTIONS_FILE)
+    taken: list[str] = []
+    if dirs_path.is_file():
+        ds = DirectionSet.load(dirs_path, w_dim=G.w_dim)
+        if ds.checkpoint_hash not in (None, generator_hash(src)):
+            raise CheckpointError(f"init: {dirs_path} belongs to another generator than {os.fspath(path)!r}")
+        with torch.no_grad():
+            for k, name in enumerate(MOTION_Z):
+                role = ROLE_OF.get(name)
+                if role in ds:
+                    d = ds[role]
+                    motion_dirs[k].copy_(torch.from_numpy(d.vector * d.stdev).to(motion_dirs))
+                    taken.append(name)
+    return taken

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.demo_world.latent import MOTION_Z, Z_DIM, at_rest, motion_params, motion_x
+from engine.demo_world.latent import MOTION_Z, Z_DIM, Z_FIELDS, at_rest, motion_params, motion_x
 from engine.frames import images_to_uint8
 from engine.generator_training.config import (
     DIRECTIONS_FILE,
     EXPORT_FILE,
+    POSE_FIELDS,
     RECON_SCALES,
     STATE_FILE,
     STATE_VERSION,
@@ -32,6 +33,7 @@ from engine.generator_training.data import ImageData, RenderedFaces, motion_mask
 from engine.generator_training.outputs import (
     export_generator,
     image_grid,
+    init_from_export,
     learned_directions,
     save_png,
 )
@@ -104,22 +106,26 @@ class DemoTrainer:
         self.G = Generator(gen_config).to(dev).train().requires_grad_(True)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.motion_dirs = self.motion_dirs_ema = None
-        if recon:     # a regression: no D; Adam with momentum; the motion directions learned with G
-            self.D_config = self.D = self.D_opt = None
-            self.gamma = 0.0
+        self.D_config = self.D = self.D_opt = None
+        self.gamma = 0.0
+        saved_d = state is not None and state.get("D") is not None
+        if recon:     # a regression: Adam with momentum; the motion directions learned with G
             self.motion_dirs = torch.nn.Parameter(0.01 * torch.randn(len(MOTION_Z), gen_config.w_dim).to(dev))
+            if config.init and state is None:
+                init_from_export(self.G, self.motion_dirs, config.init)
+            self.G_ema.load_state_dict(self.G.state_dict())
             self.motion_dirs_ema = self.motion_dirs.detach().clone()
             self.G_opt = torch.optim.Adam([*self.G.parameters(), self.motion_dirs], lr=config.lr, betas=(0.9, 0.99),
                                           eps=1e-8)
-        else:
-            self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"]))
-                             if state is not None else
+        if not recon or config.adv_weight > 0 or saved_d:
+            self.D_config = (DiscriminatorConfig.from_dict(json.loads(state["discriminator_config"])) if saved_d else
                              DiscriminatorConfig.matching(gen_config, mbstd_group_size=config.mbstd_group,
                                                           conv_clamp=None))
             self.D = Discriminator(self.D_config).to(dev).train().requires_grad_(True)
             self.gamma = config.gamma(data.resolution)
             betas = (0.0, 0.99)
-            self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=1e-8)
+            if not recon:
+                self.G_opt = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas, eps=1e-8)
             c = config.r1_interval / (config.r1_interval + 1) if self.gamma > 0 else 1.0
             self.D_opt = torch.optim.Adam(self.D.parameters(), lr=config.lr * c, betas=tuple(b**c for b in betas),
                                           eps=1e-8)
@@ -132,7 +138,7 @@ class DemoTrainer:
             self.G.load_state_dict(state["G"])
             self.G_ema.load_state_dict(state["G_ema"])
             self.G_opt.load_state_dict(state["G_opt"])
-            if self.D is not None:
+            if saved_d:
                 self.D.load_state_dict(state["D"])
                 self.D_opt.load_state_dict(state["D_opt"])
             if self.motion_dirs is not None:
@@ -186,6 +192,9 @@ class DemoTrainer:
         self.apply_schedule()
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
+        if self.config.pose_scale != 1.0:   # a narrower world: G sees the code of the face it must draw
+            idx = [Z_FIELDS.index(f) for f in POSE_FIELDS]
+            z[:, idx] *= self.config.pose_scale
         z_in = z
         if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
             z = at_rest(z, self.config.frozen)
@@ -223,9 +232,57 @@ class DemoTrainer:
             rec["loss_motion"] = float(moved.detach())
             loss = loss + self.config.motion_weight * moved
         self.G_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.D is not None and self.config.adv_weight > 0:
+            self._adversarial_backward(img, loss, rec)
+        else:
+            loss.backward()
         self.G_opt.step()
         rec["loss_G"] = float(loss.detach())
+        if self.D is not None and self.config.adv_weight > 0:
+            self._discriminator_step(img.detach(), target, rec)
+
+    def _adversarial_backward(self, img: torch.Tensor, loss: torch.Tensor, rec: dict) -> None:
+        """G's gradient: the reconstruction loss's plus the non-saturating adversarial loss's,
+        the latter scaled at the image so that its norm is ``adv_weight`` times the former's.
+
+        Balancing at the image (as VQGAN balances at G's last layer) keeps the adversarial pull a
+        fixed share of the reconstruction's as both shrink, without a weight tuned to the losses'
+        scales; the reconstruction keeps G a decoder of z, the adversarial term sharpens what an
+        L1 averages out."""
+        (g_rec,) = torch.autograd.grad(loss, img, retain_graph=True)
+        self.D.requires_grad_(False)
+        loss_adv = F.softplus(-self.D(img)).mean()
+        (g_adv,) = torch.autograd.grad(loss_adv, img, retain_graph=True)
+        self.D.requires_grad_(True)
+        scale = self.config.adv_weight * g_rec.norm() / g_adv.norm().clamp_min(1e-12)
+        img.backward(g_rec + scale * g_adv)
+        rec.update(loss_adv=float(loss_adv.detach()), adv_scale=float(scale))
+
+    def _discriminator_step(self, fakes: torch.Tensor, reals: torch.Tensor, rec: dict) -> None:
+        """D (logistic) on this step's renders against G's images, then lazy R1 on the renders."""
+        fake_logits = self.D(fakes)
+        real_logits = self.D(reals)
+        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        self.D_opt.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.D_opt.step()
+        rec.update(loss_D=float(loss_D.detach()), score_real=float(real_logits.detach().mean()),
+                   score_fake=float(fake_logits.detach().mean()))
+        self._r1_step(reals, rec)
+
+    def _r1_step(self, reals: torch.Tensor, rec: dict) -> None:
+        """Lazy R1 on reals, scaled by the interval, as its own D step (every ``r1_interval`` steps)."""
+        cfg = self.config
+        if self.gamma > 0 and self.step % cfg.r1_interval == 0:
+            x = reals.detach().requires_grad_(True)
+            logits = self.D(x)
+            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+            penalty = grad.square().sum(dim=[1, 2, 3])
+            loss_r1 = (penalty * (self.gamma / 2)).mean() * cfg.r1_interval
+            self.D_opt.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.D_opt.step()
+            rec["r1_penalty"] = float(penalty.detach().mean())
 
     def apply_schedule(self) -> None:
         """Set the scheduled loss settings for the images seen so far (``config.schedule``)."""
@@ -265,17 +322,7 @@ class DemoTrainer:
         rec.update(loss_G=float(loss_G.detach()), loss_D=float(loss_D.detach()),
                    score_real=float(real_logits.detach().mean()), score_fake=float(fake_logits.detach().mean()))
 
-        # Lazy R1 on reals, scaled by the interval, as its own D step.
-        if self.gamma > 0 and self.step % cfg.r1_interval == 0:
-            x = reals.detach().requires_grad_(True)
-            logits = self.D(x)
-            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
-            penalty = grad.square().sum(dim=[1, 2, 3])
-            loss_r1 = (penalty * (self.gamma / 2)).mean() * cfg.r1_interval
-            self.D_opt.zero_grad(set_to_none=True)
-            loss_r1.backward()
-            self.D_opt.step()
-            rec["r1_penalty"] = float(penalty.detach().mean())
+        self._r1_step(reals, rec)
         self._finish_step(rec, t0)
         return rec
 

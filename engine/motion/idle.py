@@ -18,8 +18,13 @@ Per video frame (``dt = 1/fps`` seconds) it produces x_t in stdev units from:
   ``sway_hz`` (all below 1 Hz) and random phases, scaled so the sum has RMS ``sway_rms[name]``
   (``gaze_rms`` for gaze). Phases are kept wrapped to [0, 2π), so the state never grows.
 
-Everything is clipped to ±``clamp`` (stdev units). The random choices come from one
-``numpy.random.Generator(PCG64(seed))`` and do not depend on the audio, so the same seed and the
+* **Speech priors** (``priors``, on by default): nods on stressed syllables, small head turns
+  with each phrase, gaze that shifts away and returns, and blinks at phrase ends, added on top of
+  the sway and drift (:class:`engine.motion.priors.SpeechPriors`; ``priors=False`` leaves the
+  idle motion audio independent, a dict passes its settings).
+
+Everything is clipped to ±``clamp`` (stdev units). The random choices come from
+``numpy.random.Generator(PCG64(seed))`` (the priors' from ``PCG64([seed, 1])``), so the same seed and the
 same features give the same x_t. The RNG is drawn from only at blink onsets, so a step is O(1).
 
 Which direction each motion drives is a mapping role → direction name (default: the role names
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .base import ROLES, MotionDriver, flush_frames_for, resolve_names
+from .priors import SpeechPriors
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.audio.features import FrameFeatures
@@ -70,6 +76,8 @@ class IdleDriver(MotionDriver):
         gaze_rms: RMS of the gaze drift (0 switches it off).
         flush_frames: frames over which ``flush()`` ramps the mouth to rest (default: 40 ms,
             :func:`~engine.motion.base.flush_frames_for`).
+        priors: speech-correlated head, gaze and blink motion (:class:`SpeechPriors`): True (the
+            default), False, or a dict of SpeechPriors settings.
     """
 
     def __init__(self, names: Union["DirectionSet", Sequence[str]], *, fps: float = 25.0, seed: int = 0,
@@ -80,7 +88,8 @@ class IdleDriver(MotionDriver):
                  blink_interval_s: tuple[float, float] = (2.0, 6.0), blink_mean_s: float = 3.5,
                  blink_ms: tuple[float, float] = (150.0, 250.0), blink_amp: float = 2.5,
                  sway_rms: Optional[Mapping[str, float]] = None, sway_hz: tuple[float, float] = (0.04, 0.35),
-                 n_sines: int = 3, gaze_rms: float = 0.15, flush_frames: Optional[int] = None):
+                 n_sines: int = 3, gaze_rms: float = 0.15, flush_frames: Optional[int] = None,
+                 priors: Union[bool, Mapping[str, object]] = True):
         self.names = resolve_names(names)
         self.fps = float(fps)
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -129,6 +138,10 @@ class IdleDriver(MotionDriver):
         self._osc_index = np.array([self.role_index[r] for r in osc], dtype=np.intp)
         # A sum of n sinusoids of amplitude a has RMS a·sqrt(n/2).
         self._osc_amp = np.array([rms[r] / math.sqrt(self.n_sines / 2.0) for r in osc], dtype=np.float64)
+        self._prior_opts = dict(priors) if isinstance(priors, Mapping) else ({} if priors else None)
+        self._head_index = [(k, self.role_index[r]) for k, r in enumerate(_SWAY_ROLES) if r in self.role_index]
+        self._gaze_index = [(k, self.role_index[r]) for k, r in enumerate(_GAZE_ROLES) if r in self.role_index]
+        self._priors: Optional[SpeechPriors] = None
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -148,6 +161,12 @@ class IdleDriver(MotionDriver):
         self._blink_len = 0.0         # its duration in frames (float)
         self._to_blink = self._next_blink_frames()
         self._x = np.zeros(len(self.names), dtype=np.float32)
+        if self._prior_opts is not None:
+            rng = np.random.Generator(np.random.PCG64([self.seed, 1]))
+            if self._priors is None:
+                self._priors = SpeechPriors(self.fps, rng, **self._prior_opts)
+            else:
+                self._priors.reset(rng)
 
     def _next_blink_frames(self) -> float:
         lo, hi = self.blink_interval_s
@@ -174,11 +193,11 @@ class IdleDriver(MotionDriver):
     def step(self, features: Optional["FrameFeatures"]) -> np.ndarray:
         """x_t [k] float32 (stdev units) for this frame's features (``None`` = silence)."""
         # mouth envelope
+        target = 0.0 if features is None else self.mouth_target(float(features.rms), float(features.voiced))
         if self._flush_left > 0:
             self._flush_left -= 1
             self._env = self._flush_from * self._flush_left / self.flush_frames
         else:
-            target = 0.0 if features is None else self.mouth_target(float(features.rms), float(features.voiced))
             a = self._a_attack if target > self._env else self._a_release
             self._env += a * (target - self._env)
             if self._env < _ENV_FLOOR:
@@ -191,10 +210,19 @@ class IdleDriver(MotionDriver):
         if "jaw" in ri:
             x[ri["jaw"]] = self.jaw_gain * self._env
 
-        # blink: onsets every _next_blink_frames() frames (onset to onset); the schedule runs whether
-        # or not a blink direction exists, so the RNG stream is the same either way
-        self._to_blink -= 1.0
-        if self._to_blink <= 0.0 and self._blink_pos < 0:
+        head = gaze = None
+        phrase_blink = False
+        if self._priors is not None:
+            head, gaze, phrase_blink = self._priors.step(target)
+
+        # blink: onsets every _next_blink_frames() frames (onset to onset), and at phrase ends; the
+        # schedule runs whether or not a blink direction exists, so the RNG stream is the same either way
+        self._to_blink -= 0.5 if self._priors is not None and self._priors.talking else 1.0
+        if phrase_blink and self._blink_pos < 0:
+            self._blink_pos = 0
+            self._blink_len = self._rng.uniform(*self.blink_ms) / 1000.0 * self.fps
+            self._to_blink = self._next_blink_frames()
+        elif self._to_blink <= 0.0 and self._blink_pos < 0:
             self._blink_pos = 0
             self._blink_len = self._rng.uniform(*self.blink_ms) / 1000.0 * self.fps
             self._to_blink += self._next_blink_frames()
@@ -211,6 +239,11 @@ class IdleDriver(MotionDriver):
             x[self._osc_index] = self._osc_amp * np.sin(self._phase).sum(axis=1)
             self._phase += self._dphase
             np.mod(self._phase, 2.0 * math.pi, out=self._phase)
+        if head is not None:
+            for k, i in self._head_index:
+                x[i] += head[k]
+            for k, i in self._gaze_index:
+                x[i] += gaze[k]
 
         np.clip(x, -self.clamp, self.clamp, out=x)
         return x.copy()

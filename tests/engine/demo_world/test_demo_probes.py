@@ -96,3 +96,23 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_probes.main(["--data", str(data), "--out", str(out), "--input-size", "48"])
     assert "power of two" in capsys.readouterr().err
+
+
+def test_cli_trains_an_eye_probe_on_its_crop(tmp_path, capsys):
+    """--names and --crop: a probe of a few outputs on one region (the eye probe that reads gaze)."""
+    data = tmp_path / "faces"
+    ds.write_dataset(data, 24, seed=5, size=32, shard_size=24, progress=False)
+    out = tmp_path / "eyes.safetensors"
+    assert train_probes.main(["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+                              "--input-size", "16", "--width", "4", "--no-progress", "--names", "gaze_x,gaze_y",
+                              "--crop", "0.28,0.28,0.72,0.58"]) == 0
+    assert "gaze_y" in capsys.readouterr().out
+    probes = pr.load_probes(out)
+    assert probes.names == ("gaze_x", "gaze_y") and probes.cfg.crop == pytest.approx((0.28, 0.28, 0.72, 0.58))
+    assert set(probes.predict(ds.load_shards(data)["images"][:3])) == {"gaze_x", "gaze_y"}
+    for bad, match in ((["--names", "gaze_x,nose_tip"], "unknown outputs"), (["--crop", "0.5,0.2,0.4,0.9"], "--crop"),
+                       (["--crop", "1,2"], "--crop")):
+        with pytest.raises(SystemExit) as e:
+            train_probes.main(["--data", str(data), "--out", str(out), "--no-progress", *bad])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and match in err, err
