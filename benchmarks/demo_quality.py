@@ -13,9 +13,10 @@ codes (identities at rest, z from ``--seed``), so 1.0 means "as the renderer":
   change of the probes' identity fields (fractions of their ranges; 0.1 counts as another face).
 * ``sharpness``: the image energy above half the Nyquist frequency (0.25 cycles per pixel) of the
   generator's faces over the renderer's faces of the same codes.
-* ``detected``: the share of faces dlib's HOG detector (one upsample) finds, generator and
-  renderer; ``landmark_mouth``: on the faces found, whether dlib's mouth reading (inner-lip gap
-  over the inter-ocular distance) grows with the ``mouth_open`` direction (x = 0, 1, 2).
+* ``detected``: the share of faces dlib's detectors find (``hog``: the HOG detector, one
+  upsample; ``mmod``: dlib's CNN detector), generator and renderer; ``landmark_mouth``: on the
+  faces the CNN detector finds, whether dlib's mouth reading (inner-lip gap over the inter-ocular
+  distance) grows with the ``mouth_open`` direction (x = 0, 1, 2).
 * ``fps_batch1``: frames per second of the synthesis at batch 1 on this machine (one thread).
 
     python -m benchmarks.demo_quality --generator demo --generator runs/demo2/demo_generator.safetensors
@@ -219,31 +220,31 @@ def run(args) -> dict:
     torch.set_num_threads(1)
     z = held_out_codes(args.faces, args.seed)
     readers = Readers(args.eye_probes)
-    measure = FaceMeasure(detector="hog", upsample=1, aligned=False, embed=False)
+    measures = {d: FaceMeasure(detector=d, upsample=1, aligned=False, embed=False) for d in ("hog", "mmod")}
     rest = render_moved(z, {})
     ref = renderer_reference(readers, z)
     hf_ref = hf_energy(rest)
-    ref_found = detection(rest, measure)
+    found_share = lambda imgs: {d: round(float(detection(imgs, m).mean()), 3) for d, m in measures.items()}  # noqa: E731
     report = {"faces": args.faces, "seed": args.seed, "eye_probes": str(args.eye_probes) if readers.eyes else None,
-              "renderer": {"detected": round(float(ref_found.mean()), 3)}, "generators": {}}
+              "renderer": {"detected": found_share(rest)}, "generators": {}}
     rows = [rest[:args.grid]]
     for spec in args.generator:
         s = Subject(spec)
         imgs = s.render(z, {})
-        found = detection(imgs, measure)
         hf = hf_energy(imgs)
         r = {"directions": sorted(s.dirs),
              "sharpness": round(float(hf.sum() / hf_ref.sum()), 3),
              "sharpness_median_per_face": round(float(np.median(hf / hf_ref)), 3),
-             "detected": round(float(found.mean()), 3),
-             "landmark_mouth": landmark_mouth(s, z[found], measure),
+             "detected": found_share(imgs),
+             "landmark_mouth": landmark_mouth(s, z[detection(imgs, measures["mmod"])], measures["mmod"]),
              "gains": gains(s, readers, z, ref),
              "fps_batch1": round(s.fps_batch1(), 1)}
         report["generators"][spec] = r
         rows.append(imgs[:args.grid])
         if "yaw" in s.dirs:
             rows.append(s.render(z[:args.grid], {"yaw": 1.5}))
-        print(f"[demo_quality] {spec}: sharpness {r['sharpness']}, detected {r['detected']}, gains "
+        print(f"[demo_quality] {spec}: sharpness {r['sharpness']}, detected {r['detected']} (renderer "
+              f"{report['renderer']['detected']}), gains "
               + ", ".join(f"{f} {g['gain']}" for f, g in r["gains"].items()), flush=True)
     save_png(image_grid(np.concatenate(rows), args.grid), args.out.with_suffix(".png"))
     return report

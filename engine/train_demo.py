@@ -63,6 +63,7 @@ from engine.generator_training.config import (
     OBJECTIVES,
     RECON_LR,
     RECON_SCALES,
+    SCHEDULE_DEFAULTS,
     SCHEDULE_KIMG,
     SCHEDULES,
     STATE_FILE,
@@ -169,7 +170,8 @@ def build_parser() -> ArgumentParser:
                    help="objective recon: 'demo' (the default for a new run that sets none of --l2-weight, "
                         "--grad-weight, --freeze, --motion-weight) sets those four by kimg as the shipped "
                         f"generator was trained, for {DEMO_SCHEDULE_KIMG:g} kimg unless --kimg says otherwise; "
-                        "'none' leaves them to the options")
+                        "'demo2' (with --init demo) fine-tunes it with the head and eyes free and the adversarial "
+                        "term (lr 0.002, --adv-weight 0.3 unless given), 80 kimg; 'none' leaves them to the options")
     p.add_argument("--adv-weight", type=finite_float, default=argparse.SUPPRESS,
                    help="objective recon: add StyleGAN2's adversarial loss (a discriminator on the renders, R1, "
                         "as --objective gan) with its image gradient scaled to this times the reconstruction's "
@@ -227,7 +229,12 @@ def _train_config(args: argparse.Namespace, state_path: Optional[Path]) -> Train
         values["schedule"] = "demo"
     if state_path is None and values["schedule"] in SCHEDULE_KIMG and not hasattr(args, "kimg"):
         values["kimg"] = SCHEDULE_KIMG[values["schedule"]]
-    if state_path is None and values["objective"] == "recon" and not hasattr(args, "lr"):
+    if state_path is None:
+        for name, value in SCHEDULE_DEFAULTS.get(values["schedule"], {}).items():
+            if not hasattr(args, name):
+                values[name] = value
+    if state_path is None and values["objective"] == "recon" and not hasattr(args, "lr") and \
+            "lr" not in SCHEDULE_DEFAULTS.get(values["schedule"], {}):
         values["lr"] = RECON_LR
     if values["ema_rampup"] == 0:
         values["ema_rampup"] = None

@@ -12,7 +12,7 @@ from engine.synthesis.networks import Generator, GeneratorConfig, demo_config
 
 __all__ = ["STATE_FILE", "EXPORT_FILE", "DIRECTIONS_FILE", "LOG_FILE", "MAX_EXPORT_BYTES", "STATE_VERSION", "OBJECTIVES",
            "RECON_SCALES", "MOTION_MASK_THRESHOLD", "RECON_LR", "SCHEDULED", "DEMO_SCHEDULE", "DEMO_SCHEDULE_KIMG",
-           "DEMO2_SCHEDULE", "DEMO2_SCHEDULE_KIMG", "SCHEDULE_KIMG", "POSE_FIELDS", "SCHEDULES", "scheduled_settings", "recon_config", "export_bytes", "TrainDemoConfig"]
+           "DEMO2_SCHEDULE", "DEMO2_SCHEDULE_KIMG", "SCHEDULE_KIMG", "SCHEDULE_DEFAULTS", "POSE_FIELDS", "SCHEDULES", "scheduled_settings", "recon_config", "export_bytes", "TrainDemoConfig"]
 
 STATE_FILE = "trainer_state.pt"
 EXPORT_FILE = "demo_generator.safetensors"
@@ -50,6 +50,9 @@ DEMO2_SCHEDULE = ((0.0, {"grad_weight": 2.0, "l2_weight": 4.0, "motion_weight": 
 DEMO2_SCHEDULE_KIMG = 80.0
 SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE, "demo2": DEMO2_SCHEDULE}
 SCHEDULE_KIMG = {"demo": DEMO_SCHEDULE_KIMG, "demo2": DEMO2_SCHEDULE_KIMG}
+#: settings a new run of a schedule takes unless given: demo2 fine-tunes (a lower lr) with the
+#: adversarial term (its image gradient 0.3 of the reconstruction's)
+SCHEDULE_DEFAULTS = {"demo2": {"lr": 0.002, "adv_weight": 0.3}}
 #: the motion fields ``pose_scale`` narrows
 POSE_FIELDS = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
 

@@ -59,7 +59,7 @@ class SpeechPriors:
                  nod_gain: float = 2.5, nod_hz: float = 1.0, nod_threshold: float = 0.08, nod_gap_s: float = 0.8,
                  nod_push_ms: float = 300.0, talk_on: float = 0.12, talk_off: float = 0.05,
                  turn_sd: float = 0.5, turn_every_s: float = 3.0, turn_hz: float = 0.6, settle_s: float = 0.8,
-                 gaze_shift: float = 0.8, gaze_every_s: float = 5.0, gaze_hold_s: tuple = (0.4, 1.5),
+                 gaze_shift: float = 0.8, gaze_every_s: float = 8.0, gaze_hold_s: tuple = (0.4, 1.5),
                  saccade_ms: float = 30.0, phrase_min_s: float = 0.6, blink_delay_s: tuple = (0.1, 0.35),
                  blink_p: float = 0.7):
         self.fps = float(fps)

@@ -161,3 +161,14 @@ def test_cli_adversarial_and_init_options(tmp_path, capsys):
         main(["--data", str(tmp_path), "--out", str(tmp_path / "gan"), "--adv-weight", "0.2", "--quiet"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "recon objective" in err and err.count("\n") == 1
+
+
+def test_cli_demo2_defaults_reproduce_the_shipped_fine_tune(tmp_path):
+    from engine.train_demo import _train_config, build_parser
+    parse = lambda *a: _train_config(build_parser().parse_args(["--out", str(tmp_path / "a"), "--objective", "recon",  # noqa: E731
+                                                                 *a]), None)
+    cfg = parse("--init", "demo", "--schedule", "demo2")
+    assert (cfg.lr, cfg.adv_weight, cfg.kimg, cfg.init, cfg.objective) == (0.002, 0.3, DEMO2_SCHEDULE_KIMG, "demo", "recon")
+    cfg = parse("--init", "demo", "--schedule", "demo2", "--lr", "0.004", "--adv-weight", "0")
+    assert (cfg.lr, cfg.adv_weight) == (0.004, 0.0)
+    assert parse().lr == 0.008 and parse().adv_weight == 0.0          # the demo schedule: unchanged

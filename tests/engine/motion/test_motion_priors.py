@@ -67,7 +67,7 @@ def test_gaze_shifts_away_holds_and_returns_to_the_centre():
     away = np.abs(gaze[:, 0]) > 0.3
     assert 0.05 < away.mean() < 0.5
     onsets = np.nonzero(np.diff(away.astype(int)) == 1)[0]
-    assert 60 < len(onsets) < 250                                       # ~ every 5 s in silence
+    assert 40 < len(onsets) < 120                                       # ~ every 9 s in silence (8 s + the hold)
     centre = np.abs(gaze).max(axis=1) < 0.05
     assert centre.mean() > 0.4                                          # most of the time: back at the centre
     assert np.abs(gaze[:, 0]).max() <= 0.8 + 1e-9 and np.abs(gaze[:, 1]).max() <= 0.4 + 1e-9
