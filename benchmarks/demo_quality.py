@@ -17,6 +17,8 @@ codes (identities at rest, z from ``--seed``), so 1.0 means "as the renderer":
   upsample; ``mmod``: dlib's CNN detector), generator and renderer; ``landmark_mouth``: on the
   faces the CNN detector finds, whether dlib's mouth reading (inner-lip gap over the inter-ocular
   distance) grows with the ``mouth_open`` direction (x = 0, 1, 2).
+* ``landmark_pose``: head yaw / pitch / roll per unit read by dlib's landmarks (the CNN detector,
+  solvePnP) on the generator's and the renderer's moved faces, where both are found.
 * ``fps_batch1``: frames per second of the synthesis at batch 1 on this machine (one thread).
 
     python -m benchmarks.demo_quality --generator demo --generator runs/demo2/demo_generator.safetensors
@@ -214,6 +216,27 @@ def landmark_mouth(subject: Subject, z: np.ndarray, measure) -> dict:
             "corr_with_x": round(corr, 3), "mean_reading": [round(float(v), 4) for v in r.mean(axis=0)]}
 
 
+def landmark_pose(subject, z: np.ndarray, measure) -> dict:
+    """Head yaw / pitch / roll gains read by dlib's landmarks (solvePnP, degrees): the generator's
+    change per unit against the renderer's, on the faces found in all four images."""
+    out = {}
+    for field, key in (("yaw", "head_yaw"), ("pitch", "head_pitch"), ("roll", "head_roll")):
+        if field not in subject.dirs:
+            continue
+        reads = []
+        for src in (lambda m: subject.render(z, m), lambda m: render_moved(z, m)):
+            pair = [measure.read_batch(src({field: x}), embed=False) for x in (-1.0, 1.0)]
+            reads.append(np.array([[r.values()[key] if r.found else np.nan for r in side] for side in pair]))
+        d_g, d_r = (r[1] - r[0] for r in reads)
+        ok = np.isfinite(d_g) & np.isfinite(d_r)
+        out[field] = {"faces": int(ok.sum())}
+        if ok.sum() >= 2:
+            out[field].update(gain=round(float(d_g[ok].mean() / d_r[ok].mean()), 3),
+                              degrees_per_unit=round(float(d_g[ok].mean() / 2), 2),
+                              renderer_degrees_per_unit=round(float(d_r[ok].mean() / 2), 2))
+    return out
+
+
 def run(args) -> dict:
     from engine.faces.measure import FaceMeasure
     from engine.generator_training.outputs import image_grid, save_png
@@ -238,6 +261,7 @@ def run(args) -> dict:
              "detected": found_share(imgs),
              "landmark_mouth": landmark_mouth(s, z[detection(imgs, measures["mmod"])], measures["mmod"]),
              "gains": gains(s, readers, z, ref),
+             "landmark_pose": landmark_pose(s, z, measures["mmod"]),
              "fps_batch1": round(s.fps_batch1(), 1)}
         report["generators"][spec] = r
         rows.append(imgs[:args.grid])

@@ -70,5 +70,7 @@ def test_a_short_run_on_the_shipped_generator(tmp_path):
         else:
             assert r["gain"] == 0.0 and r["note"] == "no learned direction"
     assert g["gains"]["mouth_open"]["gain"] > 0.3
+    assert set(g["landmark_pose"]) == {f for f in ("yaw", "pitch", "roll") if f in g["directions"]}
+    assert all(v["faces"] <= 6 for v in g["landmark_pose"].values())
     grid = np.asarray(Image.open(out.with_suffix(".png")))
     assert grid.shape[1] == 3 * 128 and grid.shape[0] >= 2 * 128
