@@ -259,7 +259,7 @@ class DemoTrainer:
         rec.update(loss_adv=float(loss_adv.detach()), adv_scale=float(scale))
 
     def _discriminator_step(self, fakes: torch.Tensor, reals: torch.Tensor, rec: dict) -> None:
-        """D (logistic) on this step's renders against G's images, then lazy R1 on the renders."""
+        """D (logistic) on ``reals`` (the renders, or the data's images) against G's images, then lazy R1."""
         fake_logits = self.D(fakes)
         real_logits = self.D(reals)
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
@@ -310,19 +310,12 @@ class DemoTrainer:
         self.G_opt.step()
         self.D.requires_grad_(True)
 
-        # D: minimise the logits of generated images, maximise those of reals.
+        rec["loss_G"] = float(loss_G.detach())
+
+        # D: minimise the logits of generated images, maximise those of reals; then lazy R1.
         with torch.no_grad():
             fakes = self._run_G()
-        fake_logits = self.D(fakes)
-        real_logits = self.D(reals)
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        self.D_opt.zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.D_opt.step()
-        rec.update(loss_G=float(loss_G.detach()), loss_D=float(loss_D.detach()),
-                   score_real=float(real_logits.detach().mean()), score_fake=float(fake_logits.detach().mean()))
-
-        self._r1_step(reals, rec)
+        self._discriminator_step(fakes, reals, rec)
         self._finish_step(rec, t0)
         return rec
 

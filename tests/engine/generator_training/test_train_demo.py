@@ -25,18 +25,6 @@ TINY = "32,32,16"          # 4, 8, 16 px
 RECON_STEPS = 400
 
 
-@pytest.fixture(autouse=True)
-def one_thread_no_denormals():
-    """Tiny networks gain nothing from a second thread, and OpenMP threads that wait on a busy
-    2-core machine cost seconds; denormal floats slow CPU convolutions (as the CLI avoids too)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
 def blobs(n: int, res: int, seed: int = 0) -> np.ndarray:
     """uint8 [n, res, res, 3]: a coloured disc on a coloured background per image."""
     rng = np.random.default_rng(seed)

@@ -19,16 +19,6 @@ from engine.synthesis.checkpoints import load_generator
 from engine.train_demo import main, parse_generator_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
 def recon(**kw) -> TrainDemoConfig:
     base = dict(objective="recon", kimg=6 * 8 / 1000, batch=8, r1_interval=2, r1_gamma=1.0, snap_kimg=1.0, grid=2)
     base.update(kw)
