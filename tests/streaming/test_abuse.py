@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from urllib.parse import urlparse
@@ -118,8 +119,12 @@ async def test_an_offer_flood_from_many_addresses_does_not_stall_a_stream(engine
     async with running_server(cfg) as (url, app):
         async with victim(url) as frames:
             n0, t0 = frames(), time.monotonic()
+            # The attacker runs at the lowest priority: on a real network its CPU is not the
+            # server's, and on 2 shared cores its own interpreter start and 120 clients took the
+            # victim's frames below half rate in one CI run (10.7 fps) with the server unchanged.
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "benchmarks.abuse_cases", "flood", url,
-                                                        "120", stdout=asyncio.subprocess.PIPE, cwd=REPO)
+                                                        "120", stdout=asyncio.subprocess.PIPE, cwd=REPO,
+                                                        preexec_fn=lambda: os.nice(19))
             out, _ = await asyncio.wait_for(proc.communicate(), 120)
             elapsed = time.monotonic() - t0
             statuses = {int(k): v for k, v in json.loads(out).items()}
