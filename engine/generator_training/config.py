@@ -25,7 +25,8 @@ RECON_SCALES = (1, 2, 4)            # L1 at full size and average-pooled by 2 an
 MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when a channel changes by > 2% of range
 RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 #: the fields a schedule sets, and their values before its first phase
-SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0, "pose_scale": 1.0}
+SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0, "pose_scale": 1.0,
+             "single_motion": 0.0}
 #: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
 #: on, these settings (cumulative). Plain L1 first (layout and colour); then edges and squared
 #: error (small features); then the head held still (eyes and mouths did not form while the head
@@ -42,11 +43,14 @@ DEMO_SCHEDULE_KIMG = 258.0
 #: the head and eyes free. The same loss terms as the demo schedule's end, the adversarial term
 #: on top, and head angles and gaze widened in steps (``pose_scale``: the renders' pose and gaze
 #: coordinates of z times this), so that the faces learn to turn a little before they turn far
-#: (the whole range at once blurred eyes and mouths away in the first 2 kimg).
+#: (the whole range at once blurred eyes and mouths away in the first 2 kimg). The last phase
+#: adds one-field samples (``single_motion``): by 68 kimg the gaze directions had not grown from
+#: their random start, the eyes' few pixels lost among the head's in the motion term.
 DEMO2_SCHEDULE = ((0.0, {"grad_weight": 2.0, "l2_weight": 4.0, "motion_weight": 3.0, "pose_scale": 0.3}),
                   (10.0, {"pose_scale": 0.5}),
                   (25.0, {"pose_scale": 0.75}),
-                  (45.0, {"pose_scale": 1.0}))
+                  (45.0, {"pose_scale": 1.0}),
+                  (68.0, {"single_motion": 0.5}))
 DEMO2_SCHEDULE_KIMG = 80.0
 SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE, "demo2": DEMO2_SCHEDULE}
 SCHEDULE_KIMG = {"demo": DEMO_SCHEDULE_KIMG, "demo2": DEMO2_SCHEDULE_KIMG}
@@ -108,13 +112,14 @@ class TrainDemoConfig:
     frozen: tuple = ()                   # recon: motion fields held at rest in the targets (G learns to ignore them)
     motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
     pose_scale: float = 1.0              # recon: the targets' head-angle and gaze coordinates of z times this
+    single_motion: float = 0.0           # recon: share of the linear-motion samples that move one motion field only
     schedule: str = "none"               # recon: "demo"/"demo2" set the fields above by kimg (SCHEDULES)
     adv_weight: float = 0.0              # recon: adversarial term, as a ratio of its image gradient to the recon's
     init: str = ""                       # recon: a fresh run starts from this exported generator ("" = NVlabs init)
 
     # settings a resumed run may change
     MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule",
-               "adv_weight", "pose_scale")
+               "adv_weight", "pose_scale", "single_motion")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -149,8 +154,9 @@ class TrainDemoConfig:
             raise ValueError("a schedule sets the recon objective's loss terms; the gan objective has none")
         if (self.adv_weight > 0 or self.init) and self.objective != "recon":
             raise ValueError("adv_weight and init belong to the recon objective (the gan objective is all adversarial)")
-        if not 0 <= self.linear_motion <= 1:
-            raise ValueError(f"linear_motion must be a fraction in [0, 1], got {self.linear_motion!r}")
+        for name in ("linear_motion", "single_motion"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 1 <= self.grid <= 16:

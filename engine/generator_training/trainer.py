@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from engine.demo_world.latent import MOTION_Z, Z_DIM, Z_FIELDS, at_rest, motion_params, motion_x
 from engine.frames import images_to_uint8
+from engine.generator_training.adversarial import adversarial_backward, discriminator_step
 from engine.generator_training.config import (
     DIRECTIONS_FILE,
     EXPORT_FILE,
@@ -188,7 +189,9 @@ class DemoTrainer:
         The first ``linear_motion`` share of the batch takes w = mapping(z at rest) + Σ_k
         (m_k − rest_k) / scale_k · a_k, with m the code's motion fields, so that the synthesis
         network learns to render each motion as a fixed W direction a_k (``motion_dirs``, the
-        exported direction set); the rest takes w = mapping(z), the generator's own path."""
+        exported direction set); the rest takes w = mapping(z), the generator's own path. The
+        first ``single_motion`` share of the linear rows moves one field each, and with
+        ``motion_weight`` each of those rows' moved pixels count on their own as well."""
         self.apply_schedule()
         G, B = self.G, self.config.batch
         z = torch.randn(B, G.z_dim, generator=self.gen)
@@ -199,8 +202,11 @@ class DemoTrainer:
         if self.config.frozen:      # the targets (and the linear path) keep these fields at rest
             z = at_rest(z, self.config.frozen)
         as_image = lambda a: torch.from_numpy(a).to(self.device).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1  # noqa: E731
-        target = as_image(self.data.render(z.numpy()))
         h = int(round(B * self.config.linear_motion))
+        single = int(round(h * self.config.single_motion))
+        if single:
+            z = self._one_field_each(z, single)
+        target = as_image(self.data.render(z.numpy()))
         w = G.mapping.forward_w(z_in.to(self.device))
         with torch.no_grad():
             G.mapping.w_avg.copy_(w.detach().mean(dim=0).lerp(G.mapping.w_avg, self.config.w_avg_beta))
@@ -231,9 +237,14 @@ class DemoTrainer:
             moved = (mask * (img - target).abs()).sum() / (mask.sum() * img.shape[1]).clamp_min(1.0)
             rec["loss_motion"] = float(moved.detach())
             loss = loss + self.config.motion_weight * moved
+            if single:    # each one-field face on its own: a glance's few pixels weigh as much as a turn's
+                err = (mask[:single] * (img[:single] - target[:single]).abs()).sum(dim=(1, 2, 3))
+                own = (err / (mask[:single].sum(dim=(1, 2, 3)) * img.shape[1]).clamp_min(1.0)).mean()
+                rec["loss_single"] = float(own.detach())
+                loss = loss + self.config.motion_weight * own
         self.G_opt.zero_grad(set_to_none=True)
         if self.D is not None and self.config.adv_weight > 0:
-            self._adversarial_backward(img, loss, rec)
+            adversarial_backward(self.D, img, loss, self.config.adv_weight, rec)
         else:
             loss.backward()
         self.G_opt.step()
@@ -241,48 +252,20 @@ class DemoTrainer:
         if self.D is not None and self.config.adv_weight > 0:
             self._discriminator_step(img.detach(), target, rec)
 
-    def _adversarial_backward(self, img: torch.Tensor, loss: torch.Tensor, rec: dict) -> None:
-        """G's gradient: the reconstruction loss's plus the non-saturating adversarial loss's,
-        the latter scaled at the image so that its norm is ``adv_weight`` times the former's.
-
-        Balancing at the image (as VQGAN balances at G's last layer) keeps the adversarial pull a
-        fixed share of the reconstruction's as both shrink, without a weight tuned to the losses'
-        scales; the reconstruction keeps G a decoder of z, the adversarial term sharpens what an
-        L1 averages out."""
-        (g_rec,) = torch.autograd.grad(loss, img, retain_graph=True)
-        self.D.requires_grad_(False)
-        loss_adv = F.softplus(-self.D(img)).mean()
-        (g_adv,) = torch.autograd.grad(loss_adv, img, retain_graph=True)
-        self.D.requires_grad_(True)
-        scale = self.config.adv_weight * g_rec.norm() / g_adv.norm().clamp_min(1e-12)
-        img.backward(g_rec + scale * g_adv)
-        rec.update(loss_adv=float(loss_adv.detach()), adv_scale=float(scale))
+    def _one_field_each(self, z: torch.Tensor, count: int) -> torch.Tensor:
+        """Codes ``z`` with each of the first ``count`` rows' motion at rest but for one field,
+        drawn at random among the fields not frozen (its value keeps the row's draw)."""
+        free = [f for f in MOTION_Z if f not in self.config.frozen]
+        picks = torch.randint(len(free), (count,), generator=self.gen).tolist()
+        z = z.clone()
+        for i, k in enumerate(picks):
+            z[i:i + 1] = at_rest(z[i:i + 1], [f for f in free if f != free[k]])
+        return z
 
     def _discriminator_step(self, fakes: torch.Tensor, reals: torch.Tensor, rec: dict) -> None:
-        """D (logistic) on ``reals`` (the renders, or the data's images) against G's images, then lazy R1."""
-        fake_logits = self.D(fakes)
-        real_logits = self.D(reals)
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
-        self.D_opt.zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.D_opt.step()
-        rec.update(loss_D=float(loss_D.detach()), score_real=float(real_logits.detach().mean()),
-                   score_fake=float(fake_logits.detach().mean()))
-        self._r1_step(reals, rec)
-
-    def _r1_step(self, reals: torch.Tensor, rec: dict) -> None:
-        """Lazy R1 on reals, scaled by the interval, as its own D step (every ``r1_interval`` steps)."""
-        cfg = self.config
-        if self.gamma > 0 and self.step % cfg.r1_interval == 0:
-            x = reals.detach().requires_grad_(True)
-            logits = self.D(x)
-            (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
-            penalty = grad.square().sum(dim=[1, 2, 3])
-            loss_r1 = (penalty * (self.gamma / 2)).mean() * cfg.r1_interval
-            self.D_opt.zero_grad(set_to_none=True)
-            loss_r1.backward()
-            self.D_opt.step()
-            rec["r1_penalty"] = float(penalty.detach().mean())
+        discriminator_step(self.D, self.D_opt, fakes, reals, rec,
+                           gamma=self.gamma if self.step % self.config.r1_interval == 0 else 0.0,
+                           r1_interval=self.config.r1_interval)
 
     def apply_schedule(self) -> None:
         """Set the scheduled loss settings for the images seen so far (``config.schedule``)."""

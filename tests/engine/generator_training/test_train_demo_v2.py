@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from engine.demo_world.latent import MOTION_Z, Z_DIM, Z_FIELDS
 from engine.generator_training.config import (DEMO2_SCHEDULE_KIMG, POSE_FIELDS, STATE_FILE, TrainDemoConfig,
                                               recon_config, scheduled_settings)
+from engine.generator_training.adversarial import adversarial_backward
 from engine.generator_training.data import RenderedFaces
 from engine.generator_training.trainer import DemoTrainer
 from engine.synthesis.checkpoints import load_generator
@@ -66,7 +67,7 @@ def test_the_adversarial_gradient_is_the_set_share_of_the_reconstructions(tmp_pa
     seen = []
     img.register_hook(lambda g: seen.append(g.detach().clone()))
     rec: dict = {}
-    tr._adversarial_backward(img, loss, rec)
+    adversarial_backward(tr.D, img, loss, tr.config.adv_weight, rec)
     extra = seen[-1] - g_rec          # the hook sees each gradient taken of img, the applied one last
     assert extra.norm() / g_rec.norm() == pytest.approx(0.5, rel=1e-4)
     assert F.cosine_similarity(extra.flatten(), g_adv.flatten(), dim=0) > 0.9999
@@ -126,6 +127,34 @@ def test_pose_scale_narrows_the_head_and_gaze_of_the_targets_and_of_gs_code(tmp_
     np.testing.assert_array_equal(seen[0.5][:, other], seen[1.0][:, other])
     assert torch.allclose(g_half[:, pose], 0.5 * g_full[:, pose]) and torch.equal(g_half[:, other], g_full[:, other])
     assert np.abs(seen[1.0][:, pose]).max() > 0.3
+
+
+def test_single_motion_rows_move_one_field_each_and_count_their_own_pixels(tmp_path):
+    """single_motion 0.5 of a batch of 8 with half linear: rows 0 and 1 of the rendered codes have
+    every motion field at rest but one (the drawn value), the others are the draw unchanged; the
+    term over those rows' own moved pixels is logged and trains (the loss_G includes it)."""
+    from engine.demo_world.latent import REST
+    data = RenderedFaces(16)
+    seen = []
+    real = data.render
+    data.render = lambda z: seen.append(np.array(z)) or real(z)      # noqa: E731
+    cfg = recon(single_motion=0.5, motion_weight=3.0, frozen=("smile",))
+    tr = DemoTrainer(cfg, data, tmp_path / "run", gen_config=tiny_gen(), seed=5)
+    rec = tr.train_step()
+    targets, rests = seen[0], seen[1]
+    motion = [Z_FIELDS.index(f) for f in MOTION_Z]
+    at_rest = np.isclose(targets[:, motion], np.array([REST[f] for f in MOTION_Z]))
+    assert [int((~at_rest[i]).sum()) for i in range(2)] == [1, 1]
+    assert at_rest[:, MOTION_Z.index("smile")].all()           # frozen: never the one field
+    assert ((~at_rest[2:]).sum(axis=1) == len(MOTION_Z) - 1).all()
+    np.testing.assert_allclose(rests[:, motion], np.tile([REST[f] for f in MOTION_Z], (8, 1)), atol=1e-6)
+    assert rec["loss_single"] > 0 and np.isfinite(rec["loss_G"])
+    plain = DemoTrainer(recon(motion_weight=3.0), RenderedFaces(16), tmp_path / "plain", gen_config=tiny_gen(), seed=5)
+    assert "loss_single" not in plain.train_step()
+    with pytest.raises(ValueError, match="single_motion must be a fraction"):
+        recon(single_motion=1.5).validate()
+    assert scheduled_settings("demo2", 0.0)["single_motion"] == 0.0
+    assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_motion"] == 0.5
 
 
 def test_the_demo2_schedule_widens_the_pose_and_keeps_the_loss_terms():
