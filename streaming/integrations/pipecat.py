@@ -30,9 +30,7 @@ seconds, synthesis p50/p95 ms.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,7 +44,6 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     StartFrame,
     TTSAudioRawFrame,
-    TTSStartedFrame,
     TTSStoppedFrame,
 )
 from pipecat.metrics.metrics import MetricsData, ProcessingMetricsData
@@ -57,17 +54,9 @@ from pipecat.services.settings import ServiceSettings
 from engine.avatar import AvatarEngine
 from engine.session import AvatarSession
 
+from .turns import TurnStats, TurnStream
+
 __all__ = ["StyleCastVideoService", "AvatarMetricsData"]
-
-log = logging.getLogger("stylecast.pipecat")
-
-
-
-@dataclass
-class _Stop:
-    """In the audio queue: the turn's TTSStoppedFrame, sent once the turn's frames are out."""
-    frame: TTSStoppedFrame
-    flushed: bool = False       # the lookahead's silence after the turn's audio is pushed
 
 
 class AvatarMetricsData(MetricsData):
@@ -119,15 +108,8 @@ class StyleCastVideoService(AIService):
         self.fps, self.lead_s, self.max_buffer_s = float(fps), float(lead_s), float(max_buffer_s)
         self._out_rate = audio_out_rate
         self.session: Optional[AvatarSession] = None
-        self._queue: deque = deque()            # (pcm, rate, channels) chunks and _Stop markers
-        self._queued_s = 0.0
-        self._wake = asyncio.Event()
+        self.stream: Optional[TurnStream] = None
         self._task: Optional[asyncio.Task] = None
-        self._sent = 0                          # frames sent since the clock was last anchored
-        self._t0 = 0.0                          # wall time of frame 0 of the anchor
-        self._turn: Optional[dict] = None
-        self._warned_full = False
-        self._epoch = 0                         # +1 per interruption: a frame made across one is dropped
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -142,16 +124,17 @@ class StyleCastVideoService(AIService):
         self.session = await asyncio.to_thread(
             AvatarSession, self._engine, fps=self.fps, identity=self._identity, driver=self._driver_spec,
             seed=self._seed, audio_out=True, audio_out_rate=rate)
-        self._anchor()
+        self.stream = TurnStream(self.session, lead_s=self.lead_s, max_buffer_s=self.max_buffer_s)
         self._task = self.create_task(self._run(), name="stylecast-frames")
 
     async def stop(self, frame: EndFrame):
         """A graceful end: the audio still waiting is shown and sent first (bounded by its length)."""
         await super().stop(frame)
-        deadline = time.perf_counter() + self._queued_s + self.lead_s + 2.0
-        while (self._task is not None and not self._task.done() and time.perf_counter() < deadline
-               and (self._queue or (self.session is not None and self.session.frames_ready() > 0))):
-            await asyncio.sleep(0.01)
+        if self.stream is not None:
+            deadline = time.perf_counter() + self.stream.waiting_s + self.lead_s + 2.0
+            while (self._task is not None and not self._task.done() and time.perf_counter() < deadline
+                   and self.stream.busy()):
+                await asyncio.sleep(0.01)
         await self._shutdown()
 
     async def cancel(self, frame: CancelFrame):
@@ -168,149 +151,54 @@ class StyleCastVideoService(AIService):
             self._task = None
         if self.session is not None:
             self.session.close()
-            self.session = None
+            self.session = self.stream = None
 
     # -- frames in ---------------------------------------------------------------------------
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
-            self._take_audio(frame)
-        elif isinstance(frame, TTSStoppedFrame):    # after an interruption: no audio of its turn is left
-            self._queue.append(_Stop(frame, flushed=self._turn is None))
-            self._wake.set()
+            if self.stream is not None:
+                n = len(frame.audio) // (2 * max(1, frame.num_channels))
+                pcm = np.frombuffer(frame.audio, dtype=np.int16)[: n * frame.num_channels]
+                self.stream.push(pcm, frame.sample_rate, frame.num_channels)
+        elif isinstance(frame, TTSStoppedFrame) and self.stream is not None:
+            self.stream.end_segment(frame)           # goes on after the turn's last frame
         elif isinstance(frame, InterruptionFrame):
-            self._interrupt()
+            if self.stream is not None:
+                self.stream.interrupt()
             await self.push_frame(frame, direction)
         else:
-            if isinstance(frame, TTSStartedFrame):
-                self._turn = None
             await self.push_frame(frame, direction)
 
-    def _take_audio(self, frame: TTSAudioRawFrame) -> None:
-        n = len(frame.audio) // (2 * max(1, frame.num_channels))
-        seconds = n / frame.sample_rate
-        if self._queued_s + seconds > self.max_buffer_s:
-            if not self._warned_full:
-                log.warning("stylecast: more than %.0f s of TTS audio waiting: dropping the newest "
-                            "(said once)", self.max_buffer_s)
-                self._warned_full = True
-            self._turn_stats()["dropped_audio_s"] += seconds
-            return
-        pcm = np.frombuffer(frame.audio, dtype=np.int16)[: n * frame.num_channels]
-        turn = self._turn_stats()
-        if turn["first_audio"] is None:
-            turn["first_audio"] = time.time()
-        self._queue.append((pcm, frame.sample_rate, frame.num_channels))
-        self._queued_s += seconds
-        self._wake.set()
-
-    def _turn_stats(self) -> dict:
-        if self._turn is None:
-            self._turn = {"first_audio": None, "first_frame": None, "frames": 0, "idle": 0, "late": 0,
-                          "dropped_audio_s": 0.0, "synthesis": []}
-        return self._turn
-
-    def _interrupt(self) -> None:
-        """Drop what waits here and in the session; the mouth goes to rest; idle from now on."""
-        stops = [_Stop(item.frame, flushed=True) for item in self._queue if isinstance(item, _Stop)]
-        self._queue.clear()
-        self._queue.extend(stops)    # the turns' stops still go on (their audio is gone)
-        self._queued_s = 0.0
-        self._epoch += 1
-        if self.session is not None:
-            self.session.interrupt()
-        self._anchor()
-        self._turn = None
-        self._wake.set()
-
-    def _anchor(self) -> None:
-        self._t0, self._sent = time.perf_counter(), 0
-
     # -- frames out --------------------------------------------------------------------------
-    def _feed(self) -> Optional[Frame]:
-        """Move queued audio into the session until ``lead_s`` of frames are ready; a stop marker
-        at the head (its audio all in) pushes the lookahead's silence and returns its frame once
-        the session has no ready frames left."""
-        s = self.session
-        want = max(1, int(round(self.lead_s * self.fps)))
-        while self._queue and s.frames_ready() < want:
-            head = self._queue[0]
-            if isinstance(head, _Stop):
-                if not head.flushed:               # first time at the head: the turn's end becomes ready
-                    s.push_silence(1.0 / self.fps + s.latency_ms / 1000.0)
-                    head.flushed = True
-                    continue
-                if s.frames_ready() == 0:
-                    self._queue.popleft()
-                    return head.frame
-                return None
-            pcm, rate, channels = self._queue.popleft()
-            self._queued_s = max(0.0, self._queued_s - len(pcm) / channels / rate)
-            s.push_audio(pcm, rate, channels)
-        return None
-
     async def _run(self) -> None:
-        period = 1.0 / self.fps
+        stream = self.stream
         while True:
-            s = self.session
-            stopped = self._feed()
-            if stopped is not None:
-                await self._finish_turn(stopped)
+            out = await stream.next()
+            if out.kind == "end":
+                await self._finish_turn(out.marker, out.stats)
                 continue
-            ahead = self._sent * period - (time.perf_counter() - self._t0)
-            talking = s.frames_ready() > 0
-            # mid-turn (audio still coming) an idle frame waits up to lead_s for it: zeros filled
-            # into a half-arrived frame would cut a gap into the voice
-            grace = self.lead_s if self._queue or (self._turn is not None and self._turn["first_audio"]) else 0.0
-            epoch = self._epoch
-            if talking and ahead < self.lead_s:
-                frame = await asyncio.to_thread(s.next_frame)
-            elif not talking and ahead <= -grace:
-                frame = await asyncio.to_thread(s.next_frame, fill_silence=True)
-            else:
-                self._wake.clear()
-                wait = ahead - self.lead_s if talking else ahead + grace
-                try:
-                    await asyncio.wait_for(self._wake.wait(), max(wait, 0.001))
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            if frame is None or self.session is not s or epoch != self._epoch:
-                continue                           # made from audio an interruption dropped
-            await self._send(frame, talking, ahead, epoch)
+            epoch = stream.epoch
+            frame = out.frame
+            image = frame.image
+            img = OutputImageRawFrame(image=image.tobytes(), size=(image.shape[1], image.shape[0]), format="RGB")
+            img.sync_with_audio = True
+            await self.push_frame(img)
+            if out.talking and frame.audio is not None and frame.audio.size and epoch == stream.epoch:
+                await self.push_frame(TTSAudioRawFrame(audio=frame.audio.tobytes(), sample_rate=self._out_rate,
+                                                       num_channels=1))
+                turn = stream.current_stats()
+                if turn is not None and turn.first_frame is not None and not turn.reported:
+                    turn.reported = True
+                    await self.start_ttfb_metrics(start_time=turn.first_audio)
+                    await self.stop_ttfb_metrics(end_time=turn.first_frame)
 
-    async def _send(self, frame, talking: bool, ahead: float, epoch: int) -> None:
-        period = 1.0 / self.fps
-        self._sent += 1 + frame.dropped
-        if ahead < -1.0:                            # a second behind the wall clock: start again from now
-            self._anchor()
-        image = frame.image
-        out = OutputImageRawFrame(image=image.tobytes(), size=(image.shape[1], image.shape[0]), format="RGB")
-        out.sync_with_audio = True
-        await self.push_frame(out)
-        turn = self._turn
-        if talking and frame.audio is not None and frame.audio.size and epoch == self._epoch:
-            await self.push_frame(TTSAudioRawFrame(audio=frame.audio.tobytes(), sample_rate=self._out_rate,
-                                                   num_channels=1))
-            if turn is not None:
-                turn["frames"] += 1
-                turn["late"] += int(ahead < -period)
-                turn["synthesis"].append(frame.timings.get("synthesis", 0.0))
-                if turn["first_frame"] is None and turn["first_audio"] is not None:
-                    turn["first_frame"] = time.time()
-                    await self.start_ttfb_metrics(start_time=turn["first_audio"])
-                    await self.stop_ttfb_metrics(end_time=turn["first_frame"])
-        elif turn is not None:
-            turn["idle"] += 1
-
-    async def _finish_turn(self, stopped: TTSStoppedFrame) -> None:
-        turn, self._turn = self._turn, None
-        if turn is not None and self.metrics_enabled and turn["synthesis"]:
-            syn = np.asarray(turn["synthesis"], np.float64)
-            data = [ProcessingMetricsData(processor=self.name, value=float(syn.mean()) / 1000.0),
-                    AvatarMetricsData(processor=self.name, frames=turn["frames"], idle=turn["idle"],
-                                      late=turn["late"], dropped_audio_s=round(turn["dropped_audio_s"], 3),
-                                      synthesis_p50_ms=float(np.percentile(syn, 50)),
-                                      synthesis_p95_ms=float(np.percentile(syn, 95)))]
+    async def _finish_turn(self, stopped: TTSStoppedFrame, turn: Optional[TurnStats]) -> None:
+        if turn is not None and self.metrics_enabled and turn.synthesis_ms:
+            syn = turn.summary()
+            data = [ProcessingMetricsData(processor=self.name, value=float(np.mean(turn.synthesis_ms)) / 1000.0),
+                    AvatarMetricsData(processor=self.name, frames=turn.frames, idle=turn.idle, late=turn.late,
+                                      dropped_audio_s=syn["dropped_audio_s"], synthesis_p50_ms=syn["synthesis_p50_ms"],
+                                      synthesis_p95_ms=syn["synthesis_p95_ms"])]
             await self.push_frame(MetricsFrame(data=data))
         await self.push_frame(stopped)

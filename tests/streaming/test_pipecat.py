@@ -163,7 +163,7 @@ async def test_any_tts_rate_and_layout_keeps_its_length(engine, rate, channels):
 async def test_a_full_buffer_drops_the_excess_and_says_so_once(engine, caplog):
     pcm = np.full(2 * OUT_RATE, 1000, np.int16)
     svc = StyleCastVideoService(engine=engine, fps=25, max_buffer_s=0.5)
-    with caplog.at_level(logging.WARNING, logger="stylecast.pipecat"):
+    with caplog.at_level(logging.WARNING, logger="stylecast.integrations"):
         seen = await run(svc, [TTSStartedFrame(), *chunks(pcm, OUT_RATE), TTSStoppedFrame(), SleepFrame(sleep=0.3)])
     said = [r for r in caplog.records if "TTS audio waiting" in r.getMessage()]
     assert len(said) == 1
