@@ -16,7 +16,7 @@ CLI_MODULES = (
     "engine.serve", "engine.render", "engine.generate", "engine.basis", "engine.directions", "engine.convert",
     "engine.train_demo", "engine.train_motion", "trt_build.build", "trt_build.export",
     "engine.demo_world.dataset", "engine.demo_world.train_probes", "engine.demo_world.talking",
-    "engine.demo_world.assets", "engine.faces.__main__",
+    "engine.demo_world.assets", "engine.faces.__main__", "streaming.livekit_worker",
 )
 
 

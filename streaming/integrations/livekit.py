@@ -18,22 +18,31 @@ wall clock when there is no audio, and ``AudioSegmentEnd`` once a segment's last
 (the runner then sends ``playback_finished``). ``clear_buffer`` (the agent was interrupted) drops
 the audio not yet shown and brings the mouth to rest; the segment ends already pushed still come
 out. The worker mode (a separate process joining the room with ``DataStreamAudioReceiver``) is
-``python -m streaming.livekit_worker``.
+``python -m streaming.livekit_worker``; it runs :class:`StyleCastAvatarRunner`, which sends
+exactly one ``playback_finished`` per segment the agent sent, with the seconds of it that were
+played, also for segments cleared before a sample of them was shown (the stock ``AvatarRunner``
+sends none for those, and an agent's ``say()`` then waits for its clear-buffer timeout).
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
 from typing import AsyncIterator, Optional, Union
 
 import numpy as np
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, VideoGenerator
+from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOptions, VideoGenerator
 
 from engine.avatar import AvatarEngine
 from engine.session import AvatarSession
 
 from .turns import TurnStream
 
-__all__ = ["StyleCastVideoGenerator"]
+__all__ = ["StyleCastVideoGenerator", "StyleCastAvatarRunner"]
+
+log = logging.getLogger("stylecast.livekit")
 
 
 class StyleCastVideoGenerator(VideoGenerator):
@@ -94,3 +103,111 @@ class StyleCastVideoGenerator(VideoGenerator):
 
     async def aclose(self) -> None:
         self.session.close()
+
+
+@dataclass
+class _Segment:
+    played: float = 0.0            # seconds of its audio handed to the synchronizer
+    interrupted: bool = False
+    started: bool = False
+
+
+class StyleCastAvatarRunner:
+    """Publishes the generator's video and audio (an ``rtc.AVSynchronizer``) and answers the agent:
+    ``playback_started`` at a segment's first sample, exactly one ``playback_finished`` per segment
+    (``interrupted`` when a clear came while it was pending), in the order the agent sent them.
+
+    Args:
+        room: the connected ``rtc.Room`` (or anything with its ``local_participant.publish_track``).
+        audio_recv: an ``AudioReceiver`` (``DataStreamAudioReceiver`` in the worker,
+            ``QueueAudioOutput`` in-process).
+        video_gen: a :class:`StyleCastVideoGenerator`.
+    """
+
+    def __init__(self, room, *, audio_recv: AudioReceiver, video_gen: StyleCastVideoGenerator,
+                 queue_size_ms: int = 100):
+        self.room, self.audio_recv, self.gen = room, audio_recv, video_gen
+        opts = video_gen.options()
+        self.audio_source = rtc.AudioSource(opts.audio_sample_rate, opts.audio_channels, queue_size_ms=queue_size_ms)
+        self.video_source = rtc.VideoSource(opts.video_width, opts.video_height)
+        self.av_sync = rtc.AVSynchronizer(audio_source=self.audio_source, video_source=self.video_source,
+                                          video_fps=opts.video_fps, video_queue_size_ms=queue_size_ms)
+        self._pending: deque[_Segment] = deque()    # segments sent by the agent, not yet finished
+        self._receiving: Optional[_Segment] = None  # the segment whose audio is arriving
+        self._tasks: list[asyncio.Task] = []
+        self._published = False
+        self.finished: list[tuple[float, bool]] = []   # (position, interrupted) as sent
+
+    async def start(self) -> None:
+        await self.audio_recv.start()
+        self.audio_recv.on("clear_buffer", self._on_clear)
+        self._tasks = [asyncio.ensure_future(self._read_audio()), asyncio.ensure_future(self._forward())]
+
+    async def wait_for_complete(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+    async def _publish(self) -> None:
+        self._published = True
+        lp = self.room.local_participant
+        audio = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self.audio_source)
+        pub = await lp.publish_track(audio, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        await pub.wait_for_subscription()
+        video = rtc.LocalVideoTrack.create_video_track("avatar_video", self.video_source)
+        await lp.publish_track(video, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+
+    async def _read_audio(self) -> None:
+        async for item in self.audio_recv:
+            if self._receiving is None:
+                self._receiving = _Segment()
+                self._pending.append(self._receiving)
+            if isinstance(item, AudioSegmentEnd):
+                self._receiving = None
+            await self.gen.push_audio(item)
+
+    async def _forward(self) -> None:
+        async for item in self.gen:
+            if isinstance(item, AudioSegmentEnd):
+                if self._pending:
+                    seg = self._pending.popleft()
+                    await self._notify_finished(seg.played, seg.interrupted)
+                continue
+            if not self._published:
+                await self._publish()
+            await self.av_sync.push(item)
+            if isinstance(item, rtc.AudioFrame) and self._pending:
+                seg = self._pending[0]
+                if not seg.started:
+                    seg.started = True
+                    await self._maybe_await(self.audio_recv.notify_playback_started())
+                seg.played += item.duration
+
+    def _on_clear(self) -> None:
+        for seg in self._pending:
+            seg.interrupted = True
+        self.gen.clear_buffer()
+
+    async def _notify_finished(self, position: float, interrupted: bool) -> None:
+        self.finished.append((position, interrupted))
+        await self._maybe_await(self.audio_recv.notify_playback_finished(playback_position=position,
+                                                                          interrupted=interrupted))
+
+    @staticmethod
+    async def _maybe_await(result) -> None:
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def aclose(self) -> None:
+        """Stop; every segment still pending gets its ``playback_finished`` (interrupted)."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._pending:
+            seg = self._pending.popleft()
+            try:
+                await self._notify_finished(seg.played, True)
+            except Exception as exc:            # the room is gone: nothing left to tell
+                log.debug("playback_finished at close: %s", exc)
+        await self.audio_recv.aclose()
+        await self.av_sync.aclose()
+        await self.audio_source.aclose()
+        await self.video_source.aclose()

@@ -183,3 +183,61 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
     assert kinds == {"LocalAudioTrack", "LocalVideoTrack"}
     assert sum(isinstance(f, rtc.VideoFrame) for f in pushed) > 50
     assert sum(isinstance(f, rtc.AudioFrame) for f in pushed) >= 30
+
+
+async def wait_until(cond, seconds: float) -> None:
+    t_end = time.perf_counter() + seconds
+    while not cond() and time.perf_counter() < t_end:
+        await asyncio.sleep(0.02)
+
+
+async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its_position(engine):
+    """The agent's real DataStreamAudioOutput and the avatar's real DataStreamAudioReceiver over
+    an in-process room (``tests/livekit_fake.py``), with StyleCastAvatarRunner: a played segment
+    finishes at its length; one cleared 0.8 s in finishes interrupted near 0.8 s; two segments
+    cleared before a sample of them played both finish (interrupted), so the agent never waits
+    for its clear-buffer timeout; lk.clear_buffer is answered "ok"."""
+    from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioReceiver
+    from livekit_fake import FakeNet
+
+    from streaming.integrations.livekit import StyleCastAvatarRunner
+    net = FakeNet()
+    agent_room = net.join("agent", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+    avatar_room = net.join("avatar")
+    gen = StyleCastVideoGenerator(engine, fps=25, sample_rate=RATE)
+    runner = StyleCastAvatarRunner(avatar_room, audio_recv=DataStreamAudioReceiver(avatar_room), video_gen=gen)
+    await runner.start()
+    out = DataStreamAudioOutput(agent_room, destination_identity="avatar", sample_rate=RATE)
+    finished: list = []
+    out.on("playback_finished", lambda ev: finished.append(ev))
+    tone = (np.sin(2 * np.pi * 190 * np.arange(RATE) / RATE) * 5000).astype(np.int16)
+
+    async def say(seconds: float) -> None:
+        for f in audio_frames(np.tile(tone, int(np.ceil(seconds)))[: int(seconds * RATE)]):
+            await out.capture_frame(f)
+        out.flush()
+
+    try:
+        await say(1.0)
+        await wait_until(lambda: len(finished) == 1, 6)
+        assert len(finished) == 1 and not finished[0].interrupted
+        assert finished[0].playback_position == pytest.approx(1.0, abs=0.12)
+        await say(3.0)
+        await asyncio.sleep(0.8)
+        out.clear_buffer()
+        await wait_until(lambda: len(finished) == 2, 4)
+        assert len(finished) == 2 and finished[1].interrupted
+        assert 0.4 < finished[1].playback_position < 1.3, finished[1]
+        await say(1.0)
+        await say(1.0)
+        out.clear_buffer()
+        await wait_until(lambda: len(finished) == 4, 1.5)           # well inside the agent's 2 s timeout
+        assert len(finished) == 4 and all(ev.interrupted for ev in finished[2:]), finished
+        assert all(ev.playback_position < 0.3 for ev in finished[2:]), finished
+    finally:
+        await runner.aclose()
+        await gen.aclose()
+    methods = [(caller, method, result) for caller, _, method, _, result in net.rpcs]
+    assert methods.count(("avatar", "lk.playback_finished", "ok")) == 4
+    assert methods.count(("agent", "lk.clear_buffer", "ok")) == 2
+    assert [p for p, _ in runner.finished] == [ev.playback_position for ev in finished]
