@@ -241,3 +241,18 @@ async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its
     assert methods.count(("avatar", "lk.playback_finished", "ok")) == 4
     assert methods.count(("agent", "lk.clear_buffer", "ok")) == 2
     assert [p for p, _ in runner.finished] == [ev.playback_position for ev in finished]
+
+
+def test_worker_cli_refuses_a_bad_url_and_says_why_when_the_server_is_unreachable():
+    import subprocess
+    import sys
+
+    from repo_paths import REPO
+    bad = subprocess.run([sys.executable, "-m", "streaming.livekit_worker", "--url", "nowhere", "--token", "t"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--url must be a ws:// or wss:// address" in bad.stderr
+    gone = subprocess.run([sys.executable, "-m", "streaming.livekit_worker", "--url", "ws://127.0.0.1:9", "--token", "t"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    last = gone.stderr.strip().splitlines()[-1]
+    assert gone.returncode == 2 and last.startswith("python -m streaming.livekit_worker: error:"), gone.stderr[-500:]
+    assert "Traceback" not in gone.stderr
