@@ -1,6 +1,6 @@
 """A local voice bot with the StyleCast avatar on Pipecat: no cloud service, no download.
 
-    pip install -e '.[pipecat]'          # and espeak-ng (apt-get install espeak-ng)
+    pip install -e '.[serve,pipecat]'    # and espeak-ng (apt-get install espeak-ng)
     python examples/pipecat_bot.py       # then open http://127.0.0.1:7860 and press Start
 
 The page sends your microphone over WebRTC to pipecat's SmallWebRTCTransport (aiortc). Silero

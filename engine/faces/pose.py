@@ -147,6 +147,8 @@ def head_pose(cv2: ModuleType, landmarks: np.ndarray, width: int, height: int) -
             ok, rvec, tvec = cv2.solvePnP(MODEL_POINTS, image_points, k, None, **kwargs)
         except cv2.error:
             continue
+        # OpenCV 4 hands back the guess's own (3,) arrays, OpenCV 5 (3, 1) ones
+        rvec, tvec = np.asarray(rvec, np.float64).reshape(3, 1), np.asarray(tvec, np.float64).reshape(3, 1)
         if not ok or not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))) or tvec[2, 0] <= 0:
             continue
         angles = euler_from_matrix(line_of_sight(tvec[:, 0]).T @ cv2.Rodrigues(rvec)[0])
