@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cli_util import images_to_uint8  # noqa: E402
+from engine.frames import images_to_uint8  # noqa: E402
 from engine.demo_world.latent import at_rest, render_z  # noqa: E402
 from engine.latent.identity import w_from_seed  # noqa: E402
 from engine.session import AvatarEngine  # noqa: E402

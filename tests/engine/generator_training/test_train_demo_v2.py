@@ -39,13 +39,19 @@ def test_init_starts_from_the_shipped_generator_and_its_directions(tmp_path):
     with torch.no_grad():
         for net in (tr.G, tr.G_ema):
             assert torch.allclose(net(z, noise_mode="const"), shipped(z, noise_mode="const"), atol=1e-5)
+    from engine.demo_world.name_directions import ROLE_OF
     ds = DirectionSet.load(DEMO_DIRECTIONS)
-    for k, (field, role) in enumerate(zip(MOTION_Z, ("mouth_open", "jaw", None, "blink"))):
-        if role is not None:
+    taken = 0
+    for k, field in enumerate(MOTION_Z):
+        role = ROLE_OF.get(field)
+        if role in ds:                 # the shipped set's rows: its vectors times their stdev
             d = ds[role]
             np.testing.assert_allclose(tr.motion_dirs[k].detach().double().numpy(), d.vector * d.stdev, rtol=1e-5)
-    yaw = MOTION_Z.index("yaw")        # not in the shipped set: a small random start
-    assert 0 < tr.motion_dirs[yaw].norm() < 0.2 * tr.motion_dirs[0].norm()
+            taken += 1
+    assert taken == len(ds.names) >= 3
+    smile = MOTION_Z.index("smile")    # not in the shipped set: a small random start
+    assert "smile" not in ROLE_OF
+    assert 0 < tr.motion_dirs[smile].norm() < 0.2 * tr.motion_dirs[0].norm()
     tr.run(progress=False)             # one step from there
     state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
     assert json.loads(state["train_config"])["init"] == "demo"
@@ -153,7 +159,7 @@ def test_single_motion_rows_move_one_field_each_and_count_their_own_pixels(tmp_p
     assert "loss_single" not in plain.train_step()
     with pytest.raises(ValueError, match="single_motion must be a fraction"):
         recon(single_motion=1.5).validate()
-    assert scheduled_settings("demo2", 0.0)["single_motion"] == 0.0
+    assert scheduled_settings("demo2", 0.0)["single_motion"] == 0.5
     assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_motion"] == 0.5
 
 
