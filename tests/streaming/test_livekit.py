@@ -206,6 +206,15 @@ async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its
     avatar_room = net.join("avatar")
     gen = StyleCastVideoGenerator(engine, fps=25, sample_rate=RATE)
     runner = StyleCastAvatarRunner(avatar_room, audio_recv=DataStreamAudioReceiver(avatar_room), video_gen=gen)
+    playing = asyncio.Event()            # closed: the synchronizer takes nothing (the segments wait unplayed)
+    playing.set()
+    real_push = runner.av_sync.push
+
+    async def gated(frame, *a, **kw):
+        await playing.wait()
+        return await real_push(frame, *a, **kw)
+
+    runner.av_sync.push = gated
     await runner.start()
     out = DataStreamAudioOutput(agent_room, destination_identity="avatar", sample_rate=RATE)
     finished: list = []
@@ -228,12 +237,16 @@ async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its
         await wait_until(lambda: len(finished) == 2, 4)
         assert len(finished) == 2 and finished[1].interrupted
         assert 0.4 < finished[1].playback_position < 1.3, finished[1]
+        await asyncio.sleep(0.3)
+        playing.clear()                                            # two segments arrive, neither plays...
         await say(1.0)
         await say(1.0)
-        out.clear_buffer()
+        await asyncio.sleep(0.2)
+        out.clear_buffer()                                         # ...and both are cleared
+        playing.set()
         await wait_until(lambda: len(finished) == 4, 1.5)           # well inside the agent's 2 s timeout
         assert len(finished) == 4 and all(ev.interrupted for ev in finished[2:]), finished
-        assert all(ev.playback_position < 0.3 for ev in finished[2:]), finished
+        assert all(ev.playback_position < 0.1 for ev in finished[2:]), finished
     finally:
         await runner.aclose()
         await gen.aclose()
