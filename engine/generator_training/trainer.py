@@ -234,12 +234,13 @@ class DemoTrainer:
             # over only the pixels where the face differs from the same face at rest (3x3 dilated):
             # each face's motion counts as much as the whole image, whatever its size or contrast.
             mask = motion_mask(target, as_image(self.data.render(rest_z(G, z).numpy())))
-            moved = (mask * (img - target).abs()).sum() / (mask.sum() * img.shape[1]).clamp_min(1.0)
+            err = (mask * (img - target).abs()).sum(dim=(1, 2, 3))          # per face
+            area = mask.sum(dim=(1, 2, 3)) * img.shape[1]
+            moved = err.sum() / area.sum().clamp_min(1.0)
             rec["loss_motion"] = float(moved.detach())
             loss = loss + self.config.motion_weight * moved
             if single:    # each one-field face on its own: a glance's few pixels weigh as much as a turn's
-                err = (mask[:single] * (img[:single] - target[:single]).abs()).sum(dim=(1, 2, 3))
-                own = (err / (mask[:single].sum(dim=(1, 2, 3)) * img.shape[1]).clamp_min(1.0)).mean()
+                own = (err[:single] / area[:single].clamp_min(1.0)).mean()
                 rec["loss_single"] = float(own.detach())
                 loss = loss + self.config.motion_weight * own
         self.G_opt.zero_grad(set_to_none=True)
