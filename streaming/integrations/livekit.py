@@ -97,8 +97,8 @@ class StyleCastVideoGenerator(VideoGenerator):
             rgba = np.empty((img.shape[0], img.shape[1], 4), np.uint8)
             rgba[..., :3], rgba[..., 3] = img, 255
             yield rtc.VideoFrame(img.shape[1], img.shape[0], rtc.VideoBufferType.RGBA, rgba.tobytes())
-            audio = out.frame.audio
-            if out.talking and audio is not None and audio.size and epoch == stream.epoch:
+            audio = stream.audio_after(out, epoch)
+            if audio is not None:
                 yield rtc.AudioFrame(audio.tobytes(), self.sample_rate, 1, int(audio.size))
 
     async def aclose(self) -> None:

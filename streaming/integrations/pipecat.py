@@ -54,7 +54,7 @@ from pipecat.services.settings import ServiceSettings
 from engine.avatar import AvatarEngine
 from engine.session import AvatarSession
 
-from .turns import TurnStats, TurnStream
+from .turns import TurnStats, TurnStream, check_buffering
 
 __all__ = ["StyleCastVideoService", "AvatarMetricsData"]
 
@@ -100,8 +100,7 @@ class StyleCastVideoService(AIService):
         super().__init__(settings=StyleCastVideoSettings(model=None), **kwargs)
         if not (0 < float(fps) <= 120):
             raise ValueError(f"fps must be in (0, 120], got {fps!r}")
-        if not (0 < float(lead_s) <= 10) or not (0 < float(max_buffer_s) <= 3600):
-            raise ValueError("lead_s must be in (0, 10] and max_buffer_s in (0, 3600] seconds")
+        check_buffering(lead_s, max_buffer_s)
         self._engine = engine
         self._engine_args = dict(generator=generator, directions=directions, resolution=size, device=device)
         self._identity, self._driver_spec, self._seed = identity, driver, int(seed)
@@ -179,13 +178,13 @@ class StyleCastVideoService(AIService):
                 await self._finish_turn(out.marker, out.stats)
                 continue
             epoch = stream.epoch
-            frame = out.frame
-            image = frame.image
+            image = out.frame.image
             img = OutputImageRawFrame(image=image.tobytes(), size=(image.shape[1], image.shape[0]), format="RGB")
             img.sync_with_audio = True
             await self.push_frame(img)
-            if out.talking and frame.audio is not None and frame.audio.size and epoch == stream.epoch:
-                await self.push_frame(TTSAudioRawFrame(audio=frame.audio.tobytes(), sample_rate=self._out_rate,
+            audio = stream.audio_after(out, epoch)
+            if audio is not None:
+                await self.push_frame(TTSAudioRawFrame(audio=audio.tobytes(), sample_rate=self._out_rate,
                                                        num_channels=1))
                 turn = stream.current_stats()
                 if turn is not None and turn.first_frame is not None and not turn.reported:

@@ -31,9 +31,15 @@ import numpy as np
 from engine.frames import Frame
 from engine.session import AvatarSession
 
-__all__ = ["TurnStream", "Out", "TurnStats"]
+__all__ = ["TurnStream", "Out", "TurnStats", "check_buffering"]
 
 log = logging.getLogger("stylecast.integrations")
+
+
+def check_buffering(lead_s: float, max_buffer_s: float) -> None:
+    """ValueError unless 0 < ``lead_s`` <= 10 and 0 < ``max_buffer_s`` <= 3600 (seconds)."""
+    if not (0 < float(lead_s) <= 10) or not (0 < float(max_buffer_s) <= 3600):
+        raise ValueError("lead_s must be in (0, 10] and max_buffer_s in (0, 3600] seconds")
 
 
 @dataclass
@@ -82,8 +88,7 @@ class TurnStream:
     def __init__(self, session: AvatarSession, *, lead_s: float = 0.2, max_buffer_s: float = 120.0):
         if not session.audio_out:
             raise ValueError("TurnStream needs an AvatarSession(audio_out=True)")
-        if not (0 < float(lead_s) <= 10) or not (0 < float(max_buffer_s) <= 3600):
-            raise ValueError("lead_s must be in (0, 10] and max_buffer_s in (0, 3600] seconds")
+        check_buffering(lead_s, max_buffer_s)
         self.session, self.fps = session, session.fps
         self.lead_s, self.max_buffer_s = float(lead_s), float(max_buffer_s)
         self._queue: deque = deque()            # (pcm, rate, channels) chunks and _End markers
@@ -210,7 +215,7 @@ class TurnStream:
             if ahead < -1.0:                       # a second behind the wall clock: start again from now
                 self._anchor()
             late = talking and ahead < -period
-            turn = self.turn if self.turn is not None else (self._last_stats() if talking else None)
+            turn = self.current_stats() if talking or self.turn is not None else None
             if turn is not None:
                 if talking:
                     turn.frames += 1
@@ -235,6 +240,14 @@ class TurnStream:
 
     @property
     def epoch(self) -> int:
-        """Interruptions so far: an adapter that awaits between a frame's image and its audio
-        checks that this has not changed before sending the audio."""
+        """Interruptions so far: read it before sending a frame's image, and pass it to
+        :meth:`audio_after` (an adapter awaits between the image and the audio)."""
         return self._epoch
+
+    def audio_after(self, out: Out, epoch: int) -> Optional[np.ndarray]:
+        """The audio to send after ``out``'s image: its frame's audio if it is a talking frame
+        and no interruption came since ``epoch``; else None."""
+        audio = out.frame.audio if out.frame is not None else None
+        if out.talking and audio is not None and audio.size and epoch == self._epoch:
+            return audio
+        return None
