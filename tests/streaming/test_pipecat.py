@@ -5,10 +5,7 @@ mouth, the turn's stop comes after its audio, any input rate works and the metri
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import time
-import wave
 
 import numpy as np
 import pytest
@@ -74,15 +71,13 @@ def image(frame) -> np.ndarray:
     return np.frombuffer(frame.image, np.uint8).reshape(h, w, 3)
 
 
-def speech(tmp_path) -> tuple[np.ndarray, int]:
-    if shutil.which("espeak-ng") is None:
+def speech() -> tuple[np.ndarray, int]:
+    from engine.demo_world import speech as espeak
+    if not espeak.available():
         pytest.skip("espeak-ng is not installed (the test speaks a real sentence)")
-    wav = tmp_path / "speech.wav"
-    subprocess.run(["espeak-ng", "-v", "en", "-s", "160", "-w", str(wav),
-                    "Hello there, I am the avatar and I am talking to you about the weather today."],
-                   check=True, capture_output=True)
-    with wave.open(str(wav)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16), w.getframerate()
+    utt = espeak.synthesize("Hello there, I am the avatar and I am talking to you about the weather today.",
+                            voice="en", rate_wpm=160)
+    return utt.samples, utt.sample_rate
 
 
 async def test_each_image_is_followed_by_the_audio_that_drove_it(engine):
@@ -121,11 +116,11 @@ async def test_each_image_is_followed_by_the_audio_that_drove_it(engine):
     assert 0 < turn[0].synthesis_p50_ms <= turn[0].synthesis_p95_ms
 
 
-async def test_speech_opens_the_mouth_and_an_interruption_silences_and_rests_it(engine, mouth, tmp_path):
+async def test_speech_opens_the_mouth_and_an_interruption_silences_and_rests_it(engine, mouth):
     """Real speech (espeak-ng, 22.05 kHz) sent all at once, interrupted 1 s in: no audio leaves
     after the InterruptionFrame, the mouth is at rest within 3 frames, the turn's stop still
     comes, and the audio sent before it covers the time it ran (not the whole utterance)."""
-    pcm, rate = speech(tmp_path)
+    pcm, rate = speech()
     assert len(pcm) / rate > 3.0
     svc = StyleCastVideoService(engine=engine, fps=25)
     seen = await run(svc, [SleepFrame(sleep=0.6), TTSStartedFrame(), *chunks(pcm, rate), SleepFrame(sleep=1.0),

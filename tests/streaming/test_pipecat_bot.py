@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import shutil
-import subprocess
 import time
-import wave
 
 import numpy as np
 import pytest
@@ -41,13 +39,12 @@ def engine():
     return AvatarEngine("demo")
 
 
-def speech_48k(tmp_path, text: str) -> np.ndarray:
-    from scipy.signal import resample_poly
-    wav = tmp_path / "user.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True, capture_output=True)
-    with wave.open(str(wav)) as w:
-        pcm, rate = np.frombuffer(w.readframes(w.getnframes()), np.int16), w.getframerate()
-    return np.clip(resample_poly(pcm.astype(np.float64), RATE, rate), -32768, 32767).astype(np.int16)
+def speech_48k(text: str) -> np.ndarray:
+    import soxr
+
+    from engine.demo_world.speech import synthesize
+    utt = synthesize(text, voice="en-us", rate_wpm=160)
+    return np.clip(soxr.resample(utt.samples.astype(np.float64), utt.sample_rate, RATE), -32768, 32767).astype(np.int16)
 
 
 async def serve(server):
@@ -69,9 +66,9 @@ def rms_track(rx, t0: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array(times), np.array(levels)
 
 
-async def test_the_bot_greets_hears_a_turn_and_answers_with_face_and_voice(engine, tmp_path):
+async def test_the_bot_greets_hears_a_turn_and_answers_with_face_and_voice(engine):
     bot = load_bot()
-    said = speech_48k(tmp_path, "Hello bot, this is a test of the turn taking.")
+    said = speech_48k("Hello bot, this is a test of the turn taking.")
     quiet = np.zeros(int(5.0 * RATE), np.int16)                  # the greeting plays meanwhile
     mic = np.concatenate([quiet, said, np.zeros(RATE * 8, np.int16)])
     server = bot.BotServer(engine, fps=25, max_bots=1)
