@@ -109,38 +109,19 @@ async def test_clear_buffer_stops_the_audio_and_the_segment_end_still_comes(engi
     await gen.aclose()
 
 
-class _Publication:
-    async def wait_for_subscription(self):
-        return None
-
-
-class _Participant:
-    def __init__(self):
-        self.published: list = []
-
-    async def publish_track(self, track, options):
-        self.published.append(track)
-        return _Publication()
-
-
-class FakeRoom(rtc.EventEmitter):
-    """What ``AvatarRunner`` uses of a room: connected, a local participant that publishes."""
-
-    def __init__(self):
-        super().__init__()
-        self.local_participant = _Participant()
-        self.name = "fake"
-
-    def isconnected(self) -> bool:
-        return True
+async def wait_until(cond, seconds: float) -> None:
+    t_end = time.perf_counter() + seconds
+    while not cond() and time.perf_counter() < t_end:
+        await asyncio.sleep(0.02)
 
 
 async def test_in_process_runner_reports_playback_finished_with_the_true_position(engine):
     """The agent writes two segments into QueueAudioOutput; the runner plays them through the
     generator: the first finishes at its full length, the second is interrupted 0.8 s in and
     finishes with interrupted=True at about that position. Both tracks are published."""
+    from livekit_fake import FakeNet
     gen = StyleCastVideoGenerator(engine, fps=25, sample_rate=RATE)
-    room = FakeRoom()
+    room = FakeNet().join("agent", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
     queue = QueueAudioOutput(sample_rate=RATE)
     finished: list = []
     queue.on("playback_finished", lambda ev: finished.append((time.perf_counter(), ev)))
@@ -159,9 +140,7 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
         for f in audio_frames(first):
             await queue.capture_frame(f)
         queue.flush()
-        t_end = time.perf_counter() + 6
-        while not finished and time.perf_counter() < t_end:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: finished, 6)
         assert len(finished) == 1 and not finished[0][1].interrupted
         assert finished[0][1].playback_position == pytest.approx(1.2, abs=0.1)
         second = np.tile(first, 3)
@@ -170,9 +149,7 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
         queue.flush()
         await asyncio.sleep(0.8)
         queue.clear_buffer()
-        t_end = time.perf_counter() + 4
-        while len(finished) < 2 and time.perf_counter() < t_end:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: len(finished) >= 2, 4)
         assert len(finished) == 2 and finished[1][1].interrupted
         assert 0.4 < finished[1][1].playback_position < 1.4, finished[1][1]
         await asyncio.sleep(0.5)
@@ -183,12 +160,6 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
     assert kinds == {"LocalAudioTrack", "LocalVideoTrack"}
     assert sum(isinstance(f, rtc.VideoFrame) for f in pushed) > 50
     assert sum(isinstance(f, rtc.AudioFrame) for f in pushed) >= 30
-
-
-async def wait_until(cond, seconds: float) -> None:
-    t_end = time.perf_counter() + seconds
-    while not cond() and time.perf_counter() < t_end:
-        await asyncio.sleep(0.02)
 
 
 async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its_position(engine):
