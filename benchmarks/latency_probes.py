@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.av_sync import RATE, tone
 from benchmarks.common import child_server, free_port
-from benchmarks.loopback import burst_track, reference_frames
+from benchmarks.loopback import PROBE_DRIVER, burst_track, reference_frames
 
 __all__ = ["PACKET", "burst_track", "cut_track", "interrupt_script", "note", "refs_for", "rest_times",
            "serve_stylecast", "server"]
@@ -58,7 +58,7 @@ def serve_stylecast(args) -> None:
     holder["G"] = engine.G
     cfg = ServerConfig(host="127.0.0.1", port=args.port, generator=args.generator, resolution=engine.resolution,
                        fps=args.fps, max_sessions=2, admission=False, offer_limits=False, engine=engine, stamp=True,
-                       stats_interval_s=0.5, driver="idle")
+                       stats_interval_s=0.5, driver=PROBE_DRIVER)
     web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
 
 

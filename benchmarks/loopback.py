@@ -45,6 +45,10 @@ from benchmarks.common import free_port, wait_health
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "loopback.json"
+#: the servers' and the references' driver: the idle driver's loudness envelope opens the mouth on a
+#: tone; without its speech priors, so the head, gaze and blinks after a burst are those of the silent
+#: reference (with them, a nod or a phrase-end blink after one burst reads as the next one's onset)
+PROBE_DRIVER = "idle:no-priors"
 
 _T0 = time.monotonic()
 
@@ -68,7 +72,8 @@ def serve(args) -> None:
     # the idle driver (loudness envelope): a tone burst opens its mouth within a frame, and the
     # reference frames are made with it; the trained LSTM answers speech, not tones
     cfg = ServerConfig(host="127.0.0.1", port=args.port, generator=args.generator, resolution=engine.resolution,
-                       fps=args.fps, max_sessions=2, engine=engine, stamp=True, stats_interval_s=0.5, driver="idle")
+                       fps=args.fps, max_sessions=2, engine=engine, stamp=True, stats_interval_s=0.5,
+                       driver=PROBE_DRIVER)
     web.run_app(create_app(cfg), host="127.0.0.1", port=args.port, print=lambda *_: None)
 
 
@@ -156,7 +161,7 @@ def reference_frames(args, n: int) -> np.ndarray:
 
     torch.set_num_threads(1)     # offline and not timed; leave the other core alone
     engine = AvatarEngine(args.generator, device=args.device, resolution=args.resolution)
-    session = AvatarSession(engine, fps=args.fps, identity=0, driver="idle")
+    session = AvatarSession(engine, fps=args.fps, identity=0, driver=PROBE_DRIVER)
     out = []
     for _ in range(n):
         out.append(session.next_frame(fill_silence=True).image)
@@ -227,7 +232,7 @@ def algorithmic_latency(args) -> dict[str, Any]:
     engine = AvatarEngine(args.generator, resolution=args.resolution, synthesize=no_pixels)
     out = []
     for phase_ms in (0, 10, 20, 30):
-        session = AvatarSession(engine, fps=args.fps, driver="idle")     # the servers' driver
+        session = AvatarSession(engine, fps=args.fps, driver=PROBE_DRIVER)     # the servers' driver
         mouth = session.driver.names.index("mouth_open") if "mouth_open" in session.driver.names else 0
         parts = None
         onset = 1.0 + phase_ms / 1000

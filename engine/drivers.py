@@ -1,6 +1,8 @@
 """Driver specs: the strings a session, a CLI or a client names a motion driver with.
 
-``"default"`` (the engine's default for the session's fps), ``"idle"``, ``"lstm:PATH"``,
+``"default"`` (the engine's default for the session's fps), ``"idle"``, ``"idle:no-priors"`` (the
+idle driver without its speech priors: only the mouth answers the audio, head, gaze and blinks
+run on their own seeded schedule), ``"lstm:PATH"``,
 ``"lstm+idle:PATH"`` (the model's directions over the idle driver's blinks and sway),
 ``"trajectory:PATH.npy"``, or a :class:`~engine.motion.base.MotionDriver` given as is. Every
 driver is checked against the engine's direction set and the session's frame rate.
@@ -18,7 +20,8 @@ from engine.motion.trajectory import TrajectoryDriver
 
 __all__ = ["make_driver", "feature_needs", "DRIVER_SPECS"]
 
-DRIVER_SPECS = ("default", "idle", "lstm:PATH.safetensors", "lstm+idle:PATH.safetensors", "trajectory:PATH.npy")
+DRIVER_SPECS = ("default", "idle", "idle:no-priors", "lstm:PATH.safetensors", "lstm+idle:PATH.safetensors",
+                "trajectory:PATH.npy")
 
 
 def _lstm(arg: str, engine, *, fps: float, seed: int, layered: bool) -> MotionDriver:
@@ -48,8 +51,8 @@ def make_driver(spec, engine, *, fps: float, seed: int = 0) -> MotionDriver:
         if spec == "default":
             spec = engine.default_driver_for(fps)
         kind, _, arg = spec.partition(":")
-        if kind == "idle" and not arg:
-            drv = IdleDriver(ds, fps=fps, seed=seed)
+        if kind == "idle" and arg in ("", "no-priors"):
+            drv = IdleDriver(ds, fps=fps, seed=seed, priors=not arg)
         elif kind in ("lstm", "lstm+idle") and arg:
             drv = _lstm(arg, engine, fps=fps, seed=seed, layered=kind == "lstm+idle")
         elif kind == "trajectory" and arg:

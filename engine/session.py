@@ -290,7 +290,8 @@ class AvatarSession:
 
     def set_driver(self, driver) -> None:
         """``"default"`` (the engine's :attr:`AvatarEngine.default_driver`: the trained LSTM of the
-        demo generator over the idle driver's blinks, else idle), ``"idle"``, ``"lstm:PATH.safetensors"``,
+        demo generator over the idle driver's blinks, else idle), ``"idle"``, ``"idle:no-priors"`` (its
+        head, gaze and blinks do not answer speech), ``"lstm:PATH.safetensors"``,
         ``"lstm+idle:PATH.safetensors"`` (the model's directions, the idle driver's for the rest),
         ``"trajectory:PATH.npy"`` or a MotionDriver
         (its ``fps`` must be the session's, its ``names`` in the engine's direction set). A driver

@@ -497,6 +497,24 @@ def test_bad_driver(fast, spec, msg):
     assert s.next_frame(fill_silence=True).index == 0
 
 
+def test_idle_without_priors_answers_the_audio_with_the_mouth_alone(fast):
+    def run(spec, audio):
+        s = AvatarSession(fast, driver=spec)
+        _push_chunks(s, audio, SR)
+        return s.driver.names, np.stack([f.x for f in _pull_all(s)])
+
+    names, talk = run("idle:no-priors", _bursts(3.0))
+    _, quiet = run("idle:no-priors", np.zeros(3 * SR, np.float32))
+    mouth = [names.index(r) for r in ("mouth_open", "jaw") if r in names]
+    rest = [i for i in range(len(names)) if i not in mouth]
+    assert mouth and len(rest) >= 3
+    assert np.abs(talk[:, mouth] - quiet[:, mouth]).max() > 0.5
+    assert np.array_equal(talk[:, rest], quiet[:, rest])          # head, gaze, blinks: as in silence
+    _, primed = run("idle", _bursts(3.0))                          # the speech priors move them
+    _, primed_quiet = run("idle", np.zeros(3 * SR, np.float32))
+    assert not np.array_equal(primed[:, rest], primed_quiet[:, rest])
+
+
 def test_driver_instance_must_match_fps_and_directions(fast):
     from engine.motion.idle import IdleDriver
 
