@@ -64,7 +64,7 @@ def _setup():
 def test_units_match_the_closed_form_on_a_linear_world():
     world, m, ws0, ds, keys = _setup()
     out, info = calibrate(world, m, ds, keys, ws0, read(m, ws0), m.scales)
-    # mouth: 0.3 · UNIT_AT · stdev = 0.56 · 1.0 (one-sided, from the closed mouth)
+    # mouth: 0.3 · UNIT_AT · stdev = UNIT_MOTION fraction · 1.0 (one-sided, from the closed mouth)
     side, frac = UNIT_MOTION["mouth_open"]
     assert side == "open"
     assert out["mouth_open"].stdev == pytest.approx(frac / (0.3 * UNIT_AT), rel=0.02)
