@@ -9,7 +9,8 @@ against the silent face rendered offline for StyleCast, against the floor's sile
 * ``floor``: a zero-cost server of stock aiortc (``benchmarks.latency_floor``): the transport's
   own latency, the stock audio jitter buffer included;
 * ``stylecast`` at 25, 30 and 50 fps: ``streaming.server`` with the demo generator and the idle
-  driver (its loudness envelope opens the mouth on a tone; the trained LSTM answers speech);
+  driver without its speech priors (``benchmarks.loopback.PROBE_DRIVER``: its loudness envelope
+  opens the mouth on a tone, and nothing else answers the audio; the trained LSTM answers speech);
 * ``barge-in`` (25 fps): a long tone is cut off, and on every other cut the client sends
   ``{"type": "interrupt"}``: the time from the cut to the first decoded frame with the mouth at
   rest, with and without the message;
