@@ -134,6 +134,7 @@ class StyleCastAvatarRunner:
                                           video_fps=opts.video_fps, video_queue_size_ms=queue_size_ms)
         self._pending: deque[_Segment] = deque()    # segments sent by the agent, not yet finished
         self._receiving: Optional[_Segment] = None  # the segment whose audio is arriving
+        self._closed_by_clear = False               # _receiving was closed by a clear, its end not yet seen
         self._tasks: list[asyncio.Task] = []
         self._published = False
         self.finished: list[tuple[float, bool]] = []   # (position, interrupted) as sent
@@ -157,6 +158,11 @@ class StyleCastAvatarRunner:
 
     async def _read_audio(self) -> None:
         async for item in self.audio_recv:
+            if not isinstance(item, AudioSegmentEnd):
+                self._closed_by_clear = False
+            elif self._receiving is None and self._closed_by_clear:
+                self._closed_by_clear = False          # that segment was closed at the clear
+                continue
             if self._receiving is None:
                 self._receiving = _Segment()
                 self._pending.append(self._receiving)
@@ -185,6 +191,13 @@ class StyleCastAvatarRunner:
         for seg in self._pending:
             seg.interrupted = True
         self.gen.clear_buffer()
+        if self._receiving is not None:
+            # its end may never come: the agent flushes and clears in one go, and QueueAudioOutput's
+            # clear_buffer drops what is queued, the segment end included. Close it here; an end
+            # that does come for it later is skipped.
+            self._receiving = None
+            self._closed_by_clear = True
+            self.gen.stream.end_segment(AudioSegmentEnd())
 
     async def _notify_finished(self, position: float, interrupted: bool) -> None:
         self.finished.append((position, interrupted))

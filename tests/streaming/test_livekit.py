@@ -119,7 +119,7 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
     """The agent writes two segments into QueueAudioOutput; the runner plays them through the
     generator: the first finishes at its full length, the second is interrupted 0.8 s in and
     finishes with interrupted=True at about that position. Both tracks are published."""
-    from livekit_fake import FakeNet
+    from streaming.integrations.livekit_local import FakeNet
     gen = StyleCastVideoGenerator(engine, fps=25, sample_rate=RATE)
     room = FakeNet().join("agent", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
     queue = QueueAudioOutput(sample_rate=RATE)
@@ -162,14 +162,52 @@ async def test_in_process_runner_reports_playback_finished_with_the_true_positio
     assert sum(isinstance(f, rtc.AudioFrame) for f in pushed) >= 30
 
 
+async def test_in_process_stylecast_runner_finishes_a_segment_the_agent_flushed_and_cleared_at_once(engine):
+    """An interrupted agent calls ``flush()`` and then ``clear_buffer()`` on its QueueAudioOutput in
+    one go (livekit-agents' generation.py), and the clear drops the queued segment end: the runner
+    still sends one playback_finished (interrupted, near the played position), and the next
+    segment gets its own at its full length, no more."""
+    from streaming.integrations.livekit import StyleCastAvatarRunner
+    from streaming.integrations.livekit_local import FakeNet
+    gen = StyleCastVideoGenerator(engine, fps=25, sample_rate=RATE)
+    queue = QueueAudioOutput(sample_rate=RATE)
+    finished: list = []
+    queue.on("playback_finished", lambda ev: finished.append(ev))
+    runner = StyleCastAvatarRunner(FakeNet().join("agent", rtc.ParticipantKind.PARTICIPANT_KIND_AGENT),
+                                   audio_recv=queue, video_gen=gen)
+    await runner.start()
+    try:
+        tone = (np.sin(2 * np.pi * 180 * np.arange(int(3.0 * RATE)) / RATE) * 5000).astype(np.int16)
+        frames = audio_frames(tone)
+        for f in frames[:40]:                    # 0.8 s of it, then the agent is interrupted
+            await queue.capture_frame(f)
+        await asyncio.sleep(0.6)
+        queue.flush()
+        queue.clear_buffer()
+        await wait_until(lambda: finished, 4)
+        assert len(finished) == 1 and finished[0].interrupted, finished
+        assert 0.2 < finished[0].playback_position < 0.85, finished[0]
+        for f in frames[:50]:                    # the next answer, 1 s, played out
+            await queue.capture_frame(f)
+        queue.flush()
+        await wait_until(lambda: len(finished) >= 2, 6)
+        await asyncio.sleep(0.5)
+        assert len(finished) == 2 and not finished[1].interrupted, finished
+        assert finished[1].playback_position == pytest.approx(1.0, abs=0.1)
+    finally:
+        await runner.aclose()
+        await gen.aclose()
+    assert runner.finished[:2] == [(finished[0].playback_position, True), (finished[1].playback_position, False)]
+
+
 async def test_worker_protocol_every_segment_gets_one_playback_finished_with_its_position(engine):
     """The agent's real DataStreamAudioOutput and the avatar's real DataStreamAudioReceiver over
-    an in-process room (``tests/livekit_fake.py``), with StyleCastAvatarRunner: a played segment
+    an in-process room (``streaming/integrations/livekit_local.py``), with StyleCastAvatarRunner: a played segment
     finishes at its length; one cleared 0.8 s in finishes interrupted near 0.8 s; two segments
     cleared before a sample of them played both finish (interrupted), so the agent never waits
     for its clear-buffer timeout; lk.clear_buffer is answered "ok"."""
     from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioReceiver
-    from livekit_fake import FakeNet
+    from streaming.integrations.livekit_local import FakeNet
 
     from streaming.integrations.livekit import StyleCastAvatarRunner
     net = FakeNet()
