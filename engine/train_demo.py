@@ -58,6 +58,7 @@ from engine.cli_util import (
 )
 from engine.generator_training.config import (
     DEMO_SCHEDULE_KIMG,
+    DEMO2_SCHEDULE_KIMG,
     LOG_FILE,
     MAX_EXPORT_BYTES,
     OBJECTIVES,
@@ -170,8 +171,9 @@ def build_parser() -> ArgumentParser:
                    help="objective recon: 'demo' (the default for a new run that sets none of --l2-weight, "
                         "--grad-weight, --freeze, --motion-weight) sets those four by kimg as the shipped "
                         f"generator was trained, for {DEMO_SCHEDULE_KIMG:g} kimg unless --kimg says otherwise; "
-                        "'demo2' (with --init demo) fine-tunes it with the head and eyes free and the adversarial "
-                        "term (lr 0.002, --adv-weight 0.3 unless given), 80 kimg; 'none' leaves them to the options")
+                        "'demo2' (with --init V1_GENERATOR) fine-tunes it with the head and eyes free and the "
+                        "adversarial term (lr 0.002, --adv-weight 0.3 unless given), "
+                        f"{DEMO2_SCHEDULE_KIMG:g} kimg; 'none' leaves them to the options")
     p.add_argument("--adv-weight", type=finite_float, default=argparse.SUPPRESS,
                    help="objective recon: add StyleGAN2's adversarial loss (a discriminator on the renders, R1, "
                         "as --objective gan) with its image gradient scaled to this times the reconstruction's "

@@ -26,7 +26,7 @@ MOTION_MASK_THRESHOLD = 0.04       # recon --motion-weight: a pixel "moved" when
 RECON_LR = 0.008                    # the recon objective's default Adam lr (a regression takes more than a GAN)
 #: the fields a schedule sets, and their values before its first phase
 SCHEDULED = {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0, "pose_scale": 1.0,
-             "single_motion": 0.0}
+             "single_motion": 0.0, "single_weights": {}}
 #: ``--schedule demo``, the shipped demo generator's curriculum (its train_log.jsonl): from each kimg
 #: on, these settings (cumulative). Plain L1 first (layout and colour); then edges and squared
 #: error (small features); then the head held still (eyes and mouths did not form while the head
@@ -46,12 +46,15 @@ DEMO_SCHEDULE_KIMG = 258.0
 #: (the whole range at once blurred eyes and mouths away in the first 2 kimg). Half the linear rows
 #: move one field each (``single_motion``): without them the gaze directions had not grown from
 #: their random start by 68 kimg, the eyes' few pixels lost among the head's in the motion term.
+#: From 80 kimg the one-field samples pick the weak fields (yaw 0.07, pitch 0.47, gaze 0.42 / 0.03
+#: of the renderer's gain at 80 kimg) more often.
 DEMO2_SCHEDULE = ((0.0, {"grad_weight": 2.0, "l2_weight": 4.0, "motion_weight": 3.0, "pose_scale": 0.3,
                           "single_motion": 0.5}),
                   (10.0, {"pose_scale": 0.5}),
                   (25.0, {"pose_scale": 0.75}),
-                  (45.0, {"pose_scale": 1.0}))
-DEMO2_SCHEDULE_KIMG = 80.0
+                  (45.0, {"pose_scale": 1.0}),
+                  (80.0, {"single_weights": {"yaw": 4.0, "pitch": 2.0, "gaze_x": 3.0, "gaze_y": 3.0}}))
+DEMO2_SCHEDULE_KIMG = 112.0
 SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE, "demo2": DEMO2_SCHEDULE}
 SCHEDULE_KIMG = {"demo": DEMO_SCHEDULE_KIMG, "demo2": DEMO2_SCHEDULE_KIMG}
 #: settings a new run of a schedule takes unless given: demo2 fine-tunes (a lower lr) with the
@@ -113,13 +116,15 @@ class TrainDemoConfig:
     motion_weight: float = 0.0           # recon: weight of an L1 averaged over only the pixels the motion changes
     pose_scale: float = 1.0              # recon: the targets' head-angle and gaze coordinates of z times this
     single_motion: float = 0.0           # recon: share of the linear-motion samples that move one motion field only
+    single_weights: dict = dataclasses.field(default_factory=dict)  # recon: {field: how often the one-field
+    #                                      samples pick it, relative to 1 for the fields not named}
     schedule: str = "none"               # recon: "demo"/"demo2" set the fields above by kimg (SCHEDULES)
     adv_weight: float = 0.0              # recon: adversarial term, as a ratio of its image gradient to the recon's
     init: str = ""                       # recon: a fresh run starts from this exported generator ("" = NVlabs init)
 
     # settings a resumed run may change
     MUTABLE = ("kimg", "snap_kimg", "grid", "grad_weight", "l2_weight", "frozen", "motion_weight", "schedule",
-               "adv_weight", "pose_scale", "single_motion")
+               "adv_weight", "pose_scale", "single_motion", "single_weights")
 
     def validate(self) -> None:
         if not (math.isfinite(self.kimg) and self.kimg >= 0):
@@ -148,6 +153,15 @@ class TrainDemoConfig:
         bad = [f for f in self.frozen if f not in MOTION_Z]
         if bad:
             raise ValueError(f"frozen: unknown motion fields {bad} (known: {', '.join(MOTION_Z)})")
+        self.single_weights = dict(self.single_weights)
+        bad = {f: v for f, v in self.single_weights.items()
+               if f not in MOTION_Z or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"single_weights: want {{motion field: finite weight >= 0}} (fields: {', '.join(MOTION_Z)}), "
+                             f"got {bad}")
+        if self.single_weights and not any(self.single_weights.get(f, 1.0) > 0 for f in MOTION_Z
+                                           if f not in self.frozen):
+            raise ValueError("single_weights: every free motion field has weight 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.schedule != "none" and self.objective != "recon":

@@ -255,9 +255,15 @@ class DemoTrainer:
 
     def _one_field_each(self, z: torch.Tensor, count: int) -> torch.Tensor:
         """Codes ``z`` with each of the first ``count`` rows' motion at rest but for one field,
-        drawn at random among the fields not frozen (its value keeps the row's draw)."""
+        drawn at random among the fields not frozen (weighted by ``single_weights``; its value
+        keeps the row's draw)."""
         free = [f for f in MOTION_Z if f not in self.config.frozen]
-        picks = torch.randint(len(free), (count,), generator=self.gen).tolist()
+        weights = self.config.single_weights
+        if weights:      # the weak fields drawn more often (uniform without: the RNG stream of earlier runs)
+            p = torch.tensor([float(weights.get(f, 1.0)) for f in free])
+            picks = torch.multinomial(p, count, replacement=True, generator=self.gen).tolist()
+        else:
+            picks = torch.randint(len(free), (count,), generator=self.gen).tolist()
         z = z.clone()
         for i, k in enumerate(picks):
             z[i:i + 1] = at_rest(z[i:i + 1], [f for f in free if f != free[k]])

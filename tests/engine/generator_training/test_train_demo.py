@@ -427,7 +427,7 @@ def test_demo_schedule_settings_by_kimg():
     from engine.generator_training.config import scheduled_settings
     head = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
     assert scheduled_settings("none", 100.0) == {}
-    rest = {"pose_scale": 1.0, "single_motion": 0.0}
+    rest = {"pose_scale": 1.0, "single_motion": 0.0, "single_weights": {}}
     assert scheduled_settings("demo", 0.0) == {"l2_weight": 0.0, "grad_weight": 0.0, "frozen": (), "motion_weight": 0.0,
                                                **rest}
     assert scheduled_settings("demo", 34.99) == scheduled_settings("demo", 0.0)

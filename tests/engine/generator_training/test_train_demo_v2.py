@@ -163,6 +163,27 @@ def test_single_motion_rows_move_one_field_each_and_count_their_own_pixels(tmp_p
     assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_motion"] == 0.5
 
 
+def test_single_weights_draw_the_named_fields_that_much_more_often(tmp_path):
+    tr = DemoTrainer(recon(single_weights={"yaw": 6.0, "blink": 0.0}), RenderedFaces(16), tmp_path / "run",
+                     gen_config=tiny_gen(), seed=2)
+    from engine.demo_world.latent import REST
+    z = torch.zeros(4000, Z_DIM) + 5.0             # every field far from rest: the moved one is the one not at rest
+    moved = tr._one_field_each(z, 4000)[:, [Z_FIELDS.index(f) for f in MOTION_Z]] != torch.tensor(
+        [REST[f] for f in MOTION_Z])
+    assert (moved.sum(dim=1) == 1).all()
+    share = moved.float().mean(dim=0)               # 6 / (6 + 7 fields at 1): 0.46 yaw, 0.077 each other, no blink
+    assert share[MOTION_Z.index("blink")] == 0
+    assert abs(float(share[MOTION_Z.index("yaw")]) - 6 / 13) < 0.03
+    assert abs(float(share[MOTION_Z.index("roll")]) - 1 / 13) < 0.015
+    for bad in ({"nose": 1.0}, {"yaw": -1.0}, {"yaw": float("nan")}):
+        with pytest.raises(ValueError, match="single_weights"):
+            recon(single_weights=bad).validate()
+    with pytest.raises(ValueError, match="every free motion field"):
+        recon(single_weights={f: 0.0 for f in MOTION_Z}).validate()
+    assert scheduled_settings("demo2", 79.0)["single_weights"] == {}
+    assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_weights"]["yaw"] > 1
+
+
 def test_the_demo2_schedule_widens_the_pose_and_keeps_the_loss_terms():
     first, last = scheduled_settings("demo2", 0.0), scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)
     assert first["pose_scale"] < 0.5 and last["pose_scale"] == 1.0 and first["frozen"] == last["frozen"] == ()
