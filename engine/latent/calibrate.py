@@ -31,10 +31,9 @@ __all__ = ["UNIT_MOTION", "UNIT_AT", "MIN_SIGMA", "MAX_SIGMA", "calibrate", "res
 #: {role: (side, fraction)}: ``UNIT_AT`` units change the role's measured value by ``fraction`` of
 #: a full motion. side ``"open"``: m(+t) − m(0) (a mouth opens from rest; it does not close further),
 #: ``"both"``: (m(+t) − m(−t)) / 2. Measured on the shipped learned demo directions with the probes
-#: (demo world v2 at 112 kimg), 44 held-out faces in two samples (seeds 7 and 99 of ``sample_w``):
-#: mouth_open opens by 0.536 of a full motion at +2, mouth width moves by 0.336 (v1's were 0.56 and
-#: 0.33; v2's 80-kimg candidate's 0.60 and 0.35).
-UNIT_MOTION: dict[str, tuple[str, float]] = {"mouth_open": ("open", 0.54), "jaw": ("both", 0.34)}
+#: (demo world v2), 44 held-out faces in two samples (seeds 7 and 99 of ``sample_w``): mouth_open
+#: 0.007 → 0.605 at +2, mouth width 0.22 / 0.91 at ∓2 (v1's were 0.56 and 0.33).
+UNIT_MOTION: dict[str, tuple[str, float]] = {"mouth_open": ("open", 0.60), "jaw": ("both", 0.35)}
 #: the units at which the motion is matched: a speaking mouth (x ≈ 2 on the learned demo directions)
 UNIT_AT = 2.0
 #: one unit is kept within these multiples of the identities' spread along the direction

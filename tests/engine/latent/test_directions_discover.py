@@ -128,7 +128,7 @@ def test_demo_mouth_and_head_directions_are_found_and_yaw_is_left_out(demo_disco
     G, ds, rep = demo_discovered
     shipped = DirectionSet.load("engine/assets/demo_directions.json")
     assert "mouth_open" in ds and "jaw" in ds
-    # demo world v2 renders pitch and roll from learned directions, yaw weakly (probe gain 0.40 of the
+    # demo world v2 renders pitch and roll from learned directions, yaw barely (probe gain 0.07 of the
     # renderer's, docs/demo_world.md): discovery finds pitch and roll along the learned ones, and
     # leaves yaw out
     for h in ("head_pitch", "head_roll"):
