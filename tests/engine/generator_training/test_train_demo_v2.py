@@ -180,8 +180,9 @@ def test_single_weights_draw_the_named_fields_that_much_more_often(tmp_path):
             recon(single_weights=bad).validate()
     with pytest.raises(ValueError, match="every free motion field"):
         recon(single_weights={f: 0.0 for f in MOTION_Z}).validate()
-    assert scheduled_settings("demo2", 79.0)["single_weights"] == {}
-    assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_weights"]["yaw"] > 1
+    assert scheduled_settings("demo2", DEMO2_SCHEDULE_KIMG)["single_weights"] == {}
+    assert scheduled_settings("demo2w", 79.0)["single_weights"] == {}
+    assert scheduled_settings("demo2w", 112.0)["single_weights"]["yaw"] > 1
 
 
 def test_the_demo2_schedule_widens_the_pose_and_keeps_the_loss_terms():
