@@ -118,8 +118,16 @@ async def watch_rss(rec: Recorder) -> None:
         await asyncio.sleep(60)
 
 
-async def speak(turns: list[Turn], rec: Recorder, start, chunk, stop, cut, finished) -> None:
-    """Play the script through one integration's callbacks; ``finished(i)`` waits for turn i."""
+async def speak(turns: list[Turn], rec: Recorder, start, chunk, stop, cut, owed) -> None:
+    """Play the script through one integration's callbacks. ``owed()`` is True while the
+    integration has not yet sent back the end of every turn handed to it (TTSStoppedFrame,
+    playback_finished): the next turn waits for that (at most the turn's length + 10 s), and a
+    turn played to its end is marked "end" then."""
+    async def settled(timeout: float) -> None:
+        t_end = time.perf_counter() + timeout
+        while owed() and time.perf_counter() < t_end:
+            await asyncio.sleep(0.02)
+
     for i, turn in enumerate(turns):
         await asyncio.sleep(turn.gap_s)
         rec.mark("start", i)
@@ -132,12 +140,13 @@ async def speak(turns: list[Turn], rec: Recorder, start, chunk, stop, cut, finis
             await asyncio.sleep(max(0.0, t0 + (k + 1) * CHUNK_MS / 1000 / TTS_PACE - time.perf_counter()))
         if turn.cut_s is None:
             await stop(i)
-            await finished(i, turn.pcm.size / turn.rate + 10.0)
+            await settled(turn.pcm.size / turn.rate + 10.0)
+            rec.mark("end", i)
         else:
             await asyncio.sleep(max(0.0, t0 + turn.cut_s - time.perf_counter()))
             rec.mark("cut", i)
             await cut(i)
-            await finished(i, 10.0)
+            await settled(10.0)
 
 
 # -- pipecat ----------------------------------------------------------------------------------------
@@ -192,18 +201,11 @@ async def run_pipecat(engine, turns: list[Turn], fps: float) -> tuple[Recorder, 
     async def cut(i):
         await worker.queue_frame(InterruptionFrame())
 
-    async def finished(i, timeout):
-        t_end = time.perf_counter() + timeout
-        while len(done) < stopped[0] and time.perf_counter() < t_end:
-            await asyncio.sleep(0.02)
-        if i < len(turns) and turns[i].cut_s is None:
-            rec.mark("end", i)
-
     while avatar.session is None:
         await asyncio.sleep(0.05)
     rss = asyncio.ensure_future(watch_rss(rec))
     try:
-        await speak(turns, rec, start, chunk, stop, cut, finished)
+        await speak(turns, rec, start, chunk, stop, cut, owed=lambda: len(done) < stopped[0])
         await asyncio.sleep(1.0)
         stats = avatar.session.stats()
         await worker.queue_frame(EndFrame())
@@ -257,16 +259,9 @@ async def run_livekit(engine, turns: list[Turn], fps: float) -> tuple[Recorder, 
         queue.flush()                                 # the agent's order (generation.py): flush, then clear
         queue.clear_buffer()
 
-    async def finished(i, timeout):
-        t_end = time.perf_counter() + timeout
-        while len(finished_ev) < segments[0] and time.perf_counter() < t_end:
-            await asyncio.sleep(0.02)
-        if turns[i].cut_s is None:
-            rec.mark("end", i)
-
     rss = asyncio.ensure_future(watch_rss(rec))
     try:
-        await speak(turns, rec, start, chunk, stop, cut, finished)
+        await speak(turns, rec, start, chunk, stop, cut, owed=lambda: len(finished_ev) < segments[0])
         await asyncio.sleep(1.0)
         stats = gen.session.stats()
     finally:

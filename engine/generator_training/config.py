@@ -62,7 +62,8 @@ SCHEDULES = {"none": (), "demo": DEMO_SCHEDULE, "demo2": DEMO2_SCHEDULE, "demo2w
 SCHEDULE_KIMG = {"demo": DEMO_SCHEDULE_KIMG, "demo2": DEMO2_SCHEDULE_KIMG, "demo2w": DEMO2W_SCHEDULE_KIMG}
 #: settings a new run of a schedule takes unless given: demo2 fine-tunes (a lower lr) with the
 #: adversarial term (its image gradient 0.3 of the reconstruction's)
-SCHEDULE_DEFAULTS = {"demo2": {"lr": 0.002, "adv_weight": 0.3}, "demo2w": {"lr": 0.002, "adv_weight": 0.3}}
+SCHEDULE_DEFAULTS = {"demo2": {"lr": 0.002, "adv_weight": 0.3}}
+SCHEDULE_DEFAULTS["demo2w"] = SCHEDULE_DEFAULTS["demo2"]          # demo2 and its last phase
 #: the motion fields ``pose_scale`` narrows
 POSE_FIELDS = ("yaw", "pitch", "roll", "gaze_x", "gaze_y")
 
